@@ -1,0 +1,434 @@
+"""The DARTS operation registry and its Keras layers.
+
+One registry serves the search supernet (``affine=False``) and the derived network
+(``affine=True``). Every operation is created by :func:`create_op` from its registered name,
+an input and an output channel count (which may differ: the ACA builder asks an operation for
+only its ``k_e`` important channels) and a stride (1 or 2).
+
+Channel conventions:
+
+* convolutions map ``channels_in`` to any ``channels_out``;
+* pools act channel-wise, so they take ``channels_out <= channels_in`` and pool the first
+  ``channels_out`` input channels; they have no parameters beyond their BatchNorm;
+* ``skip_connect`` is the identity at stride 1 (the first ``channels_out`` channels) and a
+  :class:`FactorizedReduce` at stride 2;
+* ``none`` is :class:`Zero`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+
+from aca_keras.errors import UnknownOperationError
+
+_PACKAGE = "aca_keras"
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the DARTS papers.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def batch_norm(affine: bool, name: str | None = None) -> keras.layers.BatchNormalization:
+    """BatchNorm with DARTS settings; ``affine=False`` drops gamma and beta (search)."""
+    return keras.layers.BatchNormalization(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine, name=name
+    )
+
+
+class _Chain(keras.layers.Layer):
+    """A layer that applies a fixed list of sublayers in turn (created in ``__init__``)."""
+
+    def _chain(self) -> Sequence[keras.layers.Layer]:
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            if not layer.built:
+                layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = inputs
+        for layer in self._chain():
+            x = _call(layer, x, training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        shape = input_shape
+        for layer in self._chain():
+            shape = layer.compute_output_shape(shape)
+        return shape
+
+
+def _call(layer: keras.layers.Layer, x, training):
+    if isinstance(layer, (keras.layers.BatchNormalization, _Chain, FactorizedReduce)):
+        return layer(x, training=training)
+    return layer(x)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelSlice(keras.layers.Layer):
+    """Channels ``start:stop`` of an NHWC tensor (Keras has no slicing layer)."""
+
+    def __init__(self, start: int, stop: int, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= start < stop:
+            raise ValueError(f"ChannelSlice needs 0 <= start < stop, got start={start}, stop={stop}")
+        self.start = start
+        self.stop = stop
+
+    def call(self, inputs):
+        return inputs[..., self.start : self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.stop - self.start,)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Subsample(keras.layers.Layer):
+    """Keeps every ``stride``-th row and column (used where TF cannot stride a dilated conv)."""
+
+    def __init__(self, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, inputs):
+        return inputs[:, :: self.stride, :: self.stride, :]
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, c = input_shape
+        s = self.stride
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), c)
+
+    def get_config(self):
+        return {**super().get_config(), "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Zero(keras.layers.Layer):
+    """The ``none`` operation: zeros of the output shape."""
+
+    def __init__(self, channels_out: int, stride: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_out = channels_out
+        self.stride = stride
+
+    def call(self, inputs):
+        z = inputs[:, :: self.stride, :: self.stride, :1] * 0.0
+        return keras.ops.repeat(z, self.channels_out, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = self.stride
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s), self.channels_out)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_out": self.channels_out, "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ReLUConvBN(_Chain):
+    """ReLU, convolution (no bias), BatchNorm."""
+
+    def __init__(self, channels_out: int, kernel_size: int = 1, stride: int = 1,
+                 affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_out = channels_out
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.affine = affine
+        self.relu = keras.layers.ReLU()
+        self.conv = keras.layers.Conv2D(channels_out, kernel_size, strides=stride, padding="same",
+                                        use_bias=False)
+        self.bn = batch_norm(affine)
+
+    def _chain(self):
+        return (self.relu, self.conv, self.bn)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_out": self.channels_out,
+                "kernel_size": self.kernel_size, "stride": self.stride, "affine": self.affine}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DilConv(_Chain):
+    """ReLU, depthwise (optionally dilated) conv, pointwise conv, BatchNorm.
+
+    TensorFlow cannot combine a stride with a dilation in a depthwise convolution, so a strided
+    dilated conv runs at stride 1 and is subsampled, which gives the same values.
+    """
+
+    def __init__(self, channels_out: int, kernel_size: int = 3, stride: int = 1,
+                 dilation: int = 1, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_out = channels_out
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.affine = affine
+        strided_in_conv = stride if dilation == 1 else 1
+        self.relu = keras.layers.ReLU()
+        self.depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size, strides=strided_in_conv, padding="same", dilation_rate=dilation,
+            use_bias=False)
+        self.subsample = Subsample(stride) if (dilation > 1 and stride > 1) else None
+        self.pointwise = keras.layers.Conv2D(channels_out, 1, use_bias=False)
+        self.bn = batch_norm(affine)
+
+    def _chain(self):
+        middle = (self.subsample,) if self.subsample is not None else ()
+        return (self.relu, self.depthwise, *middle, self.pointwise, self.bn)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_out": self.channels_out,
+                "kernel_size": self.kernel_size, "stride": self.stride,
+                "dilation": self.dilation, "affine": self.affine}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SepConv(_Chain):
+    """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution)."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel_size: int = 3, stride: int = 1,
+                 affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_in = channels_in
+        self.channels_out = channels_out
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.affine = affine
+        self.first = DilConv(channels_in, kernel_size, stride, 1, affine)
+        self.second = DilConv(channels_out, kernel_size, 1, 1, affine)
+
+    def _chain(self):
+        return (self.first, self.second)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_in": self.channels_in,
+                "channels_out": self.channels_out, "kernel_size": self.kernel_size,
+                "stride": self.stride, "affine": self.affine}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PoolBN(_Chain):
+    """3x3 max or average pool (padding excluded from averages) and BatchNorm.
+
+    Acts on the first ``channels_out`` input channels when fewer outputs are asked for.
+    """
+
+    def __init__(self, pool: str, channels_out: int, stride: int = 1, affine: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
+        self.pool = pool
+        self.channels_out = channels_out
+        self.stride = stride
+        self.affine = affine
+        layer = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
+        self.pooling = layer(3, strides=stride, padding="same")
+        self.bn = batch_norm(affine)
+        self.slice = None
+
+    def build(self, input_shape):
+        channels_in = input_shape[-1]
+        if channels_in is not None and self.channels_out > channels_in:
+            raise ValueError(
+                f"A pooling operation cannot produce more channels ({self.channels_out}) than it "
+                f"receives ({channels_in}); pools act channel-wise.")
+        if channels_in is not None and self.channels_out < channels_in:
+            self.slice = ChannelSlice(0, self.channels_out)
+        super().build(input_shape)
+
+    def _chain(self):
+        head = (self.slice,) if self.slice is not None else ()
+        return (*head, self.pooling, self.bn)
+
+    def get_config(self):
+        return {**super().get_config(), "pool": self.pool, "channels_out": self.channels_out,
+                "stride": self.stride, "affine": self.affine}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class FactorizedReduce(keras.layers.Layer):
+    """Halves the spatial size with two offset 1x1 stride-2 convolutions, concatenated.
+
+    Works for odd sizes too: the offset path is padded so both paths give ``ceil(H / 2)``.
+    """
+
+    def __init__(self, channels_out: int, affine: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if channels_out < 1:
+            raise ValueError(f"FactorizedReduce needs channels_out >= 1, got {channels_out}")
+        self.channels_out = channels_out
+        self.affine = affine
+        first = (channels_out + 1) // 2
+        second = channels_out - first
+        self.relu = keras.layers.ReLU()
+        self.conv_a = keras.layers.Conv2D(first, 1, strides=2, padding="same", use_bias=False)
+        self.shift = keras.layers.ZeroPadding2D(((0, 1), (0, 1))) if second else None
+        self.crop = keras.layers.Cropping2D(((1, 0), (1, 0))) if second else None
+        self.conv_b = (keras.layers.Conv2D(second, 1, strides=2, padding="same", use_bias=False)
+                       if second else None)
+        self.concat = keras.layers.Concatenate(axis=-1) if second else None
+        self.bn = batch_norm(affine)
+
+    def build(self, input_shape):
+        self.conv_a.build(input_shape)
+        if self.conv_b is not None:
+            self.conv_b.build(input_shape)
+        n, h, w, _ = input_shape
+        half = (n, None if h is None else -(-h // 2), None if w is None else -(-w // 2),
+                self.channels_out)
+        self.bn.build(half)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        x = self.relu(inputs)
+        a = self.conv_a(x)
+        if self.conv_b is None:
+            return self.bn(a, training=training)
+        b = self.conv_b(self.crop(self.shift(x)))
+        return self.bn(self.concat([a, b]), training=training)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, None if h is None else -(-h // 2), None if w is None else -(-w // 2),
+                self.channels_out)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_out": self.channels_out, "affine": self.affine}
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+
+OpFactory = Callable[[int, int, int, bool], keras.layers.Layer]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A registered operation: its factory and metadata."""
+
+    name: str
+    factory: OpFactory
+    description: str = ""
+    parametric: bool = True  # has trainable convolution weights
+    channelwise: bool = False  # output channel c depends on input channel c only (pools, skip)
+
+
+_REGISTRY: dict[str, OpSpec] = {}
+
+
+def register_op(name: str, *, description: str = "", parametric: bool = True,
+                channelwise: bool = False, overwrite: bool = False):
+    """Decorator registering ``factory(channels_in, channels_out, stride, affine) -> Layer``."""
+
+    def decorator(factory: OpFactory) -> OpFactory:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"Operation {name!r} is already registered; pass overwrite=True "
+                             "to replace it.")
+        _REGISTRY[name] = OpSpec(name, factory, description, parametric, channelwise)
+        return factory
+
+    return decorator
+
+
+def list_ops() -> list[str]:
+    """Names of all registered operations, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_op_spec(name: str) -> OpSpec:
+    """The :class:`OpSpec` of a registered operation (clear error for unknown names)."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownOperationError(
+            f"Unknown operation {name!r}. Registered operations: {', '.join(_REGISTRY)}. "
+            "Register new ones with aca_keras.ops.register_op.") from None
+
+
+def create_op(name: str, channels_in: int, channels_out: int | None = None, stride: int = 1,
+              affine: bool = True) -> keras.layers.Layer:
+    """Create the Keras layer of operation ``name``.
+
+    Args:
+        name: a registered operation name (see :func:`list_ops`).
+        channels_in: channels of the input tensor.
+        channels_out: channels of the output (defaults to ``channels_in``).
+        stride: 1 or 2.
+        affine: BatchNorm with gamma and beta (``False`` in the search supernet).
+    """
+    spec = get_op_spec(name)
+    if stride not in (1, 2):
+        raise ValueError(f"stride must be 1 or 2, got {stride}")
+    channels_out = channels_in if channels_out is None else channels_out
+    if channels_in < 1 or channels_out < 1:
+        raise ValueError(f"channel counts must be >= 1, got {channels_in} -> {channels_out}")
+    return spec.factory(channels_in, channels_out, stride, affine)
+
+
+register_op("none", description="zero (no connection)", parametric=False, channelwise=True)(
+    lambda ci, co, s, a: Zero(co, s))
+register_op("max_pool_3x3", description="3x3 max pool + BN", parametric=False,
+            channelwise=True)(lambda ci, co, s, a: PoolBN("max", co, s, a))
+register_op("avg_pool_3x3", description="3x3 average pool + BN", parametric=False,
+            channelwise=True)(lambda ci, co, s, a: PoolBN("avg", co, s, a))
+
+
+@register_op("skip_connect", description="identity (FactorizedReduce at stride 2)",
+             parametric=False, channelwise=True)
+def _skip(ci: int, co: int, s: int, a: bool) -> keras.layers.Layer:
+    if s == 2:
+        return FactorizedReduce(co, a)
+    if co == ci:
+        return keras.layers.Identity()
+    if co < ci:
+        return ChannelSlice(0, co)
+    raise ValueError(f"skip_connect at stride 1 cannot widen {ci} to {co} channels")
+
+
+register_op("sep_conv_3x3", description="2x (ReLU, 3x3 depthwise, 1x1, BN)")(
+    lambda ci, co, s, a: SepConv(ci, co, 3, s, a))
+register_op("sep_conv_5x5", description="2x (ReLU, 5x5 depthwise, 1x1, BN)")(
+    lambda ci, co, s, a: SepConv(ci, co, 5, s, a))
+register_op("dil_conv_3x3", description="ReLU, 3x3 depthwise dilation 2, 1x1, BN")(
+    lambda ci, co, s, a: DilConv(co, 3, s, 2, a))
+register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN")(
+    lambda ci, co, s, a: DilConv(co, 5, s, 2, a))
+
+
+DARTS_OPS: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+                              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
+ACA_OPS: tuple[str, ...] = tuple(op for op in DARTS_OPS if op != "skip_connect")
+OP_SETS: dict[str, tuple[str, ...]] = {"aca": ACA_OPS, "darts": DARTS_OPS}
+
+
+def resolve_op_set(ops: str | Sequence[str]) -> tuple[str, ...]:
+    """A named op set (``"aca"``, ``"darts"``) or a list of registered names, as a tuple."""
+    if isinstance(ops, str):
+        try:
+            return OP_SETS[ops]
+        except KeyError:
+            raise UnknownOperationError(
+                f"Unknown operation set {ops!r}. Named sets: {', '.join(OP_SETS)}; or pass a "
+                f"list of registered operations ({', '.join(_REGISTRY)}).") from None
+    names = tuple(ops)
+    if not names:
+        raise ValueError("The operation set is empty; give at least one operation.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"The operation set has duplicates: {list(names)}")
+    for op in names:
+        get_op_spec(op)
+    if all(op == "none" for op in names):
+        raise ValueError("The operation set needs at least one operation other than 'none'.")
+    return names

@@ -1,0 +1,126 @@
+"""The operation registry and its layers."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from aca_keras import ops
+from aca_keras.errors import UnknownOperationError
+
+X = np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype("float32")
+
+
+def _trainable(layer) -> int:
+    return int(sum(np.prod(v.shape) for v in layer.trainable_weights))
+
+
+@pytest.mark.parametrize("name", ops.DARTS_OPS)
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("channels_out", [8, 3])
+def test_every_op_gives_the_requested_shape(name, stride, channels_out):
+    layer = ops.create_op(name, 8, channels_out, stride, affine=True)
+    y = layer(X, training=True)
+    side = 9 if stride == 1 else 5  # ceil(9 / 2): odd sizes work too
+    assert tuple(y.shape) == (2, side, side, channels_out)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(y)))
+
+
+def test_parameter_counts_match_the_darts_formulas():
+    c = 8
+    k3, k5 = 9, 25
+    # SepConv: two (depthwise k*k*c + pointwise c*c + BN gamma/beta 2c)
+    assert _built(ops.create_op("sep_conv_3x3", c, c)) == 2 * (k3 * c + c * c + 2 * c)
+    assert _built(ops.create_op("sep_conv_5x5", c, c)) == 2 * (k5 * c + c * c + 2 * c)
+    assert _built(ops.create_op("dil_conv_3x3", c, c)) == k3 * c + c * c + 2 * c
+    # fewer output channels: only the last pointwise conv and BN shrink
+    assert _built(ops.create_op("dil_conv_5x5", c, 3)) == k5 * c + c * 3 + 2 * 3
+    # search mode (affine=False): pools and identity have no trainable weights at all
+    for name in ("max_pool_3x3", "avg_pool_3x3", "skip_connect", "none"):
+        assert _built(ops.create_op(name, c, c, 1, affine=False)) == 0
+    # FactorizedReduce: two 1x1 convs to c/2 each
+    assert _built(ops.create_op("skip_connect", c, c, 2, affine=False)) == 2 * c * (c // 2)
+
+
+def _built(layer) -> int:
+    layer(X, training=False)
+    return _trainable(layer)
+
+
+def test_skip_connect_is_exact_identity_at_stride_one():
+    layer = ops.create_op("skip_connect", 8, 8, 1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(X)), X)
+    narrow = ops.create_op("skip_connect", 8, 3, 1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(narrow(X)), X[..., :3])
+
+
+@pytest.mark.parametrize("name", ["max_pool_3x3", "avg_pool_3x3"])
+def test_pools_act_channelwise_on_the_first_channels(name):
+    layer = ops.create_op(name, 8, 3, 1, affine=False)
+    base = keras.ops.convert_to_numpy(layer(X, training=False))
+    bumped = X.copy()
+    bumped[..., 5] += 10.0  # channel 5 is not among the 3 pooled ones
+    np.testing.assert_array_equal(base, keras.ops.convert_to_numpy(layer(bumped, training=False)))
+    bumped[..., 1] += 10.0
+    changed = keras.ops.convert_to_numpy(layer(bumped, training=False)) != base
+    assert changed[..., 1].any() and not changed[..., [0, 2]].any()
+
+
+def test_avg_pool_excludes_padding():
+    layer = ops.create_op("avg_pool_3x3", 1, 1, 1, affine=False)
+    ones = np.ones((1, 4, 4, 1), "float32")
+    layer(ones, training=False)
+    layer.bn.moving_variance.assign(np.ones(1) - ops.BN_EPSILON)  # make BN the identity
+    out = keras.ops.convert_to_numpy(layer(ones, training=False))
+    np.testing.assert_allclose(out, 1.0, rtol=1e-6)  # corners average 4 ones, not 4/9
+
+
+def test_zero_is_zero():
+    out = keras.ops.convert_to_numpy(ops.create_op("none", 8, 4, 2)(X))
+    assert out.shape == (2, 5, 5, 4) and not out.any()
+
+
+def test_op_sets_and_registry_errors():
+    assert ops.resolve_op_set("aca") == tuple(o for o in ops.DARTS_OPS if o != "skip_connect")
+    assert ops.resolve_op_set("darts") == ops.DARTS_OPS
+    assert ops.resolve_op_set(["none", "sep_conv_3x3"]) == ("none", "sep_conv_3x3")
+    with pytest.raises(UnknownOperationError, match="Named sets"):
+        ops.resolve_op_set("nasnet")
+    with pytest.raises(UnknownOperationError, match="Registered operations"):
+        ops.create_op("conv_7x7", 8)
+    with pytest.raises(ValueError, match="duplicates"):
+        ops.resolve_op_set(["sep_conv_3x3", "sep_conv_3x3"])
+    with pytest.raises(ValueError, match="already registered"):
+        ops.register_op("sep_conv_3x3")(lambda ci, co, s, a: None)
+    with pytest.raises(ValueError, match="more channels"):
+        ops.create_op("max_pool_3x3", 4, 8)(X[..., :4])
+    with pytest.raises(ValueError, match="stride"):
+        ops.create_op("sep_conv_3x3", 8, 8, 3)
+
+
+def test_registering_a_custom_op():
+    name = "test_conv_1x1"
+    ops.register_op(name, description="1x1 conv", overwrite=True)(
+        lambda ci, co, s, a: ops.ReLUConvBN(co, 1, s, a))
+    try:
+        assert name in ops.list_ops()
+        out = ops.create_op(name, 8, 5, 2)(X, training=False)
+        assert tuple(out.shape) == (2, 5, 5, 5)
+        assert ops.resolve_op_set(["none", name]) == ("none", name)
+    finally:
+        ops._REGISTRY.pop(name)
+
+
+@pytest.mark.parametrize("name", ["sep_conv_5x5", "dil_conv_3x3", "avg_pool_3x3", "skip_connect"])
+def test_layers_serialise_and_reload(name, tmp_path):
+    inputs = keras.Input((9, 9, 8))
+    outputs = ops.create_op(name, 8, 4, 2)(inputs)
+    model = keras.Model(inputs, outputs)
+    path = tmp_path / "op.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model.predict(X, verbose=0), restored.predict(X, verbose=0))
+    config = model.layers[1].get_config()
+    clone = type(model.layers[1]).from_config(config)
+    assert clone.get_config() == config
