@@ -1,0 +1,396 @@
+"""Channel allocation: how many channels k_e each kept edge's operation keeps.
+
+For every kept edge of one cell type an allocator returns k_e, ``0 <= k_e <= C``; the
+operation then produces k_e channels and the other ``C - k_e`` are the edge input passed
+through (identity). Allocators live in a small registry (:func:`register_allocator`,
+:func:`list_allocators`, :func:`get_allocator`); each is a function
+
+``allocator(edge_scores, op_weights, channels, **options) -> list[int]``
+
+for ONE cell type: ``edge_scores`` holds one array of shape ``(C,)`` of non-negative
+channel scores per kept edge, ``op_weights`` the chosen operation's softmax weight per kept
+edge, ``channels`` is C.
+
+Built-in allocators:
+
+* ``adaptive`` (default, no hyper-parameter): Otsu's threshold on the log scores of all
+  channels of the cell type; k_e = number of channels of edge e above it.
+* ``fixed``: k_e = C // k (option ``k=4``), the v1-style partial refill.
+* ``alpha``: k_e = round(C * w_e / max w), proportional to the operation's softmax weight.
+* ``none``: k_e = C (plain DARTS derivation).
+
+:func:`allocate` applies an allocator to both cells of an :class:`Architecture`. Pure numpy;
+no Keras or TensorFlow import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from aca_keras.architecture import Architecture
+from aca_keras.errors import ArchitectureError
+from aca_keras.genotype import _is_int
+
+__all__ = [
+    "LOG_EPS_RELATIVE",
+    "Allocator",
+    "ChannelScores",
+    "UnknownAllocatorError",
+    "adaptive_threshold",
+    "allocate",
+    "get_allocator",
+    "list_allocators",
+    "log_scores",
+    "otsu_threshold",
+    "register_allocator",
+]
+
+Allocator = Callable[..., list[int]]
+
+#: ``log(s + eps)`` with ``eps = LOG_EPS_RELATIVE * max(s)`` over the pooled scores of a cell
+#: type: far below any score that matters (float64 keeps 16 digits), it only keeps exact
+#: zeros finite. An exact zero then lies about 27.6 nats below the largest score.
+LOG_EPS_RELATIVE = 1e-12
+
+
+class UnknownAllocatorError(ArchitectureError, KeyError):
+    """An allocator name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+# ---------------------------------------------------------------------------------- scores
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelScores:
+    """Per-channel importance scores of the kept edges of both cell types.
+
+    Attributes:
+        normal: one array of shape ``(C,)`` per kept edge, in ``Architecture.normal.edges``
+            order. Stored as read-only float64 copies.
+        reduce: the same for the reduction cell.
+        normal_weights: the chosen operation's softmax weight per kept normal edge.
+        reduce_weights: the same for the reduction cell.
+        scorer: name of the scorer that produced the scores.
+
+    Compared by identity (it holds arrays).
+    """
+
+    normal: tuple[np.ndarray, ...]
+    reduce: tuple[np.ndarray, ...]
+    normal_weights: tuple[float, ...]
+    reduce_weights: tuple[float, ...]
+    scorer: str = "taylor"
+
+    def __post_init__(self) -> None:
+        for cell in ("normal", "reduce"):
+            arrays = tuple(_score_array(s, f"{cell}[{k}]")
+                           for k, s in enumerate(getattr(self, cell)))
+            weights = tuple(_weight(w, f"{cell}_weights[{k}]")
+                            for k, w in enumerate(getattr(self, f"{cell}_weights")))
+            if len(weights) != len(arrays):
+                raise ArchitectureError(
+                    f"ChannelScores has {len(arrays)} {cell} score arrays but {len(weights)} "
+                    f"{cell}_weights; give one operation weight per kept edge.")
+            object.__setattr__(self, cell, arrays)
+            object.__setattr__(self, f"{cell}_weights", weights)
+        if not isinstance(self.scorer, str):
+            raise ArchitectureError(f"scorer must be a name, got {self.scorer!r}")
+
+
+def _score_array(scores: Any, where: str) -> np.ndarray:
+    try:
+        a = np.array(scores, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ArchitectureError(f"channel scores {where} must be numeric: {exc}") from None
+    if a.ndim != 1 or a.size == 0:
+        raise ArchitectureError(
+            f"channel scores {where} must have shape (C,), got shape {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise ArchitectureError(
+            f"channel scores {where} contain NaN or Inf; the scored supernet or batches are "
+            "broken (check the search run for divergence).")
+    a.setflags(write=False)
+    return a
+
+
+def _weight(w: Any, where: str) -> float:
+    try:
+        value = float(w)
+    except (TypeError, ValueError):
+        raise ArchitectureError(f"{where} must be a number, got {w!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ArchitectureError(f"{where} must be finite and >= 0, got {value}")
+    return value
+
+
+# -------------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, Allocator] = {}
+
+
+def register_allocator(name: str, *, overwrite: bool = False) -> Callable[[Allocator], Allocator]:
+    """Decorator registering ``allocator(edge_scores, op_weights, channels, **options)``.
+
+    The allocator decides k_e for every kept edge of ONE cell type and returns a list of
+    ints in ``0..channels``, one per edge.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"allocator name must be a non-empty string, got {name!r}")
+
+    def decorator(fn: Allocator) -> Allocator:
+        if name in _REGISTRY and not overwrite:
+            raise ValueError(f"Allocator {name!r} is already registered; pass overwrite=True "
+                             "to replace it.")
+        _REGISTRY[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_allocators() -> list[str]:
+    """Names of the registered allocators, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_allocator(name: str) -> Allocator:
+    """The allocator registered as ``name``.
+
+    Raises:
+        UnknownAllocatorError: no such allocator (the message lists the registered ones).
+    """
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise UnknownAllocatorError(
+            f"Unknown allocator {name!r}. Registered allocators: {', '.join(_REGISTRY)}. "
+            "Register new ones with aca_keras.allocation.register_allocator.") from None
+
+
+# ------------------------------------------------------------------------------------ Otsu
+
+
+def otsu_threshold(values: Any) -> float:
+    """Otsu's threshold of a set of values: the cut that maximises between-class variance.
+
+    Every cut between two consecutive distinct sorted values is tried (exact, O(n log n)).
+    The returned threshold is the midpoint of the best cut, so values ``> threshold`` form the
+    upper class and values ``< threshold`` the lower one. Among cuts with the same
+    between-class variance the lowest is taken.
+
+    Raises:
+        ValueError: fewer than two distinct values, or non-finite values.
+    """
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    if not np.all(np.isfinite(v)):
+        raise ValueError("otsu_threshold needs finite values")
+    n = v.size
+    # cut after position k-1 (lower class v[:k]) where v[k-1] < v[k]
+    ks = np.nonzero(v[1:] > v[:-1])[0] + 1
+    if ks.size == 0:
+        raise ValueError("otsu_threshold needs at least two distinct values")
+    centred = v - v.mean()  # shifting does not change the variance; improves precision
+    csum = np.cumsum(centred)
+    total = csum[-1]
+    low = csum[ks - 1]
+    mu0 = low / ks
+    mu1 = (total - low) / (n - ks)
+    between = (ks / n) * ((n - ks) / n) * (mu0 - mu1) ** 2
+    best = int(ks[int(np.argmax(between))])
+    return float((v[best - 1] + v[best]) / 2.0)
+
+
+def log_scores(edge_scores: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``log(s + eps)`` of each edge's scores, ``eps = LOG_EPS_RELATIVE * max`` over all
+    edges (scores must be >= 0). All-zero scores give all-zero logs."""
+    arrays = [np.asarray(s, dtype=np.float64) for s in edge_scores]
+    if any(np.any(a < 0) for a in arrays):
+        raise ArchitectureError(
+            "channel scores must be >= 0 for the adaptive allocator (it ranks log scores); "
+            "use a non-negative scorer such as 'taylor' or 'magnitude'.")
+    peak = max((float(a.max()) for a in arrays if a.size), default=0.0)
+    if peak == 0.0:
+        return [np.zeros_like(a) for a in arrays]
+    eps = LOG_EPS_RELATIVE * peak
+    return [np.log(a + eps) for a in arrays]
+
+
+def adaptive_threshold(edge_scores: Sequence[np.ndarray]) -> float | None:
+    """Otsu's threshold (in log space) of the pooled scores of one cell type, or ``None``
+    when the scores have fewer than two distinct values (then every channel is important)."""
+    logs = log_scores(edge_scores)
+    pooled = np.concatenate(logs) if logs else np.zeros(0)
+    if np.unique(pooled).size < 2:
+        return None
+    return otsu_threshold(pooled)
+
+
+# ------------------------------------------------------------------------------ allocators
+
+
+def _check_inputs(edge_scores: Sequence[Any], op_weights: Sequence[float], channels: int,
+                  name: str) -> None:
+    if not _is_int(channels) or channels < 1:
+        raise ArchitectureError(f"{name}: channels must be a positive integer, got {channels!r}")
+    if len(op_weights) != len(edge_scores):
+        raise ArchitectureError(
+            f"{name}: {len(edge_scores)} score arrays but {len(op_weights)} operation weights")
+    if not edge_scores:
+        raise ArchitectureError(f"{name}: a cell needs at least one kept edge")
+
+
+@register_allocator("adaptive")
+def adaptive(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float],
+             channels: int) -> list[int]:
+    """ACA's adaptive allocation (no hyper-parameter).
+
+    Pools the channel scores of all kept edges of the cell type, takes log scores (see
+    :func:`log_scores`), splits them with Otsu's threshold (:func:`otsu_threshold`), and
+    gives each edge k_e = the number of its channels above the threshold. With fewer than two
+    distinct scores nothing separates the channels, so all are important (k_e = C).
+
+    Otsu's split is sensitive to extreme low outliers in log space: an exact-zero score sits
+    about 27.6 nats below the largest one (see :data:`LOG_EPS_RELATIVE`), and a handful of
+    such channels can form the whole unimportant class, leaving every other channel
+    important. Scorers should not produce exact zeros for live channels.
+    """
+    _check_inputs(edge_scores, op_weights, channels, "adaptive")
+    _check_lengths(edge_scores, channels, "adaptive")
+    threshold = adaptive_threshold(edge_scores)
+    if threshold is None:
+        return [channels] * len(edge_scores)
+    return [int(np.count_nonzero(s > threshold)) for s in log_scores(edge_scores)]
+
+
+@register_allocator("fixed")
+def fixed(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float], channels: int, *,
+          k: int = 4) -> list[int]:
+    """k_e = C // k on every edge (the v1-style partial refill; ``k=4`` keeps a quarter)."""
+    _check_inputs(edge_scores, op_weights, channels, "fixed")
+    if not _is_int(k) or k < 1:
+        raise ArchitectureError(f"fixed: k must be a positive integer, got {k!r}")
+    return [channels // int(k)] * len(edge_scores)
+
+
+@register_allocator("alpha")
+def alpha(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float],
+          channels: int) -> list[int]:
+    """k_e = round(C * w_e / max_e w_e) (half up), clamped to [0, C]: the strongest edge of
+    the cell type keeps every channel, the others in proportion to their operation weight."""
+    _check_inputs(edge_scores, op_weights, channels, "alpha")
+    w = np.array([_weight(x, f"alpha: op_weights[{i}]") for i, x in enumerate(op_weights)])
+    top = float(w.max())
+    if top <= 0:
+        raise ArchitectureError("alpha: every operation weight is 0; nothing to be proportional to")
+    k = np.floor(channels * (w / top) + 0.5)
+    return [int(x) for x in np.clip(k, 0, channels)]
+
+
+@register_allocator("none")
+def no_allocation(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float],
+                  channels: int) -> list[int]:
+    """k_e = C everywhere: the plain DARTS derivation (no identity refill)."""
+    _check_inputs(edge_scores, op_weights, channels, "none")
+    return [channels] * len(edge_scores)
+
+
+def _check_lengths(edge_scores: Sequence[Any], channels: int, name: str) -> None:
+    for i, s in enumerate(edge_scores):
+        if np.shape(s) != (channels,):
+            raise ArchitectureError(
+                f"{name}: scores of edge {i} have shape {np.shape(s)}, expected ({channels},)")
+
+
+# -------------------------------------------------------------------------------- allocate
+
+
+def allocate(architecture: Architecture, scores: ChannelScores, method: str = "adaptive",
+             **options: Any) -> Architecture:
+    """Set k_e on every kept edge of both cells with the allocator ``method``.
+
+    Args:
+        architecture: the derived architecture (its k_e are replaced).
+        scores: channel scores of its kept edges, in edge order, each of length
+            ``architecture.reference_channels``.
+        method: a registered allocator name (see :func:`list_allocators`).
+        **options: passed to the allocator (e.g. ``k=4`` for ``fixed``).
+
+    Returns:
+        A new :class:`Architecture` whose ``provenance`` gains ``allocator``,
+        ``allocator_options`` and ``scorer``, and whose ``scores`` is a summary::
+
+            {"scorer": ..., "allocator": ...,
+             "normal": {"threshold": <log-space Otsu threshold, adaptive only, or None>,
+                        "k": [k_e, ...], "mean": [...], "min": [...], "max": [...],
+                        "op_weight": [...]},
+             "reduce": {...}}
+
+    Raises:
+        UnknownAllocatorError: ``method`` is not registered.
+        ArchitectureError: scores that do not match the architecture, or an allocator that
+            returned invalid k_e.
+    """
+    if not isinstance(architecture, Architecture):
+        raise ArchitectureError(f"expected an Architecture, got {type(architecture).__name__}")
+    if not isinstance(scores, ChannelScores):
+        raise ArchitectureError(f"expected ChannelScores, got {type(scores).__name__}")
+    fn = get_allocator(method)
+    c = architecture.reference_channels
+    ks: dict[str, list[int]] = {}
+    summary: dict[str, Any] = {"scorer": scores.scorer, "allocator": method}
+    for cell in ("normal", "reduce"):
+        edges = getattr(architecture, cell).edges
+        cell_scores = getattr(scores, cell)
+        weights = getattr(scores, f"{cell}_weights")
+        if len(cell_scores) != len(edges):
+            raise ArchitectureError(
+                f"ChannelScores has {len(cell_scores)} {cell} score arrays but the "
+                f"architecture's {cell} cell has {len(edges)} kept edges; score every kept "
+                "edge, in edge order.")
+        for i, s in enumerate(cell_scores):
+            if s.shape != (c,):
+                raise ArchitectureError(
+                    f"{cell} edge {i} ({edges[i].input} -> node {edges[i].node}, {edges[i].op}) "
+                    f"has {s.shape[0]} channel scores but reference_channels is {c}; score "
+                    "the reference width (one score per channel of the search cell).")
+        k = fn(cell_scores, weights, c, **options)
+        ks[cell] = _check_result(k, len(edges), c, method, cell)
+        threshold = adaptive_threshold(cell_scores) if method == "adaptive" else None
+        summary[cell] = {
+            "threshold": threshold,
+            "k": ks[cell],
+            "mean": [float(s.mean()) for s in cell_scores],
+            "min": [float(s.min()) for s in cell_scores],
+            "max": [float(s.max()) for s in cell_scores],
+            "op_weight": [float(w) for w in weights],
+        }
+    result = architecture.with_channels(ks["normal"], ks["reduce"])
+    provenance = dict(result.provenance)
+    provenance.update(allocator=method, allocator_options=dict(options), scorer=scores.scorer)
+    return Architecture(result.normal, result.reduce, result.reference_channels, result.ops,
+                        provenance, summary, result.name)
+
+
+def _check_result(k: Any, edges: int, channels: int, method: str, cell: str) -> list[int]:
+    if isinstance(k, np.ndarray):
+        k = k.tolist()
+    if not isinstance(k, Sequence) or len(k) != edges:
+        raise ArchitectureError(
+            f"allocator {method!r} returned {k!r} for the {cell} cell; it must return a list "
+            f"of {edges} integers (one k_e per kept edge).")
+    out = []
+    for x in k:
+        if not _is_int(x) or not 0 <= x <= channels:
+            raise ArchitectureError(
+                f"allocator {method!r} returned k_e = {x!r} for the {cell} cell; every k_e must "
+                f"be an integer in 0..{channels}.")
+        out.append(int(x))
+    return out
+
