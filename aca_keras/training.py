@@ -1,0 +1,478 @@
+"""Evaluation-stage training of a derived network (DARTS's recipe), with checkpoint/resume.
+
+:func:`train` trains a :class:`~aca_keras.derived.DerivedNetwork` with ``model.fit``:
+
+* SGD, momentum 0.9, learning rate cosine from 0.025 to 0 over all steps
+  (``keras.optimizers.schedules.CosineDecay``, stepped per batch);
+* **coupled** L2 weight decay 3e-4 as PyTorch's SGD (and DARTS) apply it: ``wd * w`` is added
+  to the gradient after clipping and before the momentum update, on every trainable variable.
+  Keras's own ``weight_decay`` is decoupled (AdamW style) and is not used; the decay lives in
+  :class:`L2SGD`, a registered SGD subclass;
+* global-norm gradient clipping 5 (``global_clipnorm``; Keras's ``clipnorm`` is per variable);
+* batch 96, cutout 16 (capped at half the image side for small images), pad-and-crop (and
+  flips when the data set allows them) from the deterministic data pipeline;
+* drop path ramped linearly per epoch from 0 to ``drop_path`` (``p = drop_path * epoch /
+  epochs`` at the start of each epoch, as DARTS);
+* auxiliary loss weight 0.4 when the model has the auxiliary head.
+
+Keras's SGD momentum form (``m = mu * m - lr * g; w += m``) equals PyTorch's
+(``b = mu * b + g; w -= lr * b``) for a constant learning rate and differs slightly while the
+rate changes; the DARTS numbers do not depend on this.
+
+With ``run_dir`` the run writes ``train_config.json`` (settings and seed),
+``train_checkpoint/checkpoint.npz`` after every epoch (all model variables including BatchNorm
+statistics and random-generator states, and the optimiser's variables; written atomically),
+``train_history.csv``, ``train_result.json`` and the trained model ``trained.keras``.
+``resume=True`` continues from the last checkpoint; the data pipeline is a function of
+``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from aca_keras import checkpoint as ckpt
+from aca_keras.errors import DataError, NumericalError, RunDirError
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "HISTORY_FILE",
+    "L2SGD",
+    "TrainResult",
+    "TRAINED_MODEL_FILE",
+    "effective_cutout",
+    "evaluate",
+    "train",
+    "train_run",
+]
+
+_PACKAGE = "aca_keras"
+
+CHECKPOINT_DIR = "train_checkpoint"
+CHECKPOINT_FILE = "checkpoint.npz"
+HISTORY_FILE = "train_history.csv"
+TRAIN_CONFIG_FILE = "train_config.json"
+RESULT_FILE = "train_result.json"
+TRAINED_MODEL_FILE = "trained.keras"
+RUN_CONFIG_FILE = "config.json"
+ARCHITECTURE_FILE = "architecture.json"
+
+
+# ------------------------------------------------------------------------------ optimiser
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class L2SGD(keras.optimizers.SGD):
+    """SGD with coupled L2 weight decay, as ``torch.optim.SGD(weight_decay=...)``.
+
+    ``l2 * w`` is added to each (already clipped) gradient before the momentum update, so the
+    decay goes through the momentum buffer. All other arguments are Keras SGD's.
+
+    Args:
+        l2: the coupled weight decay coefficient (DARTS: 3e-4).
+    """
+
+    def __init__(self, learning_rate=0.01, momentum: float = 0.0, l2: float = 0.0, **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=float(momentum), **kwargs)
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        self.l2 = float(l2)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.l2:
+            gradient = keras.ops.add(
+                keras.ops.cast(gradient, variable.dtype),
+                keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
+# -------------------------------------------------------------------------------- results
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        history: per-epoch lists over all epochs, including those before a resume:
+            ``epoch`` (1-based), ``loss`` (total), ``accuracy`` (main output), with the
+            auxiliary head also ``logits_loss`` and ``aux_logits_loss``, ``learning_rate``
+            (at the end of the epoch) and ``drop_path_rate`` (used during the epoch).
+        test_accuracy: accuracy of the inference model on the test split, or ``None`` when
+            the data has no test split.
+        run_dir: the run directory, or ``None``.
+        model: the trained model.
+    """
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    test_accuracy: float | None = None
+    run_dir: Path | None = None
+    model: Any = None
+
+
+def effective_cutout(cutout: int, input_shape: Sequence[int]) -> int:
+    """Cutout size for an image shape: ``min(cutout, min(H, W) // 2)`` (16 on CIFAR's 32x32,
+    4 on 8x8 images)."""
+    if cutout <= 0:
+        return 0
+    return int(min(cutout, min(int(input_shape[0]), int(input_shape[1])) // 2))
+
+
+# -------------------------------------------------------------------------------- callbacks
+
+
+class _DropPathSchedule(keras.callbacks.Callback):
+    """``p = rate * epoch / epochs`` at the start of each epoch (DARTS)."""
+
+    def __init__(self, network, rate: float, epochs: int):
+        super().__init__()
+        self.network = network
+        self.rate = rate
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.network.set_drop_path_rate(self.rate * epoch / self.epochs)
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Checks the loss, records the epoch's numbers, writes history and checkpoint."""
+
+    def __init__(self, network, optimizer, history: dict[str, list[float]],
+                 run_path: Path | None, meta: dict[str, Any]):
+        super().__init__()
+        self.network = network
+        self.opt = optimizer
+        self.history = history
+        self.run_path = run_path
+        self.meta = meta
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        loss = float(logs.get("loss", float("nan")))
+        if not math.isfinite(loss):
+            raise NumericalError(
+                f"The training loss is {loss} after epoch {epoch + 1}; training diverged. Lower "
+                "the learning rate or check the data (the last good checkpoint is kept).")
+        row = {"epoch": epoch + 1}
+        for key in sorted(logs):
+            # one name for the main accuracy, with or without the auxiliary head
+            row["accuracy" if key == "logits_accuracy" else key] = float(logs[key])
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.opt.learning_rate))
+        row["drop_path_rate"] = self.network.drop_path_rate
+        for key, value in row.items():
+            self.history.setdefault(key, []).append(value)
+        if self.run_path is not None:
+            _write_history(self.run_path / HISTORY_FILE, self.history)
+            ckpt.save_checkpoint(
+                self.run_path / CHECKPOINT_DIR / CHECKPOINT_FILE, self.network,
+                {"optimizer": self.opt},
+                {**self.meta, "epoch": epoch + 1, "history": self.history})
+
+
+def _write_history(path: Path, history: Mapping[str, list[float]]) -> None:
+    keys = list(history)
+    rows = len(history.get("epoch", []))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(keys)
+    for i in range(rows):
+        writer.writerow([history[k][i] if i < len(history[k]) else "" for k in keys])
+    ckpt.atomic_write_text(path, out.getvalue())
+
+
+# ---------------------------------------------------------------------------------- train
+
+
+def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
+          learning_rate: float = 0.025, momentum: float = 0.9, weight_decay: float = 3e-4,
+          grad_clip: float | None = 5.0, cutout: int = 16, drop_path: float | None = None,
+          auxiliary_weight: float | None = None, seed: int | None = None,
+          run_dir: str | os.PathLike | None = None, resume: bool = False, verbose: int = 1,
+          data_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] = (),
+          jit_compile: bool = False) -> TrainResult:
+    """Train a derived network with DARTS's evaluation recipe (see the module docstring).
+
+    Args:
+        model: a :class:`~aca_keras.derived.DerivedNetwork` (or the path of one saved as
+            ``.keras``).
+        dataset: a :class:`~aca_keras.data.DataBundle` or anything
+            :func:`aca_keras.data.load` accepts (a name, arrays, a path).
+        epochs: total epochs (600 in DARTS).
+        batch_size: batch size (96).
+        learning_rate: initial learning rate, cosine-decayed to 0 over all steps (0.025).
+        momentum: SGD momentum (0.9).
+        weight_decay: coupled L2 coefficient (3e-4), see :class:`L2SGD`.
+        grad_clip: global-norm clip of the gradient (5); ``None`` for none.
+        cutout: cutout size (16), capped by :func:`effective_cutout`; 0 for none.
+        drop_path: the drop path rate reached at the end of the linear ramp; ``None`` takes the
+            model's ``drop_path``.
+        auxiliary_weight: weight of the auxiliary loss; ``None`` takes the model's. Ignored
+            for a model without the auxiliary head.
+        seed: seed of the data order, augmentation and drop path masks; ``None`` draws one (or,
+            on resume, takes the run's). It is recorded in ``train_config.json``.
+        run_dir: where to write checkpoints, history and the trained model; ``None`` writes
+            nothing.
+        resume: continue from ``run_dir``'s last checkpoint (starts afresh if there is none).
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        data_dir: TFDS data directory for named data sets.
+        callbacks: extra Keras callbacks for ``fit``.
+        jit_compile: XLA-compile the train step.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        RunDirError: ``run_dir`` already holds a training run and ``resume`` is false, or the
+            checkpoint does not match the model or the seed.
+        DataError: the data does not fit the model (image shape, number of classes).
+        NumericalError: the loss became NaN or Inf.
+    """
+    from aca_keras import data as data_lib
+    from aca_keras.derived import DerivedNetwork, load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model, compile=False)
+    if not isinstance(model, DerivedNetwork):
+        raise TypeError(f"train() needs a DerivedNetwork (aca_keras.derived.build_model), got "
+                        f"{type(model).__name__}")
+    if isinstance(dataset, data_lib.DataBundle):
+        bundle = dataset
+    elif data_dir is not None:
+        bundle = data_lib.load(dataset, data_dir=data_dir)
+    else:
+        bundle = data_lib.load(dataset)
+    if tuple(bundle.input_shape) != tuple(model.image_shape):
+        raise DataError(f"The data's images are {bundle.input_shape} but the model takes "
+                        f"{model.image_shape}; build the model with the data's input_shape.")
+    if bundle.num_classes != model.num_classes:
+        raise DataError(f"The data has {bundle.num_classes} classes but the model predicts "
+                        f"{model.num_classes}; build the model with the data's num_classes.")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    drop_path = model.drop_path if drop_path is None else float(drop_path)
+    auxiliary_weight = (model.auxiliary_weight if auxiliary_weight is None
+                        else float(auxiliary_weight))
+    cut = effective_cutout(int(cutout), bundle.input_shape)
+
+    run_path = Path(run_dir) if run_dir is not None else None
+    checkpoint_path = None if run_path is None else run_path / CHECKPOINT_DIR / CHECKPOINT_FILE
+    resuming = bool(resume and checkpoint_path is not None and checkpoint_path.is_file())
+    if resume and run_path is None:
+        raise RunDirError("resume=True needs run_dir, the directory of the run to continue.")
+    if run_path is not None and not resume and checkpoint_path.exists():
+        raise RunDirError(f"{run_path} already holds a training run ({CHECKPOINT_DIR}/). Resume "
+                          "it with resume=True (CLI: --resume), or choose another run directory.")
+    if resuming:
+        saved = ckpt.read_checkpoint_meta(checkpoint_path)
+        if seed is not None and int(seed) != saved["seed"]:
+            raise RunDirError(f"Cannot resume {run_path} with seed={seed}: the run used seed "
+                              f"{saved['seed']}. Leave seed unset to resume.")
+        seed = saved["seed"]
+        if saved.get("batch_size") != batch_size or saved.get("epochs") != epochs:
+            raise RunDirError(
+                f"Cannot resume {run_path} with epochs={epochs}, batch_size={batch_size}: the run "
+                f"used epochs={saved.get('epochs')}, batch_size={saved.get('batch_size')} (the "
+                "learning-rate schedule depends on both). Resume with the run's settings.")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    seed = int(seed)
+
+    start_epoch = 0
+    if resuming:
+        start_epoch = min(int(saved["epoch"]), epochs)
+    pipeline, steps = bundle.train_pipeline(batch_size, seed=seed, epochs=epochs,
+                                            start_epoch=start_epoch, augment=True, cutout=cut)
+    settings = {
+        "dataset": bundle.name, "epochs": epochs, "batch_size": batch_size,
+        "learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay,
+        "grad_clip": grad_clip, "cutout": cut, "drop_path": drop_path,
+        "auxiliary_weight": auxiliary_weight, "seed": seed, "steps_per_epoch": steps,
+    }
+
+    optimizer = L2SGD(
+        learning_rate=keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=epochs * steps, alpha=0.0),
+        momentum=momentum, l2=weight_decay, global_clipnorm=grad_clip)
+    _compile(model, optimizer, auxiliary_weight, jit_compile)
+
+    say = print if verbose else (lambda *a, **k: None)
+    if resume and not resuming:
+        say(f"no training checkpoint in {run_path}; starting from epoch 1", flush=True)
+    history: dict[str, list[float]] = {}
+    if resuming:
+        meta = ckpt.load_checkpoint(checkpoint_path, model, {"optimizer": optimizer})
+        history = {k: list(v) for k, v in meta.get("history", {}).items()}
+    else:
+        _seed_drop_path(model, seed)
+    if run_path is not None:
+        try:
+            run_path.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write_json(run_path / TRAIN_CONFIG_FILE, settings)
+        except OSError as error:
+            raise RunDirError(f"Cannot write the run directory {run_path}: {error}. Choose a "
+                              "writable run_dir.") from None
+
+    say(f"aca_keras train: {model.name} ({model.inference_model().count_params():,} "
+        f"parameters without the auxiliary head, "
+        f"{model.flops():,} multiply-adds/image) on {bundle.name} {bundle.input_shape} "
+        f"x{bundle.num_train}, epochs {start_epoch + 1}..{epochs}, batch {batch_size}, "
+        f"seed {seed}" + (f" -> {run_path}" if run_path is not None else ""), flush=True)
+
+    if start_epoch < epochs:
+        if model.auxiliary:
+            pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
+        recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
+        model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                  verbose=verbose, shuffle=False,
+                  callbacks=[_DropPathSchedule(model, drop_path, epochs), recorder,
+                             *callbacks])
+
+    test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
+    if test_accuracy is not None:
+        say(f"test accuracy: {test_accuracy:.4f}", flush=True)
+    if run_path is not None:
+        _save_model_atomic(model, run_path / TRAINED_MODEL_FILE)
+        ckpt.atomic_write_json(run_path / RESULT_FILE, {
+            "test_accuracy": test_accuracy, "epochs": epochs,
+            "params": int(model.inference_model().count_params()),
+            "flops": int(model.flops()), "seed": seed,
+            "final": {k: v[-1] for k, v in history.items() if v},
+        })
+    return TrainResult(history=history, test_accuracy=test_accuracy, run_dir=run_path,
+                       model=model)
+
+
+def evaluate(model, dataset, batch_size: int = 256) -> float | None:
+    """Top-1 accuracy of ``model.inference_model()`` on the test split of ``dataset`` (a
+    ``DataBundle``); ``None`` when it has no test split."""
+    test = dataset.test_pipeline(batch_size)
+    if test is None:
+        return None
+    logits = model.inference_model().predict(test.map(lambda x, y: x), verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == dataset.y_test))
+
+
+def _compile(model, optimizer, auxiliary_weight: float, jit_compile: bool) -> None:
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if model.auxiliary:
+        model.compile(
+            optimizer=optimizer,
+            loss={"logits": loss,
+                  "aux_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+            loss_weights={"logits": 1.0, "aux_logits": float(auxiliary_weight)},
+            metrics={"logits": ["accuracy"]}, jit_compile=jit_compile)
+    else:
+        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
+                      jit_compile=jit_compile)
+    optimizer.build(model.trainable_variables)
+
+
+def _seed_drop_path(model, seed: int) -> None:
+    """Make the drop path masks a function of the training seed (not of build order)."""
+    rng = np.random.default_rng([seed, 0x0D2A])
+    for layer in model.drop_path_layers:
+        state = layer.seed_generator.state
+        value = np.array([int(rng.integers(0, 2**31)), 0])
+        state.assign(keras.ops.cast(value, state.dtype))
+
+
+def _save_model_atomic(model, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------ run directories
+
+
+def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int = 96,
+              cells: int | None = None, channels: int | None = None,
+              dataset: Any = None, data_dir: str | os.PathLike | None = None,
+              seed: int | None = None, resume: bool = False, auxiliary: bool | None = None,
+              drop_path: float | None = None, auxiliary_weight: float = 0.4,
+              learning_rate: float = 0.025, momentum: float = 0.9,
+              weight_decay: float = 3e-4, grad_clip: float | None = 5.0, cutout: int = 16,
+              verbose: int = 1, jit_compile: bool = False) -> TrainResult:
+    """Build the derived model of a search run directory and train it into that directory.
+
+    ``run_dir`` holds ``architecture.json`` and ``config.json`` (written by
+    :func:`aca_keras.search`; ``config.json`` needs at least ``dataset``, and may give
+    ``data_dir``, ``seed``, ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``).
+    Arguments left ``None`` come from ``config.json``, then from DARTS's defaults (20 cells,
+    C = 36, auxiliary head, drop path 0.2). The model's initial weights are drawn from
+    ``seed``. Other arguments are :func:`train`'s.
+
+    Raises:
+        RunDirError: the directory, ``architecture.json`` or ``config.json`` is missing or
+            invalid, or the run's data set cannot be reloaded (pass ``dataset``).
+    """
+    from aca_keras import data as data_lib
+    from aca_keras.architecture import Architecture
+    from aca_keras.derived import build_model
+    from aca_keras.errors import ArchitectureError
+
+    run_path = Path(run_dir)
+    if not run_path.is_dir():
+        raise RunDirError(f"The run directory {str(run_path)!r} does not exist; give the "
+                          "directory of a search run (it holds architecture.json and "
+                          "config.json).")
+    arch_path = run_path / ARCHITECTURE_FILE
+    if not arch_path.is_file():
+        raise RunDirError(f"The run directory {str(run_path)!r} has no {ARCHITECTURE_FILE}; "
+                          "the search did not finish. Finish or resume the search first.")
+    config = ckpt.read_json(run_path / RUN_CONFIG_FILE, "run config")
+    if not isinstance(config, dict):
+        raise RunDirError(f"{run_path / RUN_CONFIG_FILE} must hold a JSON object.")
+    try:
+        architecture = Architecture.load(arch_path)
+    except ArchitectureError as error:
+        raise RunDirError(f"{arch_path} is not a valid architecture: {error}") from None
+
+    if dataset is None:
+        dataset = config.get("dataset")
+        if not isinstance(dataset, str) or not dataset or dataset.startswith("<"):
+            raise RunDirError(
+                f"{run_path / RUN_CONFIG_FILE} names no reloadable data set (dataset="
+                f"{dataset!r}: the search ran on in-memory data); pass the data set explicitly "
+                "(CLI: --dataset NAME_OR_PATH).")
+    if data_dir is None:
+        data_dir = config.get("data_dir")
+    if seed is None and config.get("seed") is not None:
+        seed = int(config["seed"])
+    cells = int(cells if cells is not None else config.get("eval_cells", 20))
+    channels = int(channels if channels is not None else config.get("eval_channels", 36))
+    auxiliary = bool(auxiliary if auxiliary is not None else config.get("auxiliary", True))
+    drop_path = float(drop_path if drop_path is not None else config.get("drop_path", 0.2))
+
+    bundle = (data_lib.load(dataset, data_dir=data_dir) if data_dir is not None
+              else data_lib.load(dataset))
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    model = build_model(architecture, bundle.input_shape, bundle.num_classes, cells=cells,
+                        channels=channels, auxiliary=auxiliary,
+                        auxiliary_weight=auxiliary_weight, drop_path=drop_path,
+                        mean=bundle.mean, std=bundle.std)
+    return train(model, bundle, epochs=epochs, batch_size=batch_size,
+                 learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                 grad_clip=grad_clip, cutout=cutout, seed=seed, run_dir=run_path,
+                 resume=resume, verbose=verbose, jit_compile=jit_compile)
