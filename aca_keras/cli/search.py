@@ -1,0 +1,94 @@
+"""``aca-search``: run an ACA architecture search (see :func:`aca_keras.search`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from aca_keras.cli import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aca-search",
+        description="Search a DARTS cell with Adaptive Channel Allocation and write a run "
+                    "directory (config, history, alphas, checkpoint, genotype, architecture, "
+                    "derived model, pictures).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataset", default="digits",
+                        help="TFDS name (cifar10, cifar100, svhn_cropped, mnist, fashion_mnist), "
+                             "'digits' (bundled, no download), an .npz with x and y, or an "
+                             "image folder with one sub-folder per class")
+    parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding a prepared copy")
+    parser.add_argument("--no-download", action="store_true",
+                        help="never download; fail at once if the data is not prepared")
+    parser.add_argument("--run-dir", default=None,
+                        help="output directory (default runs/search-<dataset>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=None,
+                        help="continue an interrupted search from its last checkpoint")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="search epochs (default 50; with --resume, the run's own count "
+                             "unless a larger one is given)")
+    parser.add_argument("--ops", default="aca",
+                        help="operation set: 'aca' (no skip_connect), 'darts', or a "
+                             "comma-separated list of registered operations")
+    parser.add_argument("--order", type=int, choices=(1, 2), default=1,
+                        help="1: first-order DARTS; 2: unrolled second-order hypergradient")
+    parser.add_argument("--cells", type=int, default=8, help="supernet cells")
+    parser.add_argument("--channels", type=int, default=16, help="supernet initial channels C")
+    parser.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch of each half")
+    parser.add_argument("--train-fraction", type=float, default=0.5,
+                        help="share of the training set that trains weights (rest: alphas)")
+    parser.add_argument("--learning-rate", type=float, default=0.025, help="weight SGD lr")
+    parser.add_argument("--alpha-learning-rate", type=float, default=3e-4, help="alpha Adam lr")
+    parser.add_argument("--scorer", default="taylor", help="channel scorer: taylor, magnitude, alpha")
+    parser.add_argument("--allocator", default="adaptive",
+                        help="channel allocator: adaptive, fixed, alpha, none")
+    parser.add_argument("--score-batches", type=int, default=10,
+                        help="validation batches used to score channels")
+    parser.add_argument("--eval-cells", type=int, default=20, help="cells of the derived model")
+    parser.add_argument("--eval-channels", type=int, default=36,
+                        help="initial channels of the derived model")
+    parser.add_argument("--no-auxiliary", action="store_true",
+                        help="derived model without the auxiliary head")
+    parser.add_argument("--drop-path", type=float, default=0.2, help="derived model drop path")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed (reproducible on CPU); drawn and recorded when omitted")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``aca-search``."""
+    args = build_parser().parse_args(argv)
+
+    def run() -> int:
+        from aca_keras.search_run import search
+
+        verbose = 0 if args.quiet else 2
+        if args.resume:
+            model = search(run_dir=args.resume, resume=True, verbose=verbose, epochs=args.epochs)
+            run_dir = args.resume
+        else:
+            ops = args.ops if args.ops in ("aca", "darts") else args.ops.split(",")
+            model = search(
+                args.dataset, epochs=args.epochs, ops=ops, order=args.order, cells=args.cells,
+                channels=args.channels, nodes=args.nodes, batch_size=args.batch_size,
+                seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
+                download=not args.no_download, verbose=verbose,
+                train_fraction=args.train_fraction, learning_rate=args.learning_rate,
+                alpha_learning_rate=args.alpha_learning_rate, scorer=args.scorer,
+                allocator=args.allocator, score_batches=args.score_batches,
+                eval_cells=args.eval_cells, eval_channels=args.eval_channels,
+                auxiliary=not args.no_auxiliary, drop_path=args.drop_path)
+            run_dir = model.run_dir
+        print(f"run directory: {run_dir}")
+        return 0
+
+    return run_cli(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
