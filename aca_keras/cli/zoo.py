@@ -1,0 +1,181 @@
+"""``aca-zoo``: list, inspect, publish, verify and export model zoo entries
+(see :mod:`aca_keras.zoo`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from aca_keras.cli import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aca-zoo",
+        description="The aca_keras model zoo: derived DARTS/ACA architectures with their "
+                    "metrics, provenance and (optionally) trained weights. Private zoos: "
+                    "--zoo-dir or the ACA_ZOO_PATH environment variable.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--zoo-dir", action="append", default=None, metavar="DIR",
+                        help="a private zoo directory searched first (repeatable); publish "
+                             "writes into the first one")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", parents=[common], help="list the entries")
+    p.add_argument("--dataset", default=None, help="only entries for this data set")
+    weights = p.add_mutually_exclusive_group()
+    weights.add_argument("--with-weights", dest="has_weights", action="store_const",
+                         const=True, default=None, help="only entries with trained weights")
+    weights.add_argument("--without-weights", dest="has_weights", action="store_const",
+                         const=False, help="only architecture-only entries")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("info", parents=[common], help="show one entry")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print the whole entry.json")
+
+    p = sub.add_parser("publish", parents=[common],
+                       help="publish a search run directory as a zoo entry")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="search run directory (with trained.keras after aca-train for weights)")
+    p.add_argument("--name", required=True, help="entry name, e.g. my-aca-cifar10")
+    p.add_argument("--version", default="1.0.0", help="entry version")
+    p.add_argument("--title", default=None, help="one-line title of the model card")
+    p.add_argument("--summary", default=None, help="a paragraph for the model card")
+    p.add_argument("--license", default="Apache-2.0", help="SPDX license identifier")
+    p.add_argument("--export", action="append", default=[], choices=("onnx", "savedmodel",
+                                                                      "tflite"),
+                   help="also export and verify this format as an artifact (repeatable)")
+    p.add_argument("--note", action="append", default=[], help="a remark for the card")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing entry")
+
+    p = sub.add_parser("verify", parents=[common],
+                       help="check entries (schema, card, checksums, build, ONNX)")
+    p.add_argument("name", nargs="?", default="all", help="an entry name (default: all)")
+    p.add_argument("--no-build", action="store_true",
+                   help="skip building/loading models (fast: documents and checksums only)")
+
+    p = sub.add_parser("export", parents=[common],
+                       help="export an entry's model (aca_keras.exporting.export)")
+    p.add_argument("name")
+    p.add_argument("--format", default="onnx", choices=("onnx", "savedmodel", "tflite"))
+    p.add_argument("--output", default=None,
+                   help="output path (default: NAME.onnx, NAME.tflite or NAME_saved_model in "
+                        "the current directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``aca-zoo``."""
+    args = build_parser().parse_args(argv)
+    commands = {"list": _list, "info": _info, "publish": _publish, "verify": _verify,
+                "export": _export}
+    return run_cli(lambda: commands[args.command](args), prog="aca-zoo")
+
+
+def _zoo_dirs(args):
+    return args.zoo_dir or None
+
+
+def _list(args) -> int:
+    from aca_keras import zoo
+
+    entries = zoo.list(dataset=args.dataset, has_weights=args.has_weights,
+                       zoo_dir=_zoo_dirs(args))
+    if args.json:
+        print(json.dumps([_summary(e) for e in entries], indent=2))
+        return 0
+    if not entries:
+        print("no entries")
+        return 0
+    rows = [("NAME", "VERSION", "DATASET", "WEIGHTS", "PARAMS", "METRIC", "WHERE")]
+    for e in entries:
+        m = next((m for m in e.metrics if m.name != "params"), None)
+        shown = f"{m.name} {m.formatted()} ({m.how})" if m is not None else "-"
+        rows.append((e.name, e.version, e.dataset, "yes" if e.has_weights else "no",
+                     f"{e.params['inference_trainable'] / 1e6:.2f}M", shown,
+                     "bundled" if e.bundled else str(e.zoo_dir)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _summary(e) -> dict:
+    return {"name": e.name, "version": e.version, "title": e.title, "dataset": e.dataset,
+            "has_weights": e.has_weights, "params": e.params,
+            "metrics": [m.to_dict() for m in e.metrics], "path": str(e.path),
+            "bundled": e.bundled}
+
+
+def _info(args) -> int:
+    from aca_keras import zoo
+
+    e = zoo.info(args.name, zoo_dir=_zoo_dirs(args))
+    if args.json:
+        print(json.dumps(e.document, indent=2))
+        return 0
+    print(f"{e.name} {e.version}: {e.title}")
+    print(f"  {e.summary}")
+    print(f"  data: {e.dataset}, input {'x'.join(map(str, e.input_shape))}, "
+          f"{e.num_classes} classes")
+    macro = ", ".join(f"{k}={v}" for k, v in e.macro.items())
+    print(f"  macro: {macro}")
+    print(f"  params: {e.params['inference_trainable']:,} trainable (inference), "
+          f"{e.params['total']:,} total")
+    for m in e.metrics:
+        print(f"  metric {m.name}: {m.formatted()} on {m.split} [{m.how_label}; {m.source}]")
+    for a in e.artifacts:
+        print(f"  artifact {a.path} ({a.kind}, {a.bytes:,} bytes, sha256 {a.sha256})")
+    if not e.artifacts:
+        print("  no artifacts: architecture only (zoo.load builds fresh weights)")
+    print(f"  license: {e.license}")
+    print(f"  citation: {e.document['citation']['text']}")
+    print(f"  folder: {e.path}")
+    return 0
+
+
+def _publish(args) -> int:
+    from aca_keras import zoo
+
+    zoo_dirs = _zoo_dirs(args)
+    if not zoo_dirs:
+        raise ValueError("publish needs --zoo-dir DIR, the zoo directory to write into.")
+    entry = zoo.publish(args.run_dir, args.name, zoo_dir=zoo_dirs[0], version=args.version,
+                        title=args.title, summary=args.summary, license=args.license,
+                        exports=args.export, notes=args.note, overwrite=args.overwrite)
+    print(f"published {entry.name} {entry.version} -> {entry.path}")
+    return 0
+
+
+def _verify(args) -> int:
+    from aca_keras import zoo
+
+    report = zoo.verify(args.name, zoo_dir=_zoo_dirs(args), build=not args.no_build)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def _export(args) -> int:
+    from pathlib import Path
+
+    from aca_keras import zoo
+    from aca_keras.exporting import export
+
+    entry = zoo.info(args.name, zoo_dir=_zoo_dirs(args))
+    model = zoo.load(args.name, zoo_dir=_zoo_dirs(args))
+    suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}[args.format]
+    output = Path(args.output) if args.output else Path.cwd() / f"{entry.name}{suffix}"
+    result = export(model, output, format=args.format, class_names=list(entry.class_names),
+                    overwrite=args.overwrite)
+    verified = (f"verified, max |difference| {result.max_abs_diff:.2g}"
+                if result.verified and result.max_abs_diff is not None else "not verified")
+    print(f"exported {entry.name} -> {result.path} ({result.format}, {verified})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

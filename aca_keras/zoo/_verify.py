@@ -1,0 +1,221 @@
+"""``verify``: check zoo entries end to end and report per check."""
+
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aca_keras.errors import AcaError, ZooError
+from aca_keras.zoo import _registry
+from aca_keras.zoo._card import render_card
+from aca_keras.zoo._entry import (
+    CARD_FILE,
+    ENTRY_FILE,
+    INDEX_FILE,
+    EntryInfo,
+    UnknownEntryError,
+    artifact_problems,
+    read_entry,
+)
+
+#: Largest accepted difference between an ONNX artifact's logits and Keras's.
+ONNX_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check of one entry: ``name``, ``ok``, and a ``detail`` line."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class EntryReport:
+    """The checks of one entry folder."""
+
+    name: str
+    path: Path
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, ok, detail))
+        return ok
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found: one :class:`EntryReport` per entry folder, and the
+    ``index.json`` checks of the zoo directories that have one."""
+
+    entries: list[EntryReport] = field(default_factory=list)
+    indexes: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every entry and index passed."""
+        return all(e.ok for e in self.entries) and all(c.ok for c in self.indexes)
+
+    @property
+    def failures(self) -> list[str]:
+        """``"<entry>: <check>: <detail>"`` for every failed check."""
+        out = [f"{e.name}: {c.name}: {c.detail}" for e in self.entries for c in e.checks
+               if not c.ok]
+        return out + [f"{c.name}: {c.detail}" for c in self.indexes if not c.ok]
+
+    def format(self) -> str:
+        """A human-readable report."""
+        lines = []
+        for e in self.entries:
+            lines.append(f"{e.name}: {'ok' if e.ok else 'FAILED'}  ({e.path})")
+            for c in e.checks:
+                lines.append(f"  {'ok  ' if c.ok else 'FAIL'} {c.name}"
+                             + (f": {c.detail}" if c.detail else ""))
+        for c in self.indexes:
+            lines.append(f"{'ok  ' if c.ok else 'FAIL'} {c.name}"
+                         + (f": {c.detail}" if c.detail else ""))
+        passed = sum(e.ok for e in self.entries)
+        lines.append(f"{passed}/{len(self.entries)} entries passed"
+                     + ("" if all(c.ok for c in self.indexes) else "; an index is out of date"))
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
+           check_onnx: bool = True) -> VerifyReport:
+    """Check zoo entries: schema, model card, artifact checksums, architecture, the built (or
+    loaded) model against the recorded settings and parameter counts, ONNX parity.
+
+    Args:
+        name: an entry name, or ``"all"`` for every entry folder on the search path
+            (shadowed ones included) plus each zoo directory's ``index.json``.
+        zoo_dir: extra zoo directories searched first.
+        build: build (or load) each model and check it (the slow part).
+        check_onnx: run each ONNX artifact in ONNX Runtime and compare with Keras.
+
+    Returns:
+        A :class:`VerifyReport` (``report.ok``; ``print(report)`` for details). Problems are
+        reported, not raised.
+
+    Raises:
+        UnknownEntryError: ``name`` is neither ``"all"`` nor an entry on the search path.
+    """
+    report = VerifyReport()
+    locations = _registry.search_path(zoo_dir)
+    if name == "all":
+        targets = [(d, loc) for loc in locations for d in _registry.entry_dirs(loc)]
+        for loc in locations:
+            if (loc.path / INDEX_FILE).is_file():
+                report.indexes.append(_check_index(loc.path))
+    else:
+        found = next(((loc.path / name, loc) for loc in locations
+                      if (loc.path / name / ENTRY_FILE).is_file()), None)
+        if found is None:
+            _registry.find(name, zoo_dir)  # raises UnknownEntryError with suggestions
+            raise UnknownEntryError(f"No zoo entry named {name!r}.")  # pragma: no cover
+        targets = [found]
+    for entry_dir, location in targets:
+        report.entries.append(_verify_entry(entry_dir, location, build, check_onnx))
+    return report
+
+
+def _verify_entry(entry_dir: Path, location, build: bool, check_onnx: bool) -> EntryReport:
+    rep = EntryReport(entry_dir.name, entry_dir)
+    try:
+        entry = read_entry(entry_dir, location.path, location.bundled)
+    except ZooError as exc:
+        rep.add("schema", False, str(exc))
+        return rep
+    rep.add("schema", True, "entry.json is valid (schema v1 and cross-field rules)")
+    card = entry_dir / CARD_FILE
+    expected = render_card(entry.document)
+    if not card.is_file():
+        rep.add("card", False, f"{card} is missing; regenerate it with "
+                               "aca_keras.zoo.write_card")
+    else:
+        same = card.read_text(encoding="utf-8") == expected
+        rep.add("card", same, "README.md matches entry.json" if same else
+                f"{card} differs from the card generated from entry.json; regenerate it "
+                "with aca_keras.zoo.write_card")
+    problems = artifact_problems(entry)
+    if not rep.add("artifacts", not problems, "; ".join(problems) or
+                   f"{len(entry.artifacts)} artifact(s), sha256 and sizes match"):
+        return rep
+    try:
+        entry.architecture()
+    except ZooError as exc:
+        rep.add("architecture", False, str(exc))
+        return rep
+    rep.add("architecture", True, "a valid aca_keras architecture")
+    if build:
+        _check_model(rep, entry, check_onnx)
+    return rep
+
+
+def _check_model(rep: EntryReport, entry: EntryInfo, check_onnx: bool) -> None:
+    from aca_keras.zoo import _models
+
+    try:
+        if entry.has_weights:
+            model = _models.load_weights_file(entry)
+            what = "weights load and match entry.json"
+        else:
+            model = _models.build(entry, seed=0)
+            what = "builds"
+    except (ZooError, AcaError, ValueError, OSError) as exc:
+        rep.add("model", False, str(exc))
+        return
+    mismatch = _models.params_mismatch(model, entry)
+    rep.add("model", mismatch is None, mismatch or
+            f"{what}; parameters {entry.params['inference_trainable']:,} trainable "
+            f"(inference), {entry.params['total']:,} total")
+    onnx = entry.artifact("onnx")
+    if check_onnx and onnx is not None and mismatch is None:
+        rep.add("onnx", *_onnx_parity(model, entry.artifact_path(onnx), entry.input_shape))
+    del model
+    gc.collect()
+
+
+def _onnx_parity(model: Any, path: Path, input_shape: tuple[int, ...]) -> tuple[bool, str]:
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, size=(3, *input_shape)).astype(np.float32)
+    expected = np.asarray(model.inference_model()(images, training=False))
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        actual = session.run(None, {session.get_inputs()[0].name: images})[0]
+    except Exception as exc:  # onnxruntime raises its own exception types
+        return False, f"{path.name} does not run in ONNX Runtime: {exc}"
+    if actual.shape != expected.shape:
+        return False, f"{path.name} outputs shape {actual.shape}, Keras {expected.shape}"
+    diff = float(np.max(np.abs(actual - expected)))
+    ok = diff <= ONNX_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    return ok, f"{path.name} agrees with Keras (max |difference| {diff:.2g} on 3 images)" \
+        if ok else f"{path.name} differs from Keras by up to {diff:.3g}"
+
+
+def _check_index(root: Path) -> Check:
+    from aca_keras.zoo._publish import build_index
+
+    path = root / INDEX_FILE
+    try:
+        expected = build_index(root, write=False, strict=True)
+        actual = json.loads(path.read_text(encoding="utf-8"))
+    except (ZooError, ValueError) as exc:
+        return Check(f"index {path}", False, str(exc))
+    same = actual == expected
+    return Check(f"index {path}", same, "up to date" if same else
+                 "out of date; rebuild it with aca_keras.zoo.build_index(zoo_dir)")
