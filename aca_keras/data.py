@@ -577,8 +577,10 @@ def load(
         download: allow TFDS to download a named set that is not prepared. The download
             host is probed first (a few seconds); if it cannot be reached,
             :class:`DatasetDownloadError` is raised instead of TFDS retrying for minutes.
-        train_split, test_split: TFDS split names (slicing allowed, e.g. ``"train[:10%]"``);
-            ``test_split=None`` loads no test set.
+        train_split: TFDS split name of the training data (slicing allowed, e.g.
+            ``"train[:10%]"``).
+        test_split: TFDS split name of the test data (slicing allowed); ``None`` loads no
+            test set.
         image_size: ``(height, width)`` to resize images of a folder to; ``None`` requires
             all images of a folder to share one size.
 

@@ -43,6 +43,7 @@ from typing import Any
 
 import keras
 
+from aca_keras import distribute as dist
 from aca_keras import ops as ops_lib
 from aca_keras import training as _training  # noqa: F401  (registers L2SGD for trained.keras)
 from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
@@ -118,8 +119,14 @@ class DropPath(keras.layers.Layer):
             return inputs
         keep = 1.0 - keras.ops.cast(self._rate_variable, inputs.dtype)
         rank = len(inputs.shape)
-        shape = (keras.ops.shape(inputs)[0],) + (1,) * (rank - 1)
+        batch = keras.ops.shape(inputs)[0]
+        # Under a tf.distribute strategy every replica draws the masks of the whole global
+        # batch (same seed state) and keeps its own slice: the masks a single device draws.
+        replica, replicas = dist.replica_position()
+        shape = (batch * replicas,) + (1,) * (rank - 1)
         noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
+        if replicas > 1:
+            noise = noise[replica * batch:(replica + 1) * batch]
         mask = keras.ops.cast(noise < keep, inputs.dtype)
         return inputs * (mask / keep)
 
@@ -221,7 +228,8 @@ class DerivedNetwork(keras.Model):
             the model itself).
         drop_path: the drop path probability the training schedule ramps up to; also the
             initial rate of the :class:`DropPath` layers.
-        mean, std: per-channel normalisation statistics on the 0-1 scale (default 0.5).
+        mean: per-channel normalisation mean on the 0-1 scale (default 0.5).
+        std: per-channel normalisation standard deviation on the 0-1 scale (default 0.5).
         name: model name.
     """
 
@@ -384,6 +392,10 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> DerivedNetwork:
         raise RunDirError(f"No model file at {str(path)!r}; give the path of a .keras file "
                           "written by DerivedNetwork.save (a run directory holds model.keras "
                           "and, after training, trained.keras).")
+    if not zipfile.is_zipfile(path):  # Keras would report "File not found" for these
+        raise RunDirError(f"{str(path)!r} is not a loadable .keras model file: it is not a zip "
+                          "archive (corrupt, truncated, or not written by model.save). Save "
+                          "the model again or restore the file.")
     try:
         return keras.saving.load_model(path, compile=compile)
     except (zipfile.BadZipFile, OSError, KeyError, ValueError, TypeError) as exc:

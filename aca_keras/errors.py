@@ -56,3 +56,12 @@ class ExportError(AcaError, RuntimeError):
 
 class ZooError(AcaError, ValueError):
     """A zoo entry that is missing, malformed or fails its checks."""
+
+
+class StrategyError(AcaError, ValueError):
+    """A ``tf.distribute`` strategy or mixed-precision setting this run cannot use."""
+
+
+class StorageError(AcaError, OSError):
+    """A run file (checkpoint, config, history) that could not be written: disk full, no
+    permission, read-only file system. The previous version of the file is left intact."""

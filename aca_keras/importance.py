@@ -16,6 +16,16 @@ A cell type (normal or reduction) occurs several times in the supernet, at width
 reference width C by averaging groups of ``m`` consecutive channels, divided by the sum over
 that occurrence's kept edges (so every occurrence weighs the same), and averaged over the
 occurrences. The result is a :class:`~aca_keras.allocation.ChannelScores` for the allocators.
+
+**PC-DARTS supernets** (``partial_k = K > 1``, see :mod:`aca_keras.variants`): a mixed edge's
+operations see and produce only ``C / K`` channels (``m * C / K`` in an occurrence of width
+``m * C``), while the derived edge's operation produces up to C channels from all C inputs.
+We read each partial channel as standing for K derived channels: the statistic is pooled to
+``C / K`` values as above and each value is then repeated K times
+(``np.repeat(pooled, K)``), giving C scores and so k_e in ``0..C`` in steps of K for the
+adaptive allocator. Repeating keeps the relative weight of every scored channel (all its K
+copies move across Otsu's threshold together) and adds no information that was not measured;
+which of the K copies is "first" has no meaning, since allocators only count channels.
 """
 
 from __future__ import annotations
@@ -166,11 +176,15 @@ def raw_channel_statistics(network, architecture: Architecture, batches: Iterabl
     return {key: value / count for key, value in sums.items()}
 
 
-def _pool(vector: np.ndarray, channels: int) -> np.ndarray:
+def _pool(vector: np.ndarray, channels: int, partial_k: int = 1) -> np.ndarray:
+    """Average groups of consecutive channels down to ``channels // partial_k`` values, then
+    repeat each ``partial_k`` times (PC-DARTS; see the module docstring) -> ``(channels,)``."""
+    scored = channels // partial_k
     width = vector.shape[0]
-    if width % channels:
-        raise ArchitectureError(f"A cell of width {width} is not a multiple of C={channels}.")
-    return vector.reshape(channels, width // channels).mean(axis=1)
+    if width % scored:
+        raise ArchitectureError(f"A cell of width {width} is not a multiple of C/K={scored}.")
+    pooled = vector.reshape(scored, width // scored).mean(axis=1)
+    return np.repeat(pooled, partial_k) if partial_k > 1 else pooled
 
 
 def score_channels(network, architecture: Architecture, batches: Iterable, *,
@@ -195,6 +209,7 @@ def score_channels(network, architecture: Architecture, batches: Iterable, *,
             float(weights[cell_type][edge_index(e.node, e.input), network.op_names.index(e.op)])
             for e in getattr(architecture, cell_type).edges]
     C = architecture.reference_channels
+    partial_k = int(getattr(network, "partial_k", 1))
     if not scorer.needs_forward:
         per_edge = {cell_type: tuple(np.full(C, w) for w in op_weights[cell_type])
                     for cell_type in CELL_TYPES}
@@ -207,7 +222,8 @@ def score_channels(network, architecture: Architecture, batches: Iterable, *,
             cells = sorted({cell for (t, _, cell) in raw if t == cell_type})
             pooled = np.zeros((edges, C))
             for cell in cells:
-                occurrence = np.stack([_pool(raw[(cell_type, k, cell)], C) for k in range(edges)])
+                occurrence = np.stack([_pool(raw[(cell_type, k, cell)], C, partial_k)
+                                   for k in range(edges)])
                 total = occurrence.sum()
                 pooled += occurrence / total if total > 0 else occurrence
             if cells:

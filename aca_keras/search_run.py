@@ -4,17 +4,16 @@ A search runs the bi-level DARTS optimisation of a :class:`~aca_keras.supernet.S
 under ``model.fit``, derives the genotype, scores the channels of every kept edge, allocates
 channels, and returns the static derived Keras model. Everything lands in a run directory:
 
-=====================  =========================================================
-``config.json``        every setting, the seed, package versions (to repeat the run)
-``history.csv``        Keras History, one row per epoch
-``alphas.jsonl``       per epoch: alphas (logits), derived genotype, metrics
-``checkpoint.npz``     written atomically every epoch: all variables, both optimiser
-                       states, epoch; ``aca-search --resume RUN_DIR`` continues from it
-``genotype.json``      the final DARTS genotype (versioned JSON)
-``architecture.json``  the ACA architecture: genotype plus channels per edge, scores
-``model.keras``        the derived model (evaluation macro settings), untrained
-``*.png``              pictures of the derived cells and of the alpha history
-=====================  =========================================================
+| file | content |
+| --- | --- |
+| ``config.json`` | every setting, the seed, package versions (to repeat the run) |
+| ``history.csv`` | Keras History, one row per epoch |
+| ``alphas.jsonl`` | per epoch: alphas (logits), derived genotype, metrics |
+| ``checkpoint.npz`` | written atomically every epoch: all variables, both optimiser states, epoch; ``aca-search --resume RUN_DIR`` continues from it |
+| ``genotype.json`` | the final DARTS genotype (versioned JSON) |
+| ``architecture.json`` | the ACA architecture: genotype plus channels per edge, scores |
+| ``model.keras`` | the derived model (evaluation macro settings), untrained |
+| ``*.png`` | pictures of the derived cells and of the alpha history |
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras import checkpoint as ckpt
+from aca_keras import distribute as dist
 from aca_keras import ops as ops_lib
 from aca_keras.errors import NumericalError, RunDirError
 
@@ -61,6 +61,10 @@ class SearchConfig:
     epochs: int = 50
     ops: str | list[str] = "aca"
     order: int = 1
+    variant: str = "darts"
+    partial_k: int | None = None
+    alpha_warmup_epochs: int | None = None
+    beta_decay_weight: float | None = None
     cells: int = 8
     channels: int = 16
     nodes: int = 4
@@ -83,6 +87,14 @@ class SearchConfig:
     drop_path: float = 0.2
     seed: int | None = None
     jit_compile: bool = False
+    # tf.distribute: the kind ("default", "mirrored", "multiworker") and replica count of the
+    # last session (a resume may use other devices); the strategy object itself is not JSON
+    strategy: str = "default"
+    replicas: int = 1
+    # mixed precision: the Keras dtype policy of the supernet ("float32", "mixed_bfloat16",
+    # "mixed_float16"); a resume keeps it
+    mixed_precision: bool = False
+    dtype_policy: str = "float32"
     versions: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> SearchConfig:
@@ -95,8 +107,18 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
+        from aca_keras.variants import resolve_settings
+
+        resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
+                                    self.alpha_warmup_epochs, self.beta_decay_weight)
+        if self.channels % resolved["partial_k"]:
+            raise ValueError(f"channels ({self.channels}) must be a multiple of partial_k "
+                             f"({resolved['partial_k']}) for variant {self.variant!r}")
         if not 0.0 < self.train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
+        if self.dtype_policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(f"dtype_policy must be float32, mixed_float16 or mixed_bfloat16, "
+                             f"got {self.dtype_policy!r}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         ops_lib.resolve_op_set(self.ops)
@@ -105,6 +127,17 @@ class SearchConfig:
 
         get_allocator(self.allocator)
         get_scorer(self.scorer)
+        return self
+
+    def resolve_variant(self) -> SearchConfig:
+        """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
+        ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
+        from aca_keras.variants import resolve_settings
+
+        for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
+                                           self.alpha_warmup_epochs,
+                                           self.beta_decay_weight).items():
+            setattr(self, key, value)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,6 +190,9 @@ class _RunDirWriter(keras.callbacks.Callback):
                   "metrics": {k: float(v) for k, v in (logs or {}).items()},
                   "alphas": {k: v.tolist() for k, v in alphas.items()},
                   "genotype": genotype.to_dict()}
+        betas = self.network.betas()
+        if betas is not None:  # PC-DARTS edge normalisation (node-wise softmax)
+            record["edge_weights"] = {k: v.tolist() for k, v in betas.items()}
         with open(self.run_dir / ALPHAS_FILE, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         ckpt.save_checkpoint(
@@ -210,7 +246,8 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
            batch_size: int = 64, seed: int | None = None, run_dir: str | os.PathLike | None = None,
            resume: bool = False, data_dir: str | None = None, download: bool = True,
            verbose: int | str = 1, callbacks: Sequence[keras.callbacks.Callback] = (),
-           **settings: Any) -> keras.Model:
+           strategy: str | tf.distribute.Strategy | None = None,
+           mixed_precision: bool | str = False, **settings: Any) -> keras.Model:
     """Search a cell with DARTS + ACA and return the derived static Keras model.
 
     Args:
@@ -221,36 +258,64 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
             larger one is given (to extend a finished or interrupted run).
         ops: operation set, ``"aca"`` (no skip_connect, default) or ``"darts"``, or a list.
         order: 1 (first-order DARTS) or 2 (unrolled second-order hypergradient).
-        cells, channels, nodes: supernet size (DARTS: 8, 16, 4).
+        cells: supernet cells (DARTS: 8).
+        channels: supernet initial channels C (DARTS: 16).
+        nodes: intermediate nodes per cell (DARTS: 4).
         batch_size: batch of each of the two halves (DARTS: 64).
         seed: makes the search reproducible on CPU (op determinism is switched on). When
             ``None`` a seed is drawn and recorded in ``config.json``.
         run_dir: where to write the run (default ``runs/search-<dataset>-<time>``).
         resume: continue the run in ``run_dir`` from its last checkpoint, with its own
             ``config.json`` (``epochs`` may be raised).
-        data_dir, download: passed to the TFDS loader.
+        data_dir: TFDS data directory holding a prepared copy (named TFDS sets).
+        download: allow TFDS to download a named set that is not prepared.
         verbose: Keras ``fit`` verbosity; 0 silences progress output.
         callbacks: extra Keras callbacks for ``fit``.
+        strategy: ``None`` (one device), ``"mirrored"`` (the GPUs of this machine),
+            ``"multiworker"`` (several machines, configured by ``TF_CONFIG``) or a
+            ``tf.distribute`` strategy object; see :mod:`aca_keras.distribute` and
+            ``docs/scaling.md``. ``batch_size`` stays the global batch (split evenly over the
+            replicas); the search computes the same steps as on one device. ``config.json``
+            records the kind and the replica count. On resume, give the strategy to use now.
+        mixed_precision: ``True`` runs the supernet in ``mixed_float16`` on a GPU or
+            ``mixed_bfloat16`` on the CPU (or give the policy name); alphas, their softmax,
+            the logits and the loss stay float32. A resumed run keeps its setting. Keras's
+            global dtype policy is restored afterwards.
         **settings: any other :class:`SearchConfig` field (``learning_rate``,
             ``alpha_learning_rate``, ``train_fraction``, ``scorer``, ``allocator``,
-            ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...).
+            ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...). The search
+            variant: ``variant``, ``"darts"`` (default), ``"pc_darts"`` or ``"beta_darts"``
+            (see :mod:`aca_keras.variants`), with ``partial_k`` (PC-DARTS's K, default 4),
+            ``alpha_warmup_epochs`` (epochs with frozen architecture weights, default 15 for
+            PC-DARTS clipped to ``epochs - 1``, else 0) and ``beta_decay_weight`` (the
+            beta-decay ramp end, default 1 for beta-DARTS, else 0). Other settings keep
+            DARTS's defaults for every variant.
 
     Returns:
         The derived :class:`~aca_keras.derived.DerivedNetwork`, with ``model.architecture``.
     """
+    # first: a multi-worker strategy must exist before TensorFlow runs anything
+    strategy_obj = dist.get_strategy(strategy)
+    described = dist.describe_strategy(strategy_obj)
     run_path, config = _prepare(dataset, run_dir, resume, dict(
         epochs=epochs, ops=ops if isinstance(ops, str) else list(ops), order=order, cells=cells,
         channels=channels, nodes=nodes, batch_size=batch_size, seed=seed, data_dir=data_dir,
-        download=download, **settings))
+        download=download, strategy=described["kind"], replicas=described["replicas"],
+        mixed_precision=bool(mixed_precision),
+        dtype_policy=dist.precision_policy(mixed_precision), **settings))
     say = _printer(verbose)
     from aca_keras import data as data_lib
 
     source = dataset if not isinstance(dataset, (str, os.PathLike)) else config.dataset
     bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download)
     say(f"aca_keras search: {bundle.name} {bundle.input_shape} x{bundle.num_train}, "
-        f"{config.epochs} epochs, ops={config.ops}, order={config.order}, seed={config.seed} "
+        f"{config.epochs} epochs, variant={config.variant}, ops={config.ops}, "
+        f"order={config.order}, seed={config.seed} "
         f"-> {run_path}")
-    network = _search_supernet(bundle, config, run_path, verbose, callbacks, say)
+    # the supernet is created, compiled and trained in the strategy's scope and dtype policy;
+    # the derived model is built afterwards, outside both (float32, no strategy)
+    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj):
+        network = _search_supernet(bundle, config, run_path, verbose, callbacks, say)
     return _derive_and_build(network, bundle, config, run_path, say)
 
 
@@ -258,6 +323,7 @@ def _printer(verbose):
     def say(message: str) -> None:
         if verbose:
             print(message, flush=True)
+    say.enabled = bool(verbose)
     return say
 
 
@@ -274,6 +340,8 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any]) -> tuple
                 raise ValueError(f"The run in {run_path} was set up for {config.epochs} epochs; "
                                  "resume can keep or raise that, not lower it.")
             config.epochs = overrides["epochs"]
+        # the devices of this session (the dtype policy stays the run's own)
+        config.strategy, config.replicas = overrides["strategy"], overrides["replicas"]
         if config.dataset.startswith("<") and isinstance(dataset, (str, os.PathLike)):
             raise RunDirError(
                 f"The run in {run_path} searched in-memory data ({config.dataset}); pass the same "
@@ -289,6 +357,7 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any]) -> tuple
             raise RunDirError(f"{run_path} already holds a run. Resume it with resume=True "
                               "(CLI: --resume), or choose another run directory.")
     config.validate()
+    config.resolve_variant()
     config.versions = package_versions()
     try:
         run_path.mkdir(parents=True, exist_ok=True)
@@ -302,12 +371,15 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any]) -> tuple
 def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
     """The compiled supernet for ``config`` with DARTS's optimisers and cosine schedule."""
     from aca_keras.supernet import SearchNetwork
+    from aca_keras.variants import get_variant
 
+    config.resolve_variant()
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
         bundle.input_shape, bundle.num_classes, cells=config.cells, channels=config.channels,
         nodes=config.nodes, stem_multiplier=config.stem_multiplier, ops=config.ops,
-        mean=bundle.mean, std=bundle.std)
+        mean=bundle.mean, std=bundle.std, partial_k=config.partial_k,
+        edge_normalization=get_variant(config.variant).edge_normalization)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch),
         alpha=config.learning_rate_min / config.learning_rate)
@@ -317,8 +389,21 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
                                               beta_2=0.999),
         order=config.order, weight_decay=config.weight_decay,
         alpha_weight_decay=config.alpha_weight_decay, grad_clip=config.grad_clip,
-        jit_compile=config.jit_compile)
+        jit_compile=config.jit_compile, alpha_warmup=config.alpha_warmup_epochs > 0,
+        beta_decay=config.beta_decay_weight > 0)
     return network
+
+
+def _variant_callbacks(network, config: SearchConfig) -> list[keras.callbacks.Callback]:
+    """The alpha warm-up and beta-decay schedules the variant needs (none for DARTS)."""
+    from aca_keras.variants import AlphaWarmup, BetaDecaySchedule
+
+    out: list[keras.callbacks.Callback] = []
+    if config.alpha_warmup_epochs:
+        out.append(AlphaWarmup(network, config.alpha_warmup_epochs))
+    if config.beta_decay_weight:
+        out.append(BetaDecaySchedule(network, config.beta_decay_weight, config.epochs))
+    return out
 
 
 def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, callbacks, say):
@@ -327,6 +412,7 @@ def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, call
                                     train_fraction=config.train_fraction, seed=config.seed,
                                     epochs=config.epochs, start_epoch=0)
     steps = probe.steps_per_epoch
+    dist.check_global_batch(probe.batch_size, dist.num_replicas())
     network = build_search_network(bundle, config, steps)
     optimizers = {"optimizer": network.optimizer, "alpha_optimizer": network.alpha_optimizer}
     start_epoch = 0
@@ -345,9 +431,10 @@ def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, call
             batch_size=config.batch_size, train_fraction=config.train_fraction,
             seed=config.seed, epochs=config.epochs, start_epoch=start_epoch)
         network.fit(
-            pipelines.dataset, epochs=config.epochs, initial_epoch=start_epoch,
+            dist.data_options(pipelines.dataset), epochs=config.epochs, initial_epoch=start_epoch,
             steps_per_epoch=steps, verbose=verbose, shuffle=False,
-            callbacks=[_StopOnNonFinite(run_path), _RunDirWriter(run_path, network, steps),
+            callbacks=[*_variant_callbacks(network, config), _StopOnNonFinite(run_path),
+                       _RunDirWriter(run_path, network, steps),
                        keras.callbacks.CSVLogger(str(run_path / HISTORY_FILE),
                                                  append=_history_rows(run_path) > 0),
                        *callbacks])
@@ -363,7 +450,10 @@ def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say
     genotype = network.genotype()
     ckpt.atomic_write_text(run_path / GENOTYPE_FILE, genotype.to_json() + "\n")
     provenance = {
-        "variant": "darts", "order": config.order, "scorer": config.scorer,
+        "variant": config.variant, "partial_k": config.partial_k,
+        "alpha_warmup_epochs": config.alpha_warmup_epochs,
+        "beta_decay_weight": config.beta_decay_weight,
+        "order": config.order, "scorer": config.scorer,
         "allocator": config.allocator, "dataset": config.dataset, "seed": config.seed,
         "search": {k: v for k, v in config.to_dict().items() if k != "versions"},
         "versions": config.versions,
@@ -375,7 +465,7 @@ def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say
         epochs=1, start_epoch=0, augment=False)
     say(f"scoring channels ({config.scorer}) on up to {config.score_batches} validation batches")
     scores = score_channels(network, architecture, alpha_batches.dataset, scorer=config.scorer,
-                            max_batches=config.score_batches, verbose=bool(say))
+                            max_batches=config.score_batches, verbose=say.enabled)
     architecture = allocate(architecture, scores, method=config.allocator)
     architecture.save(run_path / ARCHITECTURE_FILE)
     say(f"allocation ({config.allocator}): normal k_e={list(architecture.normal.channels)}, "

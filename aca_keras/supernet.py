@@ -9,16 +9,23 @@ Each ``train_step`` receives ``((x_w, y_w), (x_a, y_a))``: a weight-train batch 
 alpha-validation batch. It first updates the alphas on the validation batch (first order by
 default; ``order=2`` uses the unrolled DARTS hypergradient with a finite-difference
 Hessian-vector product), then the weights on the training batch.
+
+Search variants (:mod:`aca_keras.variants`): ``partial_k > 1`` makes every mixed edge a
+PC-DARTS partial-channel edge, ``edge_normalization=True`` adds the PC-DARTS betas (trained
+with the alphas), ``compile(alpha_warmup=True)`` lets the ``alpha_frozen`` flag skip the
+architecture step, ``compile(beta_decay=True)`` adds the beta-DARTS regulariser.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from aca_keras import distribute as dist
 from aca_keras import ops as ops_lib
 from aca_keras.genotype import Genotype, derive_genotype
 
@@ -37,20 +44,47 @@ def reduction_indices(cells: int) -> tuple[int, ...]:
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class MixedEdge(keras.layers.Layer):
-    """A DARTS mixed edge: the softmax-weighted sum of every candidate operation."""
+    """A DARTS mixed edge: the softmax-weighted sum of every candidate operation.
 
-    def __init__(self, ops: Sequence[str], channels: int, stride: int = 1, **kwargs):
+    With ``partial_k = K > 1`` it is a PC-DARTS partial-channel edge (see
+    :mod:`aca_keras.variants`): the candidates see only the first ``channels // K`` input
+    channels and produce as many; the other channels bypass them (identity, or a
+    parameter-free 2x2 max pool at stride 2), and the concatenation ``[ops, bypass]`` is
+    channel-shuffled with ``K`` groups.
+    """
+
+    def __init__(self, ops: Sequence[str], channels: int, stride: int = 1,
+                 partial_k: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.ops = tuple(ops)
         self.channels = channels
         self.stride = stride
+        self.partial_k = int(partial_k)
+        if self.partial_k < 1 or channels % self.partial_k:
+            raise ValueError(f"A partial-channel edge needs channels ({channels}) to be a "
+                             f"multiple of partial_k ({partial_k}).")
+        op_channels = channels // self.partial_k
         # 'none' contributes w * 0 = 0, so it is never created nor run.
         self.op_indices = tuple(i for i, op in enumerate(self.ops) if op != "none")
         self.candidates = [
-            ops_lib.create_op(self.ops[i], channels, channels, stride, affine=False)
+            ops_lib.create_op(self.ops[i], op_channels, op_channels, stride, affine=False)
             for i in self.op_indices
         ]
+        if self.partial_k > 1:
+            from aca_keras.variants import ChannelShuffle
+
+            self.split = ops_lib.ChannelSlice(0, op_channels)
+            self.bypass = ops_lib.ChannelSlice(op_channels, channels)
+            self.bypass_pool = (keras.layers.MaxPooling2D(2, strides=2, padding="same")
+                                if stride == 2 else None)
+            self.merge = keras.layers.Concatenate(axis=-1)
+            self.shuffle = ChannelShuffle(self.partial_k)
         self.clear_probe()
+
+    @property
+    def op_channels(self) -> int:
+        """Channels the candidate operations see and produce (``channels // partial_k``)."""
+        return self.channels // self.partial_k
 
     def set_probe(self, position: int, captured: list, scale=None) -> None:
         """Record the weighted output ``w * op(x)`` of candidate ``position`` into
@@ -63,28 +97,58 @@ class MixedEdge(keras.layers.Layer):
         object.__setattr__(self, "_probe", None)
 
     def build(self, input_shape):
+        op_shape = tuple(input_shape[:-1]) + (self.op_channels,)
         for layer in self.candidates:
             if not layer.built:
-                layer.build(input_shape)
+                layer.build(op_shape)
         self.built = True
 
     def call(self, inputs, weights, training=None):
+        x = self.split(inputs) if self.partial_k > 1 else inputs
         out = None
         for position, (i, layer) in enumerate(zip(self.op_indices, self.candidates)):
-            term = weights[i] * _call_op(layer, inputs, training)
+            term = weights[i] * _call_op(layer, x, training)
             if self._probe is not None and self._probe[0] == position:
                 if self._probe[2] is not None:
                     term = term * self._probe[2]
                 self._probe[1].append(term)
             out = term if out is None else out + term
+        if self.partial_k > 1:
+            rest = self.bypass(inputs)
+            if self.bypass_pool is not None:
+                rest = self.bypass_pool(rest)
+            out = self.shuffle(self.merge([out, rest]))
         return out
 
     def compute_output_shape(self, input_shape):
-        return self.candidates[0].compute_output_shape(input_shape)
+        op_shape = tuple(input_shape[:-1]) + (self.op_channels,)
+        shape = self.candidates[0].compute_output_shape(op_shape)
+        return tuple(shape[:-1]) + (self.channels,)
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "channels": self.channels,
-                "stride": self.stride}
+                "stride": self.stride, "partial_k": self.partial_k}
+
+
+@contextlib.contextmanager
+def _grappler_disabled():
+    """Switch TensorFlow's graph optimiser off while a function is instantiated, then restore
+    the process-wide setting (it is read when a traced function is first run)."""
+    before = tf.config.optimizer.get_experimental_options()
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": before.get("disable_meta_optimizer", False)})
+
+
+def _scalar_rows(weights) -> list[list]:
+    """The weight matrix as rows of scalar tensors, from one unstack op (instead of one
+    slice, and one slice gradient, per edge and operation)."""
+    rows, columns = weights.shape
+    flat = tf.unstack(keras.ops.reshape(weights, (-1,)))
+    return [flat[r * columns:(r + 1) * columns] for r in range(rows)]
 
 
 def _call_op(layer, x, training):
@@ -99,13 +163,14 @@ class SearchCell(keras.layers.Layer):
     mixed edges from all earlier states, and the concatenation of the intermediate nodes."""
 
     def __init__(self, ops: Sequence[str], channels: int, reduction: bool = False,
-                 reduction_prev: bool = False, nodes: int = 4, **kwargs):
+                 reduction_prev: bool = False, nodes: int = 4, partial_k: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.ops = tuple(ops)
         self.channels = channels
         self.reduction = reduction
         self.reduction_prev = reduction_prev
         self.nodes = nodes
+        self.partial_k = int(partial_k)
         if reduction_prev:
             self.preprocess0 = ops_lib.FactorizedReduce(channels, affine=False)
         else:
@@ -115,7 +180,7 @@ class SearchCell(keras.layers.Layer):
         for node in range(nodes):
             for source in range(2 + node):
                 stride = 2 if reduction and source < 2 else 1
-                self.edges.append(MixedEdge(self.ops, channels, stride))
+                self.edges.append(MixedEdge(self.ops, channels, stride, self.partial_k))
         self.concat = keras.layers.Concatenate(axis=-1)
 
     def build(self, input_shape):
@@ -131,7 +196,9 @@ class SearchCell(keras.layers.Layer):
                 index += 1
         self.built = True
 
-    def call(self, inputs, weights, training=None):
+    def call(self, inputs, weights, training=None, edge_weights=None):
+        """``weights``: per edge, the operation weights; ``edge_weights`` (PC-DARTS edge
+        normalisation, optional): per edge, a scalar multiplying its output in the node sum."""
         s0, s1 = inputs
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         index = 0
@@ -139,6 +206,8 @@ class SearchCell(keras.layers.Layer):
             total = None
             for h in states:
                 out = self.edges[index](h, weights[index], training=training)
+                if edge_weights is not None:
+                    out = edge_weights[index] * out
                 total = out if total is None else total + out
                 index += 1
             states.append(total)
@@ -147,7 +216,7 @@ class SearchCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev,
-                "nodes": self.nodes}
+                "nodes": self.nodes, "partial_k": self.partial_k}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -162,13 +231,25 @@ class SearchNetwork(keras.Model):
         nodes: intermediate nodes per cell.
         stem_multiplier: the stem outputs ``stem_multiplier * C`` channels.
         ops: op set name (``"aca"``, ``"darts"``) or a list of registered operations.
-        mean, std: per-channel normalisation statistics on the 0-1 scale.
+        mean: per-channel normalisation mean on the 0-1 scale.
+        std: per-channel normalisation standard deviation on the 0-1 scale.
+        partial_k: PC-DARTS partial channels: mixed edges see ``C / partial_k`` channels
+            (1: every channel, DARTS). ``channels`` must be a multiple of it.
+        edge_normalization: PC-DARTS edge normalisation: the model owns ``beta_normal`` and
+            ``beta_reduce`` (one logit per edge, softmaxed over each node's incoming edges,
+            multiplying the edge outputs) and trains them with the alphas.
+
+    Besides the architecture weights the model holds two non-trainable scalars set by
+    callbacks (see :mod:`aca_keras.variants`): ``alpha_frozen`` (1: the architecture step is
+    skipped; used when compiled with ``alpha_warmup=True``) and ``beta_decay_lambda`` (the
+    beta-decay weight; used when compiled with ``beta_decay=True``).
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, cells: int = 8,
                  channels: int = 16, nodes: int = 4, stem_multiplier: int = 3,
                  ops: str | Sequence[str] = "aca", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, **kwargs):
+                 std: Sequence[float] | None = None, partial_k: int = 1,
+                 edge_normalization: bool = False, **kwargs):
         super().__init__(**kwargs)
         from aca_keras.data import preprocessing_layers
 
@@ -180,6 +261,12 @@ class SearchNetwork(keras.Model):
         self.channels = int(channels)
         self.nodes = int(nodes)
         self.stem_multiplier = int(stem_multiplier)
+        self.partial_k = int(partial_k)
+        self.edge_normalization = bool(edge_normalization)
+        if self.partial_k < 1 or self.channels % self.partial_k:
+            raise ValueError(f"channels ({channels}) must be a multiple of partial_k "
+                             f"({partial_k}): each mixed edge sends channels / partial_k "
+                             "channels through its operations.")
         self.ops = ops if isinstance(ops, str) else list(ops)
         self.op_names = ops_lib.resolve_op_set(ops)
         in_channels = self.image_shape[-1]
@@ -201,21 +288,38 @@ class SearchNetwork(keras.Model):
             if reduction:
                 c_cur *= 2
             self.search_cells.append(SearchCell(self.op_names, c_cur, reduction, reduction_prev,
-                                                nodes, name=f"cell_{i}"))
+                                                nodes, self.partial_k, name=f"cell_{i}"))
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = keras.layers.Dense(num_classes)
 
         shape = (num_edges(self.nodes), len(self.op_names))
         init = keras.initializers.RandomNormal(stddev=1e-3)
-        self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal")
-        self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce")
+        # never autocast: under a mixed policy they stay float32 (the variable dtype) and
+        # their softmax is taken in float32
+        self.alpha_normal = self.add_weight(shape=shape, initializer=init, name="alpha_normal",
+                                            autocast=False)
+        self.alpha_reduce = self.add_weight(shape=shape, initializer=init, name="alpha_reduce",
+                                            autocast=False)
+        self.beta_normal = self.beta_reduce = None
+        if self.edge_normalization:
+            self.beta_normal = self.add_weight(shape=shape[:1], initializer=init,
+                                               name="beta_normal")
+            self.beta_reduce = self.add_weight(shape=shape[:1], initializer=init,
+                                               name="beta_reduce")
+        self.alpha_frozen = self.add_weight(shape=(), initializer="zeros", trainable=False,
+                                            name="alpha_frozen")
+        self.beta_decay_lambda = self.add_weight(shape=(), initializer="zeros",
+                                                 trainable=False, name="beta_decay_lambda")
+        self.alpha_warmup = False
+        self.beta_decay = False
 
         self.order = 1
         self.weight_decay = 3e-4
         self.alpha_weight_decay = 1e-3
         self.grad_clip = 5.0
         self.unrolled_eps = 0.01
+        self.graph_optimizations = True
         self.alpha_optimizer = None
         self._trackers = {
             name: keras.metrics.Mean(name=name) for name in
@@ -234,11 +338,29 @@ class SearchNetwork(keras.Model):
         for layer in self.preprocess:
             x = layer(x)
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
-        w_normal, w_reduce = self.edge_weights()
+        # softmax in float32, then cast to the compute dtype (bfloat16/float16 when mixed)
+        w_normal, w_reduce = (_scalar_rows(keras.ops.cast(w, self.compute_dtype))
+                              for w in self.edge_weights())
+        b_normal = b_reduce = None
+        if self.edge_normalization:
+            b_normal, b_reduce = (tf.unstack(b) for b in self.beta_weights())
         for cell in self.search_cells:
             weights = w_reduce if cell.reduction else w_normal
-            s0, s1 = s1, cell((s0, s1), weights, training=training)
-        return self.classifier(self.global_pool(s1))
+            betas = b_reduce if cell.reduction else b_normal
+            s0, s1 = s1, cell((s0, s1), weights, training=training, edge_weights=betas)
+        # logits in the variable dtype: float32 under mixed precision (a stable loss)
+        return keras.ops.cast(self.classifier(self.global_pool(s1)), self.variable_dtype)
+
+    def beta_weights(self):
+        """PC-DARTS edge-normalisation weights ``(normal, reduce)``: the softmax of the betas
+        over each node's incoming edges, shape ``(num_edges,)``; ``None`` without edge
+        normalisation."""
+        if not self.edge_normalization:
+            return None
+        from aca_keras.variants import node_softmax
+
+        return (node_softmax(self.beta_normal, self.nodes),
+                node_softmax(self.beta_reduce, self.nodes))
 
     def edge_weights(self):
         """Softmax of each alpha row: the mixing weights ``(normal, reduce)`` used in ``call``.
@@ -251,8 +373,10 @@ class SearchNetwork(keras.Model):
 
     @property
     def alpha_variables(self) -> list:
-        """The architecture weights ``[alpha_normal, alpha_reduce]``."""
-        return [self.alpha_normal, self.alpha_reduce]
+        """The architecture weights ``[alpha_normal, alpha_reduce]``, followed by
+        ``[beta_normal, beta_reduce]`` with edge normalisation."""
+        betas = [self.beta_normal, self.beta_reduce] if self.edge_normalization else []
+        return [self.alpha_normal, self.alpha_reduce, *betas]
 
     @property
     def weight_variables(self) -> list:
@@ -265,17 +389,31 @@ class SearchNetwork(keras.Model):
         return {"normal": keras.ops.convert_to_numpy(self.alpha_normal),
                 "reduce": keras.ops.convert_to_numpy(self.alpha_reduce)}
 
+    def betas(self) -> dict[str, np.ndarray] | None:
+        """Current edge-normalisation weights (node-wise softmax of the betas) as numpy
+        arrays, or ``None`` without edge normalisation."""
+        weights = self.beta_weights()
+        if weights is None:
+            return None
+        return {"normal": keras.ops.convert_to_numpy(weights[0]),
+                "reduce": keras.ops.convert_to_numpy(weights[1])}
+
     def genotype(self) -> Genotype:
-        """The genotype derived from the current alphas by the DARTS rule."""
+        """The genotype derived from the current alphas (and edge-normalisation weights) by
+        the DARTS rule."""
         a = self.alphas()
-        return derive_genotype(a["normal"], a["reduce"], self.op_names)
+        b = self.betas() or {}
+        return derive_genotype(a["normal"], a["reduce"], self.op_names,
+                               edge_weights_normal=b.get("normal"),
+                               edge_weights_reduce=b.get("reduce"))
 
     # -------------------------------------------------------------------------------- compile
 
     def compile(self, optimizer=None, alpha_optimizer=None, *, order: int = 1,
                 weight_decay: float = 3e-4, alpha_weight_decay: float = 1e-3,
                 grad_clip: float | None = 5.0, unrolled_eps: float = 0.01, loss=None,
-                jit_compile: bool = False, **kwargs):
+                jit_compile: bool = False, alpha_warmup: bool = False,
+                beta_decay: bool = False, graph_optimizations: bool = True, **kwargs):
         """Configure the bi-level search.
 
         Args:
@@ -289,6 +427,16 @@ class SearchNetwork(keras.Model):
                 ``eps = unrolled_eps / ||dw||`` (0.01 in DARTS).
             loss: defaults to sparse categorical cross-entropy on logits.
             jit_compile: XLA; off by default (much slower for these ops on CPU).
+            graph_optimizations: run TensorFlow's graph optimiser (grappler) on the step
+                function (default). ``False`` instantiates the step without it: a much
+                shorter first step on the DARTS supernet (see benchmarks/README.md), but a
+                resumed search was then seen to differ slightly from an uninterrupted one, so
+                it is opt-in until that is understood.
+            alpha_warmup: the architecture step checks ``alpha_frozen`` and is skipped while
+                it is 1 (set per epoch by :class:`aca_keras.variants.AlphaWarmup`).
+            beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
+                (ramped by :class:`aca_keras.variants.BetaDecaySchedule`), to the
+                architecture step.
         """
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
@@ -298,17 +446,54 @@ class SearchNetwork(keras.Model):
             alpha_optimizer = keras.optimizers.Adam(learning_rate=3e-4, beta_1=0.5, beta_2=0.999)
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        super().compile(optimizer=optimizer, loss=loss, jit_compile=jit_compile, **kwargs)
+        # The loss is kept outside Keras's compiled loss: train_step computes it itself, and an
+        # unbuilt compiled loss makes fit under a tf.distribute strategy trace the model on the
+        # packed batch ((x_w, y_w), (x_a, y_a)) to build it.
+        super().compile(optimizer=optimizer, loss=None, jit_compile=jit_compile, **kwargs)
+        self.loss = loss
+        if (self.dtype_policy.name == "mixed_float16"
+                and not isinstance(alpha_optimizer, keras.optimizers.LossScaleOptimizer)):
+            # Keras wraps the weight optimiser itself (compile's auto_scale_loss)
+            alpha_optimizer = keras.optimizers.LossScaleOptimizer(alpha_optimizer)
         self.alpha_optimizer = alpha_optimizer
         self.order = order
         self.weight_decay = float(weight_decay)
         self.alpha_weight_decay = float(alpha_weight_decay)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.unrolled_eps = float(unrolled_eps)
+        self.graph_optimizations = bool(graph_optimizations)
+        self.alpha_warmup = bool(alpha_warmup)
+        self.beta_decay = bool(beta_decay)
         # Build everything now so that no variable is created while train_step is traced.
         self.ensure_built()
         self.optimizer.build(self.weight_variables)
         self.alpha_optimizer.build(self.alpha_variables)
+
+    def make_train_function(self, force=False):
+        super().make_train_function(force)
+        function = self.train_function
+        if self.graph_optimizations or getattr(function, "_instantiated_without_grappler", False):
+            return function
+        first_call = [True]
+
+        def train_function(iterator):
+            if first_call[0]:
+                first_call[0] = False
+                with _grappler_disabled():
+                    return function(iterator)
+            return function(iterator)
+
+        train_function._instantiated_without_grappler = True
+        self.train_function = train_function
+        return train_function
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # compile() builds the model and both optimisers. Under a tf.distribute strategy
+        # Keras's version would first reduce a sample batch across replicas, which fails for
+        # the nested search batch under MultiWorkerMirroredStrategy.
+        if self.built and self.alpha_optimizer is not None:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def get_compile_config(self):
         if self.alpha_optimizer is None:
@@ -318,7 +503,8 @@ class SearchNetwork(keras.Model):
             "alpha_optimizer": keras.optimizers.serialize(self.alpha_optimizer),
             "order": self.order, "weight_decay": self.weight_decay,
             "alpha_weight_decay": self.alpha_weight_decay, "grad_clip": self.grad_clip,
-            "unrolled_eps": self.unrolled_eps,
+            "unrolled_eps": self.unrolled_eps, "alpha_warmup": self.alpha_warmup,
+            "beta_decay": self.beta_decay,
         }
 
     def compile_from_config(self, config):
@@ -351,11 +537,12 @@ class SearchNetwork(keras.Model):
         if self.order == 1:
             with tf.GradientTape() as tape:
                 loss, logits = self._loss(x_a, y_a)
-            return tape.gradient(loss, self.alpha_variables), loss, logits
+            grads = dist.global_gradients(tape, loss, self.alpha_variables, self.alpha_optimizer)
+            return grads, loss, logits
         return self._unrolled_gradients(x_w, y_w, x_a, y_a)
 
     def _momentum(self, variable):
-        optimizer = self.optimizer
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # loss scaling
         momentums = getattr(optimizer, "momentums", None)
         if not momentums or not getattr(optimizer, "momentum", 0):
             return None
@@ -368,9 +555,11 @@ class SearchNetwork(keras.Model):
         weights = self.weight_variables
         with tf.GradientTape() as tape:
             loss, _ = self._loss(x_w, y_w)
-        grads = tape.gradient(loss, weights)
+        # global (all-replica) gradient: every replica takes the same virtual step
+        grads = dist.global_gradients(tape, loss, weights, self.alpha_optimizer)
         xi = keras.ops.cast(self.optimizer.learning_rate, weights[0].dtype)
-        mu = float(getattr(self.optimizer, "momentum", 0.0) or 0.0)
+        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        mu = float(getattr(inner, "momentum", 0.0) or 0.0)
         for v, g in zip(weights, grads):
             step = -xi * (g + self.weight_decay * v)
             m = self._momentum(v)
@@ -386,7 +575,7 @@ class SearchNetwork(keras.Model):
         xi = self.virtual_step(x_w, y_w)
         with tf.GradientTape() as tape:
             val_loss, val_logits = self._loss(x_a, y_a)
-        grads = tape.gradient(val_loss, weights + alphas)
+        grads = dist.global_gradients(tape, val_loss, weights + alphas, self.alpha_optimizer)
         dw, dalpha = grads[: len(weights)], grads[len(weights):]
         # Finite-difference Hessian-vector product d2 L_train / (d alpha d w) . dw
         norm = tf.linalg.global_norm(dw)
@@ -397,7 +586,7 @@ class SearchNetwork(keras.Model):
                 v.assign(w0 + sign * eps * d)
             with tf.GradientTape() as t:
                 loss, _ = self._loss(x_w, y_w)
-            return t.gradient(loss, alphas)
+            return dist.global_gradients(t, loss, alphas, self.alpha_optimizer)
 
         plus = alpha_grad_at(1.0)
         minus = alpha_grad_at(-1.0)
@@ -412,33 +601,60 @@ class SearchNetwork(keras.Model):
         First order uses only ``(x_a, y_a)``; second order also unrolls a virtual weight step
         on ``(x_w, y_w)`` (the weights are restored afterwards)."""
         grads, loss, logits = self.alpha_gradients(x_w, y_w, x_a, y_a)
+        if self.beta_decay:
+            with tf.GradientTape() as tape:
+                regulariser = self.beta_decay_loss()
+            extra = tape.gradient(regulariser, self.alpha_variables)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
         if self.alpha_weight_decay:
             grads = [g + self.alpha_weight_decay * a for g, a in zip(grads, self.alpha_variables)]
-        self.alpha_optimizer.apply_gradients(zip(grads, self.alpha_variables))
+        dist.apply_global_gradients(self.alpha_optimizer, grads, self.alpha_variables)
         return loss, logits
+
+    def beta_decay_loss(self):
+        """The beta-decay regulariser ``lambda * sum over cell types of mean over edges of
+        logsumexp(alpha_e)`` (gradient: ``lambda * softmax(alpha_e) / edges``), with
+        ``lambda = beta_decay_lambda``; see :mod:`aca_keras.variants`."""
+        total = (keras.ops.mean(keras.ops.logsumexp(self.alpha_normal, axis=-1))
+                 + keras.ops.mean(keras.ops.logsumexp(self.alpha_reduce, axis=-1)))
+        return keras.ops.cast(self.beta_decay_lambda, total.dtype) * total
+
+    def _frozen_alpha_step(self, x_a, y_a):
+        """The architecture step during warm-up: the validation forward pass only (for the
+        ``alpha_*`` metrics and with the same BatchNorm updates), no update."""
+        return self._loss(x_a, y_a)
 
     def weight_step(self, x_w, y_w):
         """Update the weights (not the alphas) on the weight-train batch."""
         weights = self.weight_variables
         with tf.GradientTape() as tape:
             loss, logits = self._loss(x_w, y_w)
-        grads = tape.gradient(loss, weights)
+        # the global gradient (summed over replicas): clipping and decay see all of it
+        grads = dist.global_gradients(tape, loss, weights, self.optimizer)
         if self.grad_clip is not None:
             grads, _ = tf.clip_by_global_norm(grads, self.grad_clip)
         if self.weight_decay:
             grads = [g + self.weight_decay * v for g, v in zip(grads, weights)]
-        self.optimizer.apply_gradients(zip(grads, weights))
+        dist.apply_global_gradients(self.optimizer, grads, weights)
         return loss, logits
 
     def train_step(self, data):
         (x_w, y_w), (x_a, y_a) = data
-        alpha_loss, alpha_logits = self.alpha_step(x_w, y_w, x_a, y_a)
+        if self.alpha_warmup:
+            alpha_loss, alpha_logits = tf.cond(
+                self.alpha_frozen > 0.5,
+                lambda: self._frozen_alpha_step(x_a, y_a),
+                lambda: self.alpha_step(x_w, y_w, x_a, y_a))
+        else:
+            alpha_loss, alpha_logits = self.alpha_step(x_w, y_w, x_a, y_a)
         loss, logits = self.weight_step(x_w, y_w)
-        self._trackers["loss"].update_state(loss)
+        # under a strategy Keras divides each replica's loss by the replica count; the
+        # metrics take the replica's own mean (and fit averages them over replicas)
+        self._trackers["loss"].update_state(dist.unscaled_loss(loss))
         self._trackers["accuracy"].update_state(self._accuracy(y_w, logits))
-        self._trackers["alpha_loss"].update_state(alpha_loss)
+        self._trackers["alpha_loss"].update_state(dist.unscaled_loss(alpha_loss))
         self._trackers["alpha_accuracy"].update_state(self._accuracy(y_a, alpha_logits))
-        return {name: t.result() for name, t in self._trackers.items()}
+        return dist.step_outputs({name: t.result() for name, t in self._trackers.items()})
 
     def test_step(self, data):
         x, y = data[0], data[1]
@@ -452,5 +668,6 @@ class SearchNetwork(keras.Model):
             "input_shape": list(self.image_shape), "num_classes": self.num_classes,
             "cells": self.cells, "channels": self.channels, "nodes": self.nodes,
             "stem_multiplier": self.stem_multiplier, "ops": self.ops,
+            "partial_k": self.partial_k, "edge_normalization": self.edge_normalization,
             "mean": list(self.mean), "std": list(self.std), "name": self.name,
         }

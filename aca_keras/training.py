@@ -42,8 +42,10 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from aca_keras import checkpoint as ckpt
+from aca_keras import distribute as dist
 from aca_keras.errors import DataError, NumericalError, RunDirError
 
 __all__ = [
@@ -97,6 +99,19 @@ class L2SGD(keras.optimizers.SGD):
                 keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
         super().update_step(gradient, variable, learning_rate)
 
+    def _clip_gradients(self, grads):
+        # Keras clips each replica's gradient before summing them across replicas; under a
+        # strategy the global norm must be that of the summed gradient: sum here, clip, and
+        # hand on 1/replicas of it (Keras's own sum then restores the clipped total).
+        context = tf.distribute.get_replica_context()
+        if (self.global_clipnorm and context is not None
+                and context.num_replicas_in_sync > 1):
+            total = dist.all_reduce_sum(grads)
+            clipped, _ = tf.clip_by_global_norm(total, self.global_clipnorm)
+            count = float(context.num_replicas_in_sync)
+            return [None if g is None else g / count for g in clipped]
+        return super()._clip_gradients(grads)
+
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}
 
@@ -149,6 +164,40 @@ class _DropPathSchedule(keras.callbacks.Callback):
         self.network.set_drop_path_rate(self.rate * epoch / self.epochs)
 
 
+def _diverged(value: float, when: str, run_path: Path | None) -> str:
+    """The message of a non-finite training loss, naming the last good checkpoint."""
+    path = None if run_path is None else run_path / CHECKPOINT_DIR / CHECKPOINT_FILE
+    if path is None:
+        last = "no run_dir was given, so there is no checkpoint"
+    elif path.is_file():
+        last = (f"the last good checkpoint is {path} (epoch "
+                f"{ckpt.read_checkpoint_meta(path).get('epoch')})")
+    else:
+        last = f"no epoch had finished, so there is no checkpoint in {run_path}"
+    return (f"The training loss became {value} {when}: training diverged; {last}. Lower the "
+            "learning rate or check the data, then resume (resume=True, CLI --resume) or "
+            "restart.")
+
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Stops training at the first NaN/Inf loss with an error naming the last good
+    checkpoint (the loss Keras reports is the epoch's running mean: one bad batch shows)."""
+
+    def __init__(self, run_path: Path | None):
+        super().__init__()
+        self.run_path = run_path
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get("loss")
+        if value is not None and not math.isfinite(float(value)):
+            raise NumericalError(_diverged(float(value), f"at step {batch + 1} of epoch "
+                                           f"{self.epoch + 1}", self.run_path))
+
+
 class _EpochRecorder(keras.callbacks.Callback):
     """Checks the loss, records the epoch's numbers, writes history and checkpoint."""
 
@@ -165,9 +214,7 @@ class _EpochRecorder(keras.callbacks.Callback):
         logs = dict(logs or {})
         loss = float(logs.get("loss", float("nan")))
         if not math.isfinite(loss):
-            raise NumericalError(
-                f"The training loss is {loss} after epoch {epoch + 1}; training diverged. Lower "
-                "the learning rate or check the data (the last good checkpoint is kept).")
+            raise NumericalError(_diverged(loss, f"after epoch {epoch + 1}", self.run_path))
         row = {"epoch": epoch + 1}
         for key in sorted(logs):
             # one name for the main accuracy, with or without the auxiliary head
@@ -204,7 +251,8 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
           auxiliary_weight: float | None = None, seed: int | None = None,
           run_dir: str | os.PathLike | None = None, resume: bool = False, verbose: int = 1,
           data_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] = (),
-          jit_compile: bool = False) -> TrainResult:
+          jit_compile: bool = False, strategy: str | tf.distribute.Strategy | None = None,
+          mixed_precision: bool | str = False) -> TrainResult:
     """Train a derived network with DARTS's evaluation recipe (see the module docstring).
 
     Args:
@@ -232,6 +280,14 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
         data_dir: TFDS data directory for named data sets.
         callbacks: extra Keras callbacks for ``fit``.
         jit_compile: XLA-compile the train step.
+        strategy: ``None`` (one device), ``"mirrored"``, ``"multiworker"`` or a
+            ``tf.distribute`` strategy object (see ``docs/scaling.md``). ``batch_size`` is the
+            global batch, split evenly over the replicas; gradient clipping sees the summed
+            gradient. A model object is copied into the strategy's scope (the returned
+            ``TrainResult.model`` is that copy).
+        mixed_precision: ``True`` for ``mixed_float16`` on a GPU or ``mixed_bfloat16`` on the
+            CPU (or a policy name); the model is copied under that policy (variables and
+            logits' loss stay float32). Keras's global policy is restored afterwards.
 
     Returns:
         A :class:`TrainResult`.
@@ -240,10 +296,47 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
         RunDirError: ``run_dir`` already holds a training run and ``resume`` is false, or the
             checkpoint does not match the model or the seed.
         DataError: the data does not fit the model (image shape, number of classes).
-        NumericalError: the loss became NaN or Inf.
+        NumericalError: the loss became NaN or Inf (the message names the last good
+            checkpoint).
+        StrategyError: an unusable strategy or precision, or a batch that does not split
+            over the replicas.
+        StorageError: a checkpoint could not be written (the previous one is kept).
     """
+    from aca_keras.derived import DerivedNetwork, load_model
+    from aca_keras.search_run import package_versions
+
+    strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
+    policy = dist.precision_policy(mixed_precision)
+    described = dist.describe_strategy(strategy_obj)
+    with dist.dtype_policy(policy), dist.strategy_scope(strategy_obj):
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model, compile=False)
+        elif isinstance(model, DerivedNetwork) and (strategy_obj is not None
+                                                    or policy != "float32"):
+            model = dist.clone_model(model)
+        run_info = {"strategy": described["kind"], "replicas": described["replicas"],
+                    "mixed_precision": policy != "float32", "dtype_policy": policy,
+                    "jit_compile": bool(jit_compile), "versions": package_versions()}
+        return _train(model, dataset, epochs=epochs, batch_size=batch_size,
+                      learning_rate=learning_rate, momentum=momentum,
+                      weight_decay=weight_decay, grad_clip=grad_clip, cutout=cutout,
+                      drop_path=drop_path, auxiliary_weight=auxiliary_weight, seed=seed,
+                      run_dir=run_dir, resume=resume, verbose=verbose, data_dir=data_dir,
+                      callbacks=callbacks, jit_compile=jit_compile, run_info=run_info)
+
+
+def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float,
+           momentum: float, weight_decay: float, grad_clip: float | None, cutout: int,
+           drop_path: float | None, auxiliary_weight: float | None, seed: int | None,
+           run_dir: str | os.PathLike | None, resume: bool, verbose: int,
+           data_dir: str | os.PathLike | None, callbacks: Sequence[Any], jit_compile: bool,
+           run_info: dict[str, Any]) -> TrainResult:
+    """:func:`train` in its strategy scope and dtype policy (``run_info`` goes into
+    ``train_config.json``)."""
     from aca_keras import data as data_lib
     from aca_keras.derived import DerivedNetwork, load_model
+
+    tf.config.experimental.enable_op_determinism()  # reproducible on CPU with a seed
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, compile=False)
@@ -297,11 +390,19 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
         start_epoch = min(int(saved["epoch"]), epochs)
     pipeline, steps = bundle.train_pipeline(batch_size, seed=seed, epochs=epochs,
                                             start_epoch=start_epoch, augment=True, cutout=cut)
+    dist.check_global_batch(min(batch_size, bundle.num_train), dist.num_replicas())
+    pipeline = dist.data_options(pipeline)
     settings = {
         "dataset": bundle.name, "epochs": epochs, "batch_size": batch_size,
         "learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay,
         "grad_clip": grad_clip, "cutout": cut, "drop_path": drop_path,
         "auxiliary_weight": auxiliary_weight, "seed": seed, "steps_per_epoch": steps,
+        # what else it takes to repeat the run: the model, the devices, the versions
+        "model": {"class": type(model).__name__, "cells": model.cells,
+                  "channels": model.channels, "auxiliary": bool(model.auxiliary),
+                  "image_shape": list(model.image_shape), "num_classes": model.num_classes,
+                  "architecture": model.architecture.to_dict()},
+        **run_info,
     }
 
     optimizer = L2SGD(
@@ -336,11 +437,12 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
     if start_epoch < epochs:
         if model.auxiliary:
             pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
+        dist.multiworker_train_step(model)
         recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
         model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
                   verbose=verbose, shuffle=False,
-                  callbacks=[_DropPathSchedule(model, drop_path, epochs), recorder,
-                             *callbacks])
+                  callbacks=[_DropPathSchedule(model, drop_path, epochs),
+                             _StopOnNonFinite(run_path), recorder, *callbacks])
 
     test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
     if test_accuracy is not None:
@@ -412,7 +514,9 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
               drop_path: float | None = None, auxiliary_weight: float = 0.4,
               learning_rate: float = 0.025, momentum: float = 0.9,
               weight_decay: float = 3e-4, grad_clip: float | None = 5.0, cutout: int = 16,
-              verbose: int = 1, jit_compile: bool = False) -> TrainResult:
+              verbose: int = 1, jit_compile: bool = False,
+              strategy: str | tf.distribute.Strategy | None = None,
+              mixed_precision: bool | str = False) -> TrainResult:
     """Build the derived model of a search run directory and train it into that directory.
 
     ``run_dir`` holds ``architecture.json`` and ``config.json`` (written by
@@ -431,6 +535,7 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
     from aca_keras.derived import build_model
     from aca_keras.errors import ArchitectureError
 
+    strategy = dist.get_strategy(strategy)  # before any TensorFlow work (multi-worker)
     run_path = Path(run_dir)
     if not run_path.is_dir():
         raise RunDirError(f"The run directory {str(run_path)!r} does not exist; give the "
@@ -475,4 +580,5 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
     return train(model, bundle, epochs=epochs, batch_size=batch_size,
                  learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
                  grad_clip=grad_clip, cutout=cutout, seed=seed, run_dir=run_path,
-                 resume=resume, verbose=verbose, jit_compile=jit_compile)
+                 resume=resume, verbose=verbose, jit_compile=jit_compile, strategy=strategy,
+                 mixed_precision=mixed_precision)

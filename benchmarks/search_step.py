@@ -114,7 +114,7 @@ def _median_ms(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
 
 
 def run_child(setting: Setting, steps: int, warmup: int, threads: int,
-              breakdown: bool) -> dict[str, Any]:
+              breakdown: bool, graph_optimizations: bool = True) -> dict[str, Any]:
     """Measure one setting in this process (called in a fresh subprocess)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if str(REPO_ROOT) not in sys.path:
@@ -147,7 +147,7 @@ def run_child(setting: Setting, steps: int, warmup: int, threads: int,
     model.compile(keras.optimizers.SGD(0.025, momentum=0.9),
                   keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.999), order=1,
                   weight_decay=3e-4, alpha_weight_decay=1e-3, grad_clip=5.0,
-                  jit_compile=False)
+                  jit_compile=False, graph_optimizations=graph_optimizations)
     build_s = time.perf_counter() - start
 
     iterator = iter(tf.data.Dataset.from_tensors(data).repeat())
@@ -340,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2,
                         help="TF intra- and inter-op threads; torch.set_num_threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
+    parser.add_argument("--no-graph-optimizations", dest="graph_optimizations",
+                        action="store_false",
+                        help="instantiate the step without TensorFlow's graph optimiser "
+                             "(SearchNetwork.compile(graph_optimizations=False))")
     parser.add_argument("--skip-torch", action="store_true",
                         help="do not run the PyTorch reference")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
@@ -356,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --threads must be >= 1, --warmup >= 0")
     if args.child:
         setting = Setting(**json.loads(args.child))
-        result = run_child(setting, args.steps, args.warmup, args.threads, args.breakdown)
+        result = run_child(setting, args.steps, args.warmup, args.threads, args.breakdown,
+                           args.graph_optimizations)
         print(json.dumps(result), flush=True)
         return 0
 
@@ -382,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"protocol: {args.warmup} warm-up + {args.steps} timed steps per process, median; "
           f"threads {args.threads} (TF intra/inter-op, torch.set_num_threads); aca_keras "
           "runs 1 first (tracing) step before the warm-up; jit_compile=False; first order; "
-          "op set aca")
+          f"op set aca; graph optimiser {'on' if args.graph_optimizations else 'off'}")
     print(flush=True)
 
     results: list[dict[str, Any]] = []
@@ -392,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         child = [sys.executable, str(Path(__file__).resolve()), "--child",
                  json.dumps(dataclasses.asdict(setting)), "--steps", str(args.steps),
                  "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        if not args.graph_optimizations:
+            child.append("--no-graph-optimizations")
         if args.breakdown:
             child.append("--breakdown")
         ours = _measure(child, f"aca_keras ({name})", args.timeout)

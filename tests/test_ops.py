@@ -124,3 +124,38 @@ def test_layers_serialise_and_reload(name, tmp_path):
     config = model.layers[1].get_config()
     clone = type(model.layers[1]).from_config(config)
     assert clone.get_config() == config
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_batch_norm_matches_keras_batch_norm(affine):
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (4, 5, 5, 6)).astype("float32"))
+    fused, stock = ops.batch_norm(affine), keras.layers.BatchNormalization(
+        momentum=ops.BN_MOMENTUM, epsilon=ops.BN_EPSILON, center=affine, scale=affine)
+    fused.build(x.shape)
+    stock.build(x.shape)
+    if affine:
+        for layer in (fused, stock):
+            layer.gamma.assign(np.linspace(0.5, 2.0, 6))
+            layer.beta.assign(np.linspace(-1.0, 1.0, 6))
+    for layer in (fused, stock):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(6, dtype=tf.float32))
+        layer.result = (y.numpy(), tape.gradient(loss, x).numpy())
+    np.testing.assert_allclose(fused.result[0], stock.result[0], atol=1e-4)
+    np.testing.assert_allclose(fused.result[1], stock.result[1], atol=1e-4)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), stock.moving_mean.numpy(), rtol=1e-5)
+    # the fused kernel tracks the unbiased variance (n / (n - 1) times the biased one)
+    n = 4 * 5 * 5
+    biased = x.numpy().var(axis=(0, 1, 2))
+    np.testing.assert_allclose(fused.moving_variance.numpy(),
+                               0.9 + 0.1 * biased * n / (n - 1), rtol=1e-4)
+    inference = fused(x, training=False).numpy()
+    expected = (x.numpy() - fused.moving_mean.numpy()) / np.sqrt(
+        fused.moving_variance.numpy() + ops.BN_EPSILON)
+    if affine:
+        expected = expected * fused.gamma.numpy() + fused.beta.numpy()
+    np.testing.assert_allclose(inference, expected, atol=1e-4)

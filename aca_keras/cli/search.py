@@ -35,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "comma-separated list of registered operations")
     parser.add_argument("--order", type=int, choices=(1, 2), default=1,
                         help="1: first-order DARTS; 2: unrolled second-order hypergradient")
+    parser.add_argument("--variant", default="darts", choices=("darts", "pc_darts", "beta_darts"),
+                        help="search variant: DARTS, PC-DARTS (partial channels, edge "
+                             "normalisation, alpha warm-up) or beta-DARTS (beta-decay)")
+    parser.add_argument("--partial-k", type=int, default=None,
+                        help="PC-DARTS: edges see C/K channels (default 4)")
+    parser.add_argument("--alpha-warmup-epochs", type=int, default=None,
+                        help="epochs with frozen architecture weights (default: 15 for "
+                             "pc_darts, clipped to epochs-1; else 0)")
+    parser.add_argument("--beta-decay-weight", type=float, default=None,
+                        help="beta_darts: end of the linear beta-decay ramp (default 1)")
     parser.add_argument("--cells", type=int, default=8, help="supernet cells")
     parser.add_argument("--channels", type=int, default=16, help="supernet initial channels C")
     parser.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
@@ -56,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop-path", type=float, default=0.2, help="derived model drop path")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed (reproducible on CPU); drawn and recorded when omitted")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                        default="default",
+                        help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
+                             "(several machines, set TF_CONFIG on each); --batch-size stays "
+                             "the global batch (see docs/scaling.md)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU (alphas and "
+                             "loss stay float32); ignored with --resume (the run keeps its own)")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -69,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         verbose = 0 if args.quiet else 2
         if args.resume:
-            model = search(run_dir=args.resume, resume=True, verbose=verbose, epochs=args.epochs)
+            model = search(run_dir=args.resume, resume=True, verbose=verbose, epochs=args.epochs,
+                           strategy=args.strategy)
             run_dir = args.resume
         else:
             ops = args.ops if args.ops in ("aca", "darts") else args.ops.split(",")
@@ -77,12 +96,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dataset, epochs=args.epochs, ops=ops, order=args.order, cells=args.cells,
                 channels=args.channels, nodes=args.nodes, batch_size=args.batch_size,
                 seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
-                download=not args.no_download, verbose=verbose,
-                train_fraction=args.train_fraction, learning_rate=args.learning_rate,
+                download=not args.no_download, verbose=verbose, strategy=args.strategy,
+                mixed_precision=args.mixed_precision, train_fraction=args.train_fraction, learning_rate=args.learning_rate,
                 alpha_learning_rate=args.alpha_learning_rate, scorer=args.scorer,
                 allocator=args.allocator, score_batches=args.score_batches,
                 eval_cells=args.eval_cells, eval_channels=args.eval_channels,
-                auxiliary=not args.no_auxiliary, drop_path=args.drop_path)
+                auxiliary=not args.no_auxiliary, drop_path=args.drop_path,
+                variant=args.variant, partial_k=args.partial_k,
+                alpha_warmup_epochs=args.alpha_warmup_epochs,
+                beta_decay_weight=args.beta_decay_weight)
             run_dir = model.run_dir
         print(f"run directory: {run_dir}")
         return 0

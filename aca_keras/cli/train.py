@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 16)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the train step")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
+                        default="default",
+                        help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
+                             "(several machines, set TF_CONFIG on each); --batch-size stays "
+                             "the global batch (default: default, one device)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1)")
     return parser
@@ -76,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path,
             learning_rate=args.learning_rate, momentum=args.momentum,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
-            cutout=args.cutout, verbose=args.verbose, jit_compile=args.jit_compile)
+            cutout=args.cutout, verbose=args.verbose, jit_compile=args.jit_compile,
+            strategy=args.strategy, mixed_precision=args.mixed_precision)
         if args.verbose:
             accuracy = ("n/a (no test split)" if result.test_accuracy is None
                         else f"{result.test_accuracy:.4f}")

@@ -98,7 +98,8 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         name: the entry name (lower-case letters and digits joined by ``-`` or ``_``).
         zoo_dir: the zoo directory to write into (created if needed).
         version: the entry version (``MAJOR.MINOR.PATCH``).
-        title, summary: the card's title and paragraph (defaults describe the source).
+        title: the card's title (default: describes the source).
+        summary: the card's paragraph (default: describes the source).
         dataset: overrides of the ``dataset`` block (``name``, ``description``,
             ``class_names``, ``train_images``, ``test_images``, ``notes``, ...).
         macro: overrides of the macro settings (architecture sources only; a model's own
@@ -110,7 +111,8 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
             source records (e.g. ``command``, ``hardware``, ``wall_time_s``).
         license: SPDX identifier.
         citation: ``{"text", "bibtex", "url"}`` (default: DARTS and ACA).
-        tags, notes: free tags and remarks (notes are shown in the card).
+        tags: free tags.
+        notes: free remarks, shown in the card.
         exports: extra artifacts exported from the trained model and verified:
             ``"onnx"``, ``"savedmodel"`` (a zip archive), ``"tflite"``.
         overwrite: replace an existing entry of the same name in ``zoo_dir``.

@@ -1,0 +1,272 @@
+"""DARTS search variants: ``darts``, ``pc_darts`` and ``beta_darts``, behind one ``variant=``.
+
+A variant changes how the supernet is searched, never the derivation rule (the DARTS rule,
+:func:`aca_keras.genotype.derive_genotype`) nor the channel allocation that follows it, so
+every variant works with the ``"aca"`` op set (skip-free, with allocation) and with the
+``"darts"`` op set (the baseline).
+
+``darts``
+    The plain DARTS mixed edge over all C channels; first or second order (``order=``).
+
+``pc_darts`` (Xu et al., ICLR 2020, "Partial Channel Connections")
+    * **Partial channels.** Each mixed edge sends only its first ``C / K`` input channels
+      (``partial_k = K``, default 4) through the candidate operations; the other
+      ``C - C / K`` channels bypass them unchanged. The edge output is
+      ``shuffle(concat([sum_o w_o * o(x[:C/K]), bypass(x[C/K:])]))``.
+    * **Bypass at stride 2.** The bypassed channels must be halved spatially. We use a
+      parameter-free 2x2 max pool, stride 2, ``"same"`` padding (``ceil(H / 2)``, as the
+      operations give), not a ``FactorizedReduce``. Reasoning from first principles: the
+      bypass stands for "this edge did not process these channels"; it must add no weights
+      (weights on the bypass would be trained by the weight step and compete with the
+      candidate operations for the same signal, and would cost the memory PC-DARTS saves),
+      and a max pool keeps each channel's strongest local response rather than a quarter of
+      its positions (strided subsampling) or a blur (average). It is also what the authors'
+      code does. The derived network is unaffected: there, pass-through channels of a
+      stride-2 edge use ``FactorizedReduce`` as documented in :mod:`aca_keras.derived`.
+    * **Channel shuffle** with ``groups = K`` after the concatenation
+      (:class:`ChannelShuffle`), so that the next edge's first ``C / K`` channels mix
+      processed and bypassed channels. It is a fixed permutation of the channels.
+    * **Edge normalisation.** One weight ``beta`` per edge and cell type, owned by the
+      :class:`~aca_keras.supernet.SearchNetwork` (``beta_normal``, ``beta_reduce``, created
+      with ``add_weight``, part of ``alpha_variables`` so the architecture step trains them).
+      Each node's incoming edges are weighted by the softmax of their betas
+      (:func:`node_softmax`); the weights multiply the edge outputs in the node sum and, at
+      derivation, the operation weights when the edges of a node are ranked
+      (``edge_weights_normal`` / ``edge_weights_reduce`` of ``derive_genotype``).
+    * **Warm-up.** The architecture weights (alphas and betas) stay frozen for the first
+      ``alpha_warmup_epochs`` epochs (PC-DARTS: 15 of 50). Default here: 15, clipped to
+      ``epochs - 1`` so that at least one epoch trains them. The flag is the supernet's
+      non-trainable ``alpha_frozen`` variable, set at the start of every epoch by
+      :class:`AlphaWarmup`; ``train_step`` skips the architecture update (it still runs the
+      validation forward pass for the ``alpha_*`` metrics) while it is set.
+    * The other PC-DARTS hyper-parameters (batch 256, lr 0.1, alpha lr 6e-4) are **not**
+      made defaults: ``search`` keeps DARTS's settings for every variant so that variants
+      differ in one thing only; pass them explicitly to reproduce the paper's setting.
+
+``beta_darts`` (Ye et al., CVPR 2022, "beta-DARTS: Beta-Decay Regularization")
+    DARTS plus a regulariser on the architecture step:
+    ``lambda_t * sum over cell types of mean over edges of logsumexp(alpha_e)``, whose gradient
+    is ``lambda_t * softmax(alpha_e) / edges``: it decays the softmaxed alphas towards
+    uniform and keeps them from saturating. ``lambda_t`` ramps linearly per epoch from 0 to
+    ``beta_decay_weight`` (default 1.0; set by :class:`BetaDecaySchedule` through the
+    supernet's non-trainable ``beta_decay_lambda`` variable). This is our reading of the
+    method; the ramp end value is a setting, not a tuned number.
+
+Channel importance under ``pc_darts`` is documented in :mod:`aca_keras.importance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+
+__all__ = [
+    "DEFAULT_PARTIAL_K",
+    "PC_DARTS_WARMUP_EPOCHS",
+    "VARIANTS",
+    "AlphaWarmup",
+    "BetaDecaySchedule",
+    "ChannelShuffle",
+    "VariantSpec",
+    "get_variant",
+    "node_softmax",
+    "node_softmax_numpy",
+    "resolve_settings",
+    "shuffle_permutation",
+]
+
+_PACKAGE = "aca_keras"
+
+DEFAULT_PARTIAL_K = 4
+PC_DARTS_WARMUP_EPOCHS = 15
+DEFAULT_BETA_DECAY_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a variant changes in the search.
+
+    Attributes:
+        name: the variant's name (``variant=``).
+        partial: mixed edges see ``C / partial_k`` channels (PC-DARTS).
+        edge_normalization: betas per edge (PC-DARTS).
+        default_warmup: alpha warm-up epochs before clipping to ``epochs - 1``.
+        beta_decay: adds the beta-decay regulariser to the architecture step.
+        description: one line for help texts.
+    """
+
+    name: str
+    partial: bool = False
+    edge_normalization: bool = False
+    default_warmup: int = 0
+    beta_decay: bool = False
+    description: str = ""
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "darts": VariantSpec("darts", description="DARTS (first or second order)"),
+    "pc_darts": VariantSpec("pc_darts", partial=True, edge_normalization=True,
+                            default_warmup=PC_DARTS_WARMUP_EPOCHS,
+                            description="PC-DARTS: partial channels, shuffle, edge "
+                                        "normalisation, alpha warm-up"),
+    "beta_darts": VariantSpec("beta_darts", beta_decay=True,
+                              description="DARTS with beta-decay regularisation of the alphas"),
+}
+
+
+def get_variant(name: str) -> VariantSpec:
+    """The :class:`VariantSpec` called ``name`` (``ValueError`` naming the known ones)."""
+    try:
+        return VARIANTS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown search variant {name!r}; choose one of "
+                         f"{', '.join(VARIANTS)}.") from None
+
+
+def resolve_settings(variant: str, epochs: int, partial_k: int | None,
+                     alpha_warmup_epochs: int | None,
+                     beta_decay_weight: float | None) -> dict[str, Any]:
+    """Fill the variant's defaults into the settings left ``None``, and check them.
+
+    Returns ``{"partial_k", "alpha_warmup_epochs", "beta_decay_weight"}``: ``partial_k`` is 1
+    unless the variant is partial (then default :data:`DEFAULT_PARTIAL_K`); the warm-up
+    defaults to the variant's (``pc_darts``: 15) clipped to ``epochs - 1``; an explicit
+    warm-up must be ``< epochs``; ``beta_decay_weight`` is 0 unless the variant uses it.
+    """
+    spec = get_variant(variant)
+    if partial_k is None:
+        partial_k = DEFAULT_PARTIAL_K if spec.partial else 1
+    if isinstance(partial_k, bool) or not isinstance(partial_k, int) or partial_k < 1:
+        raise ValueError(f"partial_k must be a positive integer, got {partial_k!r}")
+    if not spec.partial and partial_k != 1:
+        raise ValueError(f"partial_k={partial_k} needs variant='pc_darts' (variant "
+                         f"{variant!r} uses every channel).")
+    if alpha_warmup_epochs is None:
+        alpha_warmup_epochs = max(0, min(spec.default_warmup, epochs - 1))
+    if (isinstance(alpha_warmup_epochs, bool) or not isinstance(alpha_warmup_epochs, int)
+            or not 0 <= alpha_warmup_epochs < max(1, epochs)):
+        raise ValueError(f"alpha_warmup_epochs must be an integer in 0..epochs-1 = "
+                         f"{epochs - 1}, got {alpha_warmup_epochs!r}")
+    if beta_decay_weight is None:
+        beta_decay_weight = DEFAULT_BETA_DECAY_WEIGHT if spec.beta_decay else 0.0
+    beta_decay_weight = float(beta_decay_weight)
+    if beta_decay_weight < 0 or not np.isfinite(beta_decay_weight):
+        raise ValueError(f"beta_decay_weight must be finite and >= 0, got {beta_decay_weight}")
+    return {"partial_k": partial_k, "alpha_warmup_epochs": alpha_warmup_epochs,
+            "beta_decay_weight": beta_decay_weight}
+
+
+# ----------------------------------------------------------------------------- shuffle
+
+
+def shuffle_permutation(channels: int, groups: int) -> np.ndarray:
+    """The channel permutation of :class:`ChannelShuffle`: output channel ``i`` is input
+    channel ``perm[i]``. Input channels are viewed as ``(groups, channels // groups)``, the two
+    axes are swapped and flattened, so input channel ``g * (channels // groups) + j`` goes to
+    output position ``j * groups + g``."""
+    if groups < 1 or channels % groups:
+        raise ValueError(f"channels ({channels}) must be a multiple of groups ({groups})")
+    return np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet's channel shuffle of an NHWC tensor with ``groups`` groups (a permutation).
+
+    Args:
+        groups: number of groups; the channel count must be a multiple of it.
+    """
+
+    def __init__(self, groups: int, **kwargs):
+        super().__init__(**kwargs)
+        if groups < 1:
+            raise ValueError(f"groups must be >= 1, got {groups}")
+        self.groups = groups
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is not None and channels % self.groups:
+            raise ValueError(f"ChannelShuffle: {channels} channels are not a multiple of "
+                             f"groups={self.groups}")
+        self.built = True
+
+    def call(self, inputs):
+        if self.groups == 1:
+            return inputs
+        shape = keras.ops.shape(inputs)
+        channels = inputs.shape[-1]
+        x = keras.ops.reshape(inputs, (shape[0], shape[1], shape[2], self.groups,
+                                       channels // self.groups))
+        x = keras.ops.transpose(x, (0, 1, 2, 4, 3))
+        return keras.ops.reshape(x, (shape[0], shape[1], shape[2], channels))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
+
+
+# ----------------------------------------------------------------------- edge normalisation
+
+
+def _node_slices(nodes: int) -> list[tuple[int, int]]:
+    slices, start = [], 0
+    for node in range(nodes):
+        slices.append((start, start + node + 2))
+        start += node + 2
+    return slices
+
+
+def node_softmax(beta, nodes: int):
+    """Softmax of the edge logits ``beta`` (shape ``(num_edges,)``, DARTS edge order) over
+    the incoming edges of each intermediate node; a tensor of the same shape."""
+    parts = [keras.ops.softmax(beta[a:b], axis=0) for a, b in _node_slices(nodes)]
+    return keras.ops.concatenate(parts, axis=0)
+
+
+def node_softmax_numpy(beta: np.ndarray, nodes: int) -> np.ndarray:
+    """:func:`node_softmax` in numpy (float64)."""
+    beta = np.asarray(beta, dtype=np.float64)
+    out = np.empty_like(beta)
+    for a, b in _node_slices(nodes):
+        z = np.exp(beta[a:b] - beta[a:b].max())
+        out[a:b] = z / z.sum()
+    return out
+
+
+# ------------------------------------------------------------------------------- callbacks
+
+
+class AlphaWarmup(keras.callbacks.Callback):
+    """Freezes the architecture weights for the first ``warmup_epochs`` epochs.
+
+    At the start of epoch ``e`` (0-based) it sets the supernet's ``alpha_frozen`` flag to
+    ``e < warmup_epochs``; a resumed run gets the right value from its epoch index.
+    """
+
+    def __init__(self, network, warmup_epochs: int):
+        super().__init__()
+        self.network = network
+        self.warmup_epochs = int(warmup_epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.network.alpha_frozen.assign(1.0 if epoch < self.warmup_epochs else 0.0)
+
+
+class BetaDecaySchedule(keras.callbacks.Callback):
+    """Ramps the beta-decay weight linearly: ``lambda = weight * epoch / max(1, epochs - 1)``
+    at the start of epoch ``epoch`` (0-based), from 0 to ``weight`` at the last epoch."""
+
+    def __init__(self, network, weight: float, epochs: int):
+        super().__init__()
+        self.network = network
+        self.weight = float(weight)
+        self.epochs = int(epochs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        value = self.weight * epoch / max(1, self.epochs - 1)
+        self.network.beta_decay_lambda.assign(value)

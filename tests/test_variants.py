@@ -1,0 +1,236 @@
+"""Search variants: PC-DARTS partial channels, shuffle, edge normalisation, alpha warm-up;
+beta-DARTS regulariser; variant settings through ``search``."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from aca_keras import variants
+from aca_keras.architecture import Architecture
+from aca_keras.genotype import derive_genotype
+from aca_keras.importance import score_channels
+from aca_keras.search_run import SearchConfig, search
+from aca_keras.supernet import MixedEdge, SearchNetwork
+
+C, K = 8, 4
+OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
+       "dil_conv_5x5")
+PC_TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=C, nodes=2,
+               partial_k=K, edge_normalization=True)
+
+
+def _edge(stride: int = 1) -> MixedEdge:
+    edge = MixedEdge(OPS, C, stride, partial_k=K)
+    edge.build((None, 6, 6, C))
+    return edge
+
+
+def _weights() -> list:
+    w = np.random.default_rng(0).dirichlet(np.ones(len(OPS))).astype("float32")
+    return [tf.constant(v) for v in w]
+
+
+def _batch(seed: int, n: int = 8):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.uniform(0, 255, (n, 8, 8, 3)).astype("float32")),
+            tf.constant(rng.integers(0, 4, n).astype("int32")))
+
+
+def test_channel_shuffle_is_the_documented_permutation():
+    perm = variants.shuffle_permutation(C, K)
+    assert sorted(perm.tolist()) == list(range(C))
+    assert perm.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    x = np.random.default_rng(1).normal(size=(2, 3, 3, C)).astype("float32")
+    out = variants.ChannelShuffle(K)(x).numpy()
+    np.testing.assert_array_equal(out, x[..., perm])
+    # the inverse permutation restores the input
+    np.testing.assert_array_equal(out[..., np.argsort(perm)], x)
+    restored = variants.ChannelShuffle.from_config(variants.ChannelShuffle(K).get_config())
+    assert restored.groups == K
+
+
+def test_partial_edge_operations_see_exactly_c_over_k_channels():
+    edge = _edge()
+    assert edge.op_channels == C // K
+    kernels = [v for layer in edge.candidates for v in layer.weights if "kernel" in v.path]
+    assert kernels, "the conv candidates have kernels"
+    for v in kernels:  # depthwise (k, k, in, 1) and pointwise (1, 1, in, out)
+        assert v.shape[2] == C // K, v.path
+        if v.shape[0] == 1:
+            assert v.shape[3] == C // K, v.path
+    assert edge.compute_output_shape((None, 6, 6, C)) == (None, 6, 6, C)
+    assert edge.get_config()["partial_k"] == K
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_bypass_channels_reach_only_their_shuffled_positions(stride):
+    edge = _edge(stride)
+    weights = _weights()
+    x = np.random.default_rng(2).normal(size=(2, 6, 6, C)).astype("float32")
+    base = edge(tf.constant(x), weights, training=False).numpy()
+    perm = variants.shuffle_permutation(C, K)
+    position = np.argsort(perm)  # concat channel c lands at output position position[c]
+    assert base.shape == (2, 6 // stride, 6 // stride, C)
+    for c in range(C):
+        bumped = x.copy()
+        bumped[..., c] += 3.0
+        diff = np.abs(edge(tf.constant(bumped), weights, training=False).numpy() - base)
+        changed = {int(i) for i in np.nonzero(diff.max(axis=(0, 1, 2)) > 1e-6)[0]}
+        if c >= C // K:  # bypass: exactly its own position, moved by exactly +3 (identity/max)
+            assert changed == {int(position[c])}
+            np.testing.assert_allclose(diff[..., position[c]], 3.0, atol=1e-5)
+        else:  # an operation channel: only the positions of the operations' outputs move
+            assert changed and changed <= {int(position[j]) for j in range(C // K)}
+    if stride == 2:  # the bypass is a parameter-free 2x2 max pool
+        pooled = tf.nn.max_pool2d(x[..., C // K:], 2, 2, "SAME").numpy()
+        np.testing.assert_allclose(base[..., position[C // K:]], pooled, rtol=1e-6)
+
+
+def test_betas_are_architecture_weights_and_get_gradients():
+    net = SearchNetwork(**PC_TINY)
+    net.compile()
+    assert len(net.alpha_variables) == 4
+    assert net.beta_normal.shape == (5,) and net.beta_reduce.shape == (5,)
+    assert not any(v is net.beta_normal for v in net.weight_variables)
+    net.beta_normal.assign(np.random.default_rng(3).normal(size=5))
+    normal, _ = net.betas().values()
+    np.testing.assert_allclose([normal[:2].sum(), normal[2:].sum()], [1.0, 1.0], rtol=1e-6)
+    x, y = _batch(0)
+    with tf.GradientTape() as tape:
+        loss = net.loss(y, net(x, training=True))
+    grads = tape.gradient(loss, [net.beta_normal, net.beta_reduce])
+    for g in grads:
+        assert g is not None and np.all(np.isfinite(g.numpy())) and np.abs(g.numpy()).max() > 0
+    # the betas really scale the node sums: changing them changes the output
+    before = net(x, training=False).numpy()
+    net.beta_reduce.assign([5.0, -5.0, 0.0, 0.0, 0.0])
+    assert np.abs(net(x, training=False).numpy() - before).max() > 1e-6
+
+
+def test_edge_weights_change_which_edges_are_kept():
+    ops = list(OPS)
+    alpha = np.zeros((5, len(ops)))
+    alpha[:, ops.index("sep_conv_3x3")] = [1.0, 1.0, 2.0, 1.5, 0.2]  # node 1 keeps 0, 1
+    plain = derive_genotype(alpha, alpha, ops)
+    assert [i for _, i in plain.normal[2:]] == [0, 1]
+    beta = np.array([0.5, 0.5, 0.05, 0.15, 0.8])  # node 1 now prefers input 2, then 1
+    flipped = derive_genotype(alpha, alpha, ops, edge_weights_normal=beta,
+                              edge_weights_reduce=beta)
+    assert [i for _, i in flipped.normal[2:]] == [1, 2]
+    # the supernet passes its own (softmaxed) betas to the derivation
+    net = SearchNetwork(**PC_TINY)
+    net.alpha_normal.assign(alpha)
+    net.alpha_reduce.assign(alpha)
+    assert [i for _, i in net.genotype().normal[2:]] == [0, 1]
+    logits = np.log(beta)
+    net.beta_normal.assign(logits)
+    net.beta_reduce.assign(logits)
+    assert [i for _, i in net.genotype().normal[2:]] == [1, 2]
+
+
+class _Recorder(keras.callbacks.Callback):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.snapshots = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.snapshots.append([np.array(v.numpy()) for v in self.net.alpha_variables])
+
+
+def test_warmup_keeps_alphas_and_betas_frozen_then_trains_them():
+    net = SearchNetwork(**{**PC_TINY, "nodes": 1, "channels": 4})
+    # eager steps (no tracing: fast); the traced tf.cond path runs in the end-to-end search
+    net.compile(alpha_warmup=True, run_eagerly=True)
+    initial = [np.array(v.numpy()) for v in net.alpha_variables]
+    weight = net.weight_variables[0]
+    weight_before = np.array(weight.numpy())
+    batches = [(_batch(2 * i), _batch(2 * i + 1)) for i in range(4)]
+    dataset = tf.data.Dataset.from_generator(
+        lambda: iter(batches),
+        output_signature=(((tf.TensorSpec((8, 8, 8, 3)), tf.TensorSpec((8,), tf.int32)),) * 2))
+    recorder = _Recorder(net)
+    net.fit(dataset.repeat(), epochs=3, steps_per_epoch=2, verbose=0, shuffle=False,
+            callbacks=[variants.AlphaWarmup(net, 2), recorder])
+    for epoch in (0, 1):  # frozen during the two warm-up epochs ...
+        for before, after in zip(initial, recorder.snapshots[epoch]):
+            np.testing.assert_array_equal(before, after)
+    for before, after in zip(initial, recorder.snapshots[2]):  # ... and trained after
+        assert np.abs(after - before).max() > 0
+    assert np.abs(weight.numpy() - weight_before).max() > 0  # weights trained throughout
+    assert float(net.alpha_frozen.numpy()) == 0.0
+
+
+def test_partial_scores_repeat_each_scored_channel_k_times():
+    net = SearchNetwork(**PC_TINY)
+    net.compile()
+    architecture = Architecture.from_genotype(net.genotype(), C, net.op_names)
+    batches = [_batch(5)]
+    scores = score_channels(net, architecture, batches, scorer="magnitude", max_batches=1)
+    for s in scores.normal + scores.reduce:
+        assert s.shape == (C,)
+        blocks = s.reshape(C // K, K)
+        np.testing.assert_array_equal(blocks, np.repeat(blocks[:, :1], K, axis=1))
+        assert np.unique(s).size > 1
+
+
+def test_beta_decay_gradient_is_lambda_times_softmax_over_edges():
+    net = SearchNetwork(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4, nodes=2)
+    net.alpha_normal.assign(np.random.default_rng(4).normal(size=net.alpha_normal.shape))
+    net.beta_decay_lambda.assign(0.7)
+    with tf.GradientTape() as tape:
+        reg = net.beta_decay_loss()
+    grad = tape.gradient(reg, net.alpha_normal).numpy()
+    a = net.alpha_normal.numpy()
+    softmax = np.exp(a) / np.exp(a).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(grad, 0.7 * softmax / a.shape[0], rtol=1e-5)
+
+
+def test_variant_settings_resolve_and_validate():
+    assert variants.resolve_settings("pc_darts", 50, None, None, None) == {
+        "partial_k": 4, "alpha_warmup_epochs": 15, "beta_decay_weight": 0.0}
+    assert variants.resolve_settings("pc_darts", 3, None, None, None)["alpha_warmup_epochs"] == 2
+    assert variants.resolve_settings("darts", 3, None, None, None)["alpha_warmup_epochs"] == 0
+    assert variants.resolve_settings("beta_darts", 3, None, None, None)["beta_decay_weight"] == 1.0
+    with pytest.raises(ValueError, match="Unknown search variant"):
+        SearchConfig(variant="gdas").validate()
+    with pytest.raises(ValueError, match="alpha_warmup_epochs"):
+        SearchConfig(variant="pc_darts", epochs=3, alpha_warmup_epochs=3).validate()
+    with pytest.raises(ValueError, match="multiple of partial_k"):
+        SearchConfig(variant="pc_darts", channels=6).validate()
+    with pytest.raises(ValueError, match="needs variant='pc_darts'"):
+        SearchConfig(partial_k=2).validate()
+
+
+def test_pc_darts_search_end_to_end_with_the_darts_op_set(tmp_path):
+    """(The study's tiny grid, tests/test_study.py, runs pc_darts with the aca op set.)"""
+    from aca_keras import data
+
+    ops = "darts"
+    bundle = data.load("digits")
+    arrays = bundle.x_train[:96], bundle.y_train[:96]
+    model = search(arrays, run_dir=tmp_path / "run", variant="pc_darts", ops=ops, epochs=2,
+                   cells=3, channels=C, nodes=1, batch_size=16, eval_cells=3,
+                   eval_channels=C, score_batches=1, seed=5, verbose=0, allocator="none")
+    architecture = model.architecture
+    assert architecture.provenance["variant"] == "pc_darts"
+    assert architecture.provenance["partial_k"] == K
+    assert architecture.provenance["alpha_warmup_epochs"] == 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["variant"] == "pc_darts" and config["partial_k"] == K
+    records = [json.loads(line)
+               for line in (tmp_path / "run" / "alphas.jsonl").read_text().splitlines()]
+    assert "edge_weights" in records[0]
+    # epoch 1 was warm-up: the alphas are still the initial ones; epoch 2 trained them
+    keras.utils.set_random_seed(5)
+    init = SearchNetwork(bundle.input_shape, bundle.num_classes, cells=3, channels=C, nodes=1,
+                         ops=ops, partial_k=K, edge_normalization=True)
+    np.testing.assert_allclose(records[0]["alphas"]["normal"], init.alpha_normal.numpy(),
+                               rtol=1e-6)
+    assert records[1]["alphas"] != records[0]["alphas"]
+    assert architecture.normal.channels == (C, C)  # allocator none: plain DARTS edges
