@@ -38,6 +38,7 @@ __all__ = [
     "STRATEGY_KINDS",
     "all_reduce_sum",
     "apply_global_gradients",
+    "batch_norm_sync",
     "check_global_batch",
     "clone_model",
     "data_options",
@@ -48,7 +49,9 @@ __all__ = [
     "is_chief",
     "num_replicas",
     "precision_policy",
+    "step_outputs",
     "strategy_scope",
+    "synchronize_batch_norm",
     "unscaled_loss",
 ]
 
@@ -175,6 +178,30 @@ def strategy_scope(strategy: tf.distribute.Strategy | None) -> Iterator[None]:
     else:
         with strategy.scope():
             yield
+
+
+_SYNC_BATCH_NORM = [True]
+
+
+@contextlib.contextmanager
+def batch_norm_sync(enabled: bool) -> Iterator[None]:
+    """Inside the block, BatchNorm layers created under a multi-replica strategy are
+    synchronised (``enabled``, the default: global-batch statistics, the same results as one
+    device) or not (each replica normalises with its own batch's statistics: a cheaper graph,
+    other numbers)."""
+    _SYNC_BATCH_NORM.append(bool(enabled))
+    try:
+        yield
+    finally:
+        _SYNC_BATCH_NORM.pop()
+
+
+def synchronize_batch_norm() -> bool:
+    """Whether a BatchNorm layer created now should synchronise its statistics across
+    replicas: in the scope of a strategy with several replicas, unless
+    :func:`batch_norm_sync` switched it off."""
+    return (_SYNC_BATCH_NORM[-1] and tf.distribute.has_strategy()
+            and tf.distribute.get_strategy().num_replicas_in_sync > 1)
 
 
 def num_replicas() -> int:

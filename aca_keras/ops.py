@@ -105,11 +105,12 @@ def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
     """BatchNorm with DARTS settings; ``affine=False`` drops gamma and beta (search).
 
     Created in the scope of a strategy with several replicas, it is ``synchronized``: its
-    training statistics are those of the global batch (see ``docs/scaling.md``)."""
-    synchronized = (tf.distribute.has_strategy()
-                    and tf.distribute.get_strategy().num_replicas_in_sync > 1)
+    training statistics are those of the global batch (see ``docs/scaling.md``), unless
+    ``aca_keras.distribute.batch_norm_sync(False)`` is in effect."""
+    from aca_keras.distribute import synchronize_batch_norm
+
     return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine,
-                              synchronized=synchronized, name=name)
+                              synchronized=synchronize_batch_norm(), name=name)
 
 
 class _Chain(keras.layers.Layer):

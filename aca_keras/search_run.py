@@ -91,6 +91,9 @@ class SearchConfig:
     # last session (a resume may use other devices); the strategy object itself is not JSON
     strategy: str = "default"
     replicas: int = 1
+    # BatchNorm statistics of the global batch under a multi-replica strategy (the results of
+    # one device) or of each replica's share (cheaper graph, other results)
+    sync_batch_norm: bool = True
     # mixed precision: the Keras dtype policy of the supernet ("float32", "mixed_bfloat16",
     # "mixed_float16"); a resume keeps it
     mixed_precision: bool = False
@@ -247,7 +250,8 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
            resume: bool = False, data_dir: str | None = None, download: bool = True,
            verbose: int | str = 1, callbacks: Sequence[keras.callbacks.Callback] = (),
            strategy: str | tf.distribute.Strategy | None = None,
-           mixed_precision: bool | str = False, **settings: Any) -> keras.Model:
+           mixed_precision: bool | str = False, sync_batch_norm: bool = True,
+           **settings: Any) -> keras.Model:
     """Search a cell with DARTS + ACA and return the derived static Keras model.
 
     Args:
@@ -281,6 +285,11 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
             ``mixed_bfloat16`` on the CPU (or give the policy name); alphas, their softmax,
             the logits and the loss stay float32. A resumed run keeps its setting. Keras's
             global dtype policy is restored afterwards.
+        sync_batch_norm: under a strategy with several replicas, normalise with the
+            statistics of the global batch (default: the search computes what one device
+            computes) or, ``False``, with each replica's own (a much smaller and faster to
+            build graph, but BatchNorm then sees ``batch_size / replicas`` images). A resumed
+            run keeps its setting.
         **settings: any other :class:`SearchConfig` field (``learning_rate``,
             ``alpha_learning_rate``, ``train_fraction``, ``scorer``, ``allocator``,
             ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...). The search
@@ -301,7 +310,7 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
         epochs=epochs, ops=ops if isinstance(ops, str) else list(ops), order=order, cells=cells,
         channels=channels, nodes=nodes, batch_size=batch_size, seed=seed, data_dir=data_dir,
         download=download, strategy=described["kind"], replicas=described["replicas"],
-        mixed_precision=bool(mixed_precision),
+        mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm),
         dtype_policy=dist.precision_policy(mixed_precision), **settings))
     say = _printer(verbose)
     from aca_keras import data as data_lib
@@ -314,7 +323,8 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
         f"-> {run_path}")
     # the supernet is created, compiled and trained in the strategy's scope and dtype policy;
     # the derived model is built afterwards, outside both (float32, no strategy)
-    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj):
+    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj), \
+            dist.batch_norm_sync(config.sync_batch_norm):
         network = _search_supernet(bundle, config, run_path, verbose, callbacks, say)
     return _derive_and_build(network, bundle, config, run_path, say)
 

@@ -252,7 +252,7 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
           run_dir: str | os.PathLike | None = None, resume: bool = False, verbose: int = 1,
           data_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] = (),
           jit_compile: bool = False, strategy: str | tf.distribute.Strategy | None = None,
-          mixed_precision: bool | str = False) -> TrainResult:
+          mixed_precision: bool | str = False, sync_batch_norm: bool = True) -> TrainResult:
     """Train a derived network with DARTS's evaluation recipe (see the module docstring).
 
     Args:
@@ -288,6 +288,9 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
         mixed_precision: ``True`` for ``mixed_float16`` on a GPU or ``mixed_bfloat16`` on the
             CPU (or a policy name); the model is copied under that policy (variables and
             logits' loss stay float32). Keras's global policy is restored afterwards.
+        sync_batch_norm: under a strategy with several replicas, BatchNorm uses the
+            statistics of the global batch (default; the results of one device) or, ``False``,
+            each replica's own (a smaller graph).
 
     Returns:
         A :class:`TrainResult`.
@@ -308,13 +311,15 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
     strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
     policy = dist.precision_policy(mixed_precision)
     described = dist.describe_strategy(strategy_obj)
-    with dist.dtype_policy(policy), dist.strategy_scope(strategy_obj):
+    with dist.dtype_policy(policy), dist.strategy_scope(strategy_obj), \
+            dist.batch_norm_sync(sync_batch_norm):
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model, compile=False)
         elif isinstance(model, DerivedNetwork) and (strategy_obj is not None
                                                     or policy != "float32"):
             model = dist.clone_model(model)
         run_info = {"strategy": described["kind"], "replicas": described["replicas"],
+                    "sync_batch_norm": bool(sync_batch_norm),
                     "mixed_precision": policy != "float32", "dtype_policy": policy,
                     "jit_compile": bool(jit_compile), "versions": package_versions()}
         return _train(model, dataset, epochs=epochs, batch_size=batch_size,
@@ -516,7 +521,8 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
               weight_decay: float = 3e-4, grad_clip: float | None = 5.0, cutout: int = 16,
               verbose: int = 1, jit_compile: bool = False,
               strategy: str | tf.distribute.Strategy | None = None,
-              mixed_precision: bool | str = False) -> TrainResult:
+              mixed_precision: bool | str = False, sync_batch_norm: bool = True
+              ) -> TrainResult:
     """Build the derived model of a search run directory and train it into that directory.
 
     ``run_dir`` holds ``architecture.json`` and ``config.json`` (written by
@@ -581,4 +587,4 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
                  learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
                  grad_clip=grad_clip, cutout=cutout, seed=seed, run_dir=run_path,
                  resume=resume, verbose=verbose, jit_compile=jit_compile, strategy=strategy,
-                 mixed_precision=mixed_precision)
+                 mixed_precision=mixed_precision, sync_batch_norm=sync_batch_norm)

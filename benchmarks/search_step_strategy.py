@@ -32,6 +32,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ SETTINGS = {
 
 
 def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
-              threads: int) -> dict[str, Any]:
+              threads: int, local_bn: bool = False) -> dict[str, Any]:
     """Measure one mode in this (fresh) process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if str(REPO_ROOT) not in sys.path:
@@ -63,7 +64,15 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
     import keras
 
     from aca_keras import distribute as dist
+    from aca_keras import ops as ops_lib
     from aca_keras.supernet import SearchNetwork
+
+    if local_bn:  # diagnostic: per-replica BatchNorm statistics (not what search() builds)
+        def batch_norm(affine, name=None):
+            return ops_lib.BatchNormalization(momentum=ops_lib.BN_MOMENTUM,
+                                              epsilon=ops_lib.BN_EPSILON, center=affine,
+                                              scale=affine, name=name)
+        ops_lib.batch_norm = batch_norm
 
     cells, channels, nodes, batch, image = SETTINGS[setting]
     strategy = dist.get_strategy("mirrored" if mode == "mirrored" else None)
@@ -106,7 +115,7 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
         step()
         times.append(1000 * (time.perf_counter() - start))
     median = statistics.median(times)
-    return {"mode": mode, "setting": setting,
+    return {"mode": mode + ("-local-bn" if local_bn else ""), "setting": setting,
             "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
             "ms_per_step": round(median, 1), "ms_min": round(min(times), 1),
             "ms_max": round(max(times), 1),
@@ -118,19 +127,50 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
             "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
 
 
+def _rss_gib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return 0.0
+
+
 def _measure(args: argparse.Namespace, mode: str, setting: str) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", mode,
                "--settings", setting, "--devices", str(args.devices), "--steps",
                str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    if mode.endswith("-local-bn"):
+        command[3] = mode.removesuffix("-local-bn")
+        command.append("--local-bn")
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
+    peak = [0.0]
+
+    def watch() -> None:  # a shared machine: stop a child that grows past --max-rss-gib
+        while process.poll() is None:
+            peak[0] = max(peak[0], _rss_gib(process.pid))
+            if peak[0] > args.max_rss_gib:
+                process.kill()
+                return
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         out, err = process.communicate(timeout=args.timeout)
     except subprocess.TimeoutExpired:
         process.kill()
         out, err = process.communicate()
         return {"mode": mode, "setting": setting, "error": f"timeout after {args.timeout} s"}
+    watcher.join()
+    if peak[0] > args.max_rss_gib:
+        return {"mode": mode, "setting": setting,
+                "error": f"stopped at {peak[0]:.1f} GiB resident (--max-rss-gib "
+                         f"{args.max_rss_gib}) after {time.perf_counter() - start:.0f} s"}
     wall = time.perf_counter() - start
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if process.returncode != 0 or not lines:
@@ -152,12 +192,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps (2)")
     parser.add_argument("--threads", type=int, default=2, help="TF intra/inter-op threads (2)")
     parser.add_argument("--timeout", type=float, default=3600, help="per process, seconds")
+    parser.add_argument("--max-rss-gib", type=float, default=12.0,
+                        help="stop a measurement whose process grows past this (12 GiB)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--local-bn", action="store_true",
+                        help="also measure the strategy with per-replica BatchNorm statistics "
+                             "(diagnostic: the cost of synchronised BatchNorm)")
+    parser.add_argument("--modes", default=None,
+                        help="measure only these, comma-separated: single, mirrored, "
+                             "mirrored-local-bn (default: single and the strategy)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(run_child(args.child, args.settings, args.devices, args.steps,
-                                   args.warmup, args.threads)), flush=True)
+                                   args.warmup, args.threads, args.local_bn)), flush=True)
         return 0
 
     print(f"$ python {' '.join([Path(__file__).name, *(argv or sys.argv[1:])])}")
@@ -165,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
           f"load average at start {os.getloadavg()[0]:.2f}")
     results = []
     for setting in args.settings.split(","):
-        for mode in ("single", args.strategy):
+        modes = args.modes.split(",") if args.modes else (
+            ["single", args.strategy] + ([f"{args.strategy}-local-bn"] if args.local_bn
+                                         else []))
+        for mode in modes:
             result = _measure(args, mode, setting)
             results.append(result)
             print(json.dumps({k: v for k, v in result.items() if k != "times_ms"}), flush=True)

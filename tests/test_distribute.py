@@ -84,6 +84,24 @@ def _child_mirrored(out: Path, order: int) -> None:
         if order == 1:
             train(_train_model(), _train_bundle(), run_dir=out / f"train-{name}",
                   strategy=strategy, **TRAIN)
+    if order == 1:  # which BatchNorm layers synchronise (no training: cheap)
+        from aca_keras import distribute as dist
+        from aca_keras.ops import BatchNormalization
+        from aca_keras.supernet import SearchNetwork
+
+        flags = {}
+        for name, sync in (("default", True), ("off", False)):
+            with dist.strategy_scope(dist.get_strategy("mirrored")), dist.batch_norm_sync(sync):
+                network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1,
+                                        ops=SEARCH["ops"])
+            flags[name] = [layer.synchronized for layer in network._flatten_layers()
+                           if isinstance(layer, BatchNormalization)]
+        with dist.batch_norm_sync(True):
+            network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1,
+                                    ops=SEARCH["ops"])
+        flags["no strategy"] = [layer.synchronized for layer in network._flatten_layers()
+                                if isinstance(layer, BatchNormalization)]
+        (out / "batch_norm.json").write_text(json.dumps(flags))
 
 
 def _child_worker(index: int, ports: list[str], out: Path) -> None:
@@ -156,8 +174,16 @@ def test_mirrored_search_matches_one_device(mirrored_runs):
     _assert_same_search(single, mirrored)
     config = json.loads((mirrored / "config.json").read_text())
     assert (config["strategy"], config["replicas"]) == ("mirrored", 2)
+    assert config["sync_batch_norm"] is True
     config = json.loads((single / "config.json").read_text())
     assert (config["strategy"], config["replicas"]) == ("default", 1)
+
+
+def test_batch_norm_synchronises_only_under_several_replicas(mirrored_runs):
+    flags = json.loads((mirrored_runs / "batch_norm.json").read_text())
+    assert flags["default"] and all(flags["default"])
+    assert flags["off"] and not any(flags["off"])
+    assert flags["no strategy"] and not any(flags["no strategy"])
 
 
 def test_mirrored_training_matches_one_device(mirrored_runs):
@@ -231,7 +257,7 @@ def test_cli_options():
 
     for parser in (search_parser(), train_parser()):
         options = {o for action in parser._actions for o in action.option_strings}
-        assert {"--strategy", "--mixed-precision"} <= options
+        assert {"--strategy", "--mixed-precision", "--no-sync-batch-norm"} <= options
     args = search_parser().parse_args(["--strategy", "mirrored", "--mixed-precision"])
     assert args.strategy == "mirrored" and args.mixed_precision
     with pytest.raises(SystemExit):

@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
                              "(several machines, set TF_CONFIG on each); --batch-size stays "
                              "the global batch (see docs/scaling.md)")
+    parser.add_argument("--no-sync-batch-norm", action="store_true",
+                        help="with --strategy: BatchNorm statistics per replica instead of "
+                             "over the global batch (smaller graph, other results)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU (alphas and "
                              "loss stay float32); ignored with --resume (the run keeps its own)")
@@ -97,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 channels=args.channels, nodes=args.nodes, batch_size=args.batch_size,
                 seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
                 download=not args.no_download, verbose=verbose, strategy=args.strategy,
-                mixed_precision=args.mixed_precision, train_fraction=args.train_fraction, learning_rate=args.learning_rate,
+                mixed_precision=args.mixed_precision,
+                sync_batch_norm=not args.no_sync_batch_norm, train_fraction=args.train_fraction, learning_rate=args.learning_rate,
                 alpha_learning_rate=args.alpha_learning_rate, scorer=args.scorer,
                 allocator=args.allocator, score_batches=args.score_batches,
                 eval_cells=args.eval_cells, eval_channels=args.eval_channels,

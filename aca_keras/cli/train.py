@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
                              "(several machines, set TF_CONFIG on each); --batch-size stays "
                              "the global batch (default: default, one device)")
+    parser.add_argument("--no-sync-batch-norm", action="store_true",
+                        help="with --strategy: BatchNorm statistics per replica instead of "
+                             "over the global batch (smaller graph, other results)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
@@ -84,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             learning_rate=args.learning_rate, momentum=args.momentum,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
             cutout=args.cutout, verbose=args.verbose, jit_compile=args.jit_compile,
-            strategy=args.strategy, mixed_precision=args.mixed_precision)
+            strategy=args.strategy, mixed_precision=args.mixed_precision,
+            sync_batch_norm=not args.no_sync_batch_norm)
         if args.verbose:
             accuracy = ("n/a (no test split)" if result.test_accuracy is None
                         else f"{result.test_accuracy:.4f}")
