@@ -319,7 +319,7 @@ class SearchNetwork(keras.Model):
         self.alpha_weight_decay = 1e-3
         self.grad_clip = 5.0
         self.unrolled_eps = 0.01
-        self.graph_optimizations = True
+        self.graph_optimizations = False
         self.alpha_optimizer = None
         self._trackers = {
             name: keras.metrics.Mean(name=name) for name in
@@ -413,7 +413,7 @@ class SearchNetwork(keras.Model):
                 weight_decay: float = 3e-4, alpha_weight_decay: float = 1e-3,
                 grad_clip: float | None = 5.0, unrolled_eps: float = 0.01, loss=None,
                 jit_compile: bool = False, alpha_warmup: bool = False,
-                beta_decay: bool = False, graph_optimizations: bool = True, **kwargs):
+                beta_decay: bool = False, graph_optimizations: bool = False, **kwargs):
         """Configure the bi-level search.
 
         Args:
@@ -428,10 +428,10 @@ class SearchNetwork(keras.Model):
             loss: defaults to sparse categorical cross-entropy on logits.
             jit_compile: XLA; off by default (much slower for these ops on CPU).
             graph_optimizations: run TensorFlow's graph optimiser (grappler) on the step
-                function (default). ``False`` instantiates the step without it: a much
-                shorter first step on the DARTS supernet (see benchmarks/README.md), but a
-                resumed search was then seen to differ slightly from an uninterrupted one, so
-                it is opt-in until that is understood.
+                function. Off by default: on the DARTS supernet grappler spends tens of
+                seconds optimising the step graph (the first step) and the steps are no faster
+                with it (see benchmarks/README.md). Off is applied to every call of the
+                step, so a resumed search computes exactly what an uninterrupted one does.
             alpha_warmup: the architecture step checks ``alpha_frozen`` and is skipped while
                 it is 1 (set per epoch by :class:`aca_keras.variants.AlphaWarmup`).
             beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
@@ -472,18 +472,17 @@ class SearchNetwork(keras.Model):
     def make_train_function(self, force=False):
         super().make_train_function(force)
         function = self.train_function
-        if self.graph_optimizations or getattr(function, "_instantiated_without_grappler", False):
+        if self.graph_optimizations or getattr(function, "_without_grappler", False):
             return function
-        first_call = [True]
 
         def train_function(iterator):
-            if first_call[0]:
-                first_call[0] = False
-                with _grappler_disabled():
-                    return function(iterator)
-            return function(iterator)
+            # Every call, not only the first: TensorFlow instantiates parts of the step lazily
+            # on later calls, and an instantiation with the optimiser on computes slightly
+            # different numbers; a resumed run would then differ from an uninterrupted one.
+            with _grappler_disabled():
+                return function(iterator)
 
-        train_function._instantiated_without_grappler = True
+        train_function._without_grappler = True
         self.train_function = train_function
         return train_function
 

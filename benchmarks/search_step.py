@@ -114,7 +114,7 @@ def _median_ms(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
 
 
 def run_child(setting: Setting, steps: int, warmup: int, threads: int,
-              breakdown: bool, graph_optimizations: bool = True) -> dict[str, Any]:
+              breakdown: bool, graph_optimizations: bool = False) -> dict[str, Any]:
     """Measure one setting in this process (called in a fresh subprocess)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if str(REPO_ROOT) not in sys.path:
@@ -340,10 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2,
                         help="TF intra- and inter-op threads; torch.set_num_threads (default 2)")
     parser.add_argument("--json", type=Path, help="also write all results to this JSON file")
-    parser.add_argument("--no-graph-optimizations", dest="graph_optimizations",
-                        action="store_false",
-                        help="instantiate the step without TensorFlow's graph optimiser "
-                             "(SearchNetwork.compile(graph_optimizations=False))")
+    parser.add_argument("--graph-optimizations", action="store_true",
+                        help="run TensorFlow's graph optimiser on the step "
+                             "(SearchNetwork.compile(graph_optimizations=True)); off by "
+                             "default, as in the package")
     parser.add_argument("--skip-torch", action="store_true",
                         help="do not run the PyTorch reference")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         child = [sys.executable, str(Path(__file__).resolve()), "--child",
                  json.dumps(dataclasses.asdict(setting)), "--steps", str(args.steps),
                  "--warmup", str(args.warmup), "--threads", str(args.threads)]
-        if not args.graph_optimizations:
-            child.append("--no-graph-optimizations")
+        if args.graph_optimizations:
+            child.append("--graph-optimizations")
         if args.breakdown:
             child.append("--breakdown")
         ours = _measure(child, f"aca_keras ({name})", args.timeout)

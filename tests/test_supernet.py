@@ -120,6 +120,30 @@ def test_fit_runs_bilevel_search_and_reports_both_losses():
     assert all(op not in ("none", "skip_connect") for op, _ in genotype.normal + genotype.reduce)
 
 
+@pytest.mark.parametrize("graph_optimizations", [False, True])
+def test_step_runs_without_grappler_on_every_call(monkeypatch, graph_optimizations):
+    """By default every call of the step (not only the first, see make_train_function) runs
+    with TensorFlow's graph optimiser off; the process-wide setting is restored after."""
+    from aca_keras import supernet
+
+    calls = []
+    disabled = supernet._grappler_disabled
+
+    def counting():
+        calls.append(1)
+        return disabled()
+
+    monkeypatch.setattr(supernet, "_grappler_disabled", counting)
+    before = tf.config.optimizer.get_experimental_options()
+    net = SearchNetwork(**TINY)
+    net.compile(graph_optimizations=graph_optimizations)
+    assert net.graph_optimizations is graph_optimizations
+    data = tf.data.Dataset.from_tensor_slices((_batch(1, 12), _batch(2, 12))).batch(4)
+    net.fit(data, epochs=2, verbose=0)
+    assert len(calls) == (0 if graph_optimizations else 6)  # 3 steps x 2 epochs
+    assert tf.config.optimizer.get_experimental_options() == before
+
+
 @pytest.fixture
 def float64():
     keras.config.set_floatx("float64")
