@@ -17,6 +17,7 @@ Channel conventions:
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,23 @@ _PACKAGE = "aca_keras"
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there is 0.9 here), as in the DARTS papers.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+
+
+_GRAPH_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _graph_constant(value: float, channels: int) -> tf.Tensor:
+    """A float32 vector of ``channels`` times ``value``, created once per graph being traced
+    (a supernet step has over a thousand non-affine BatchNorm calls that would each add their
+    own constants); a fresh tensor when executing eagerly."""
+    if tf.executing_eagerly():
+        return tf.constant(value, tf.float32, shape=(channels,))
+    graph = tf.compat.v1.get_default_graph()
+    cache = _GRAPH_CONSTANTS.setdefault(graph, {})
+    key = (value, channels)
+    if key not in cache:
+        cache[key] = tf.constant(value, tf.float32, shape=(channels,))
+    return cache[key]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -82,17 +100,19 @@ class BatchNormalization(keras.layers.BatchNormalization):
         if not self._fusable(inputs, mask):
             return super().call(inputs, training=training, mask=mask)
         channels = inputs.shape[-1]
-        scale = self.gamma if self.scale else tf.ones((channels,), tf.float32)
-        offset = self.beta if self.center else tf.zeros((channels,), tf.float32)
+        scale = self.gamma if self.scale else _graph_constant(1.0, channels)
+        offset = self.beta if self.center else _graph_constant(0.0, channels)
         scale = tf.cast(scale, tf.float32)
         offset = tf.cast(offset, tf.float32)
         if training and self.trainable:
+            # the kernel also updates the moving statistics, with the unbiased batch variance
+            # (as PyTorch tracks it): moving = momentum * moving + (1 - momentum) * batch
             outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, scale, offset, epsilon=self.epsilon, is_training=True)
-            # the kernel returns the unbiased batch variance (as PyTorch tracks it)
-            m = self.momentum
-            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-            self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+                inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
+                is_training=True, exponential_avg_factor=1.0 - self.momentum)
+            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),

@@ -38,6 +38,7 @@ from aca_keras import checkpoint as ckpt
 from aca_keras import distribute as dist
 from aca_keras import ops as ops_lib
 from aca_keras.errors import NumericalError, RunDirError
+from aca_keras.optimizers import MomentumSGD
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -394,7 +395,7 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch),
         alpha=config.learning_rate_min / config.learning_rate)
     network.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=config.momentum),
+        optimizer=MomentumSGD(schedule, momentum=config.momentum),
         alpha_optimizer=keras.optimizers.Adam(config.alpha_learning_rate, beta_1=0.5,
                                               beta_2=0.999),
         order=config.order, weight_decay=config.weight_decay,

@@ -47,6 +47,7 @@ import tensorflow as tf
 from aca_keras import checkpoint as ckpt
 from aca_keras import distribute as dist
 from aca_keras.errors import DataError, NumericalError, RunDirError
+from aca_keras.optimizers import MomentumSGD
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -76,7 +77,7 @@ ARCHITECTURE_FILE = "architecture.json"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class L2SGD(keras.optimizers.SGD):
+class L2SGD(MomentumSGD):
     """SGD with coupled L2 weight decay, as ``torch.optim.SGD(weight_decay=...)``.
 
     ``l2 * w`` is added to each (already clipped) gradient before the momentum update, so the
