@@ -455,10 +455,10 @@ class SearchNetwork(keras.Model):
             loss: defaults to sparse categorical cross-entropy on logits.
             jit_compile: XLA; off by default (much slower for these ops on CPU).
             graph_optimizations: run TensorFlow's graph optimiser (grappler) on the step
-                function. Off by default: on the DARTS supernet grappler spends tens of
-                seconds optimising the step graph (the first step) and the steps are no faster
-                with it (see benchmarks/README.md). Off is applied to every call of the
-                step, so a resumed search computes exactly what an uninterrupted one does.
+                function. Off by default: on the CPU it made neither the first step nor the
+                later steps of the DARTS supernet faster (see benchmarks/README.md). Off is
+                applied to every call of the step, so a resumed search computes exactly what
+                an uninterrupted one does.
             alpha_warmup: the architecture step checks ``alpha_frozen`` and is skipped while
                 it is 1 (set per epoch by :class:`aca_keras.variants.AlphaWarmup`).
             beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
