@@ -102,14 +102,16 @@ GRIDS: dict[str, Grid] = {
                     learning_rate=0.05, alpha_learning_rate=3e-3),
         train=dict(cells=4, channels=16, epochs=3, batch_size=64, learning_rate=0.05,
                    cutout=8)),
-    # The intended study: independent searches per epoch count and seed (see README.md).
+    # The study that ran here (see README.md, ~2 h on the 2-core machine): two independent
+    # searches (seeds) per variant and op set, each run to 50 epochs and derived at 10, 25 and
+    # 50 (checkpoint snapshots); one retraining per derived network, seeded like its search.
     "full": Grid(
-        name="full", epochs=(2, 5, 10), seeds=(0, 1), variants=("darts", "pc_darts"),
-        methods=("darts", "aca"), ablation_epochs=10, image_size=16, test_size=1000,
-        train_subset=None,
-        search=dict(cells=5, channels=8, nodes=4, batch_size=64, score_batches=4,
+        name="full", epochs=(10, 25, 50), seeds=(0, 1), variants=("darts", "pc_darts"),
+        methods=("darts", "aca"), ablation_epochs=50, image_size=16, test_size=1000,
+        train_subset=None, snapshots=True, independent_searches=True,
+        search=dict(cells=4, channels=8, nodes=3, batch_size=64, score_batches=2,
                     learning_rate=0.05, alpha_learning_rate=3e-3),
-        train=dict(cells=5, channels=16, epochs=8, batch_size=64, learning_rate=0.05,
+        train=dict(cells=4, channels=16, epochs=4, batch_size=64, learning_rate=0.05,
                    cutout=8)),
 }
 
@@ -519,6 +521,109 @@ def tables(rows: Sequence[dict[str, Any]], grid: Grid, records: Sequence[dict[st
     return "\n".join(out)
 
 
+PARAMETER_FREE = ("max_pool_3x3", "avg_pool_3x3", "skip_connect")
+TRAJECTORY_FIELDS = ("run", "variant", "ops", "seed", "epoch", "skip_connect",
+                     "skip_connect_normal", "parameter_free_normal", "skip_weight_normal")
+
+
+def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
+    """Per search run of the grid and per search epoch, from the run's ``alphas.jsonl``: the
+    ``skip_connect`` edges of that epoch's genotype (both cells, and the normal cell alone),
+    the parameter-free edges (pools, skip) of its normal cell, and the mean softmax weight of
+    ``skip_connect`` over the normal cell's edges (``nan`` for op sets without it). No
+    training: this is the collapse signal itself, epoch by epoch."""
+    from aca_keras.ops import resolve_op_set
+
+    rows = []
+    for run in sorted((results / "runs").glob(f"{grid_name}-*")):
+        log, config_path = run / "alphas.jsonl", run / "config.json"
+        if not (log.is_file() and config_path.is_file()):
+            continue
+        config = json.loads(config_path.read_text())
+        ops = resolve_op_set(config["ops"])
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            normal = [op for op, _ in record["genotype"]["normal"]]
+            reduce = [op for op, _ in record["genotype"]["reduce"]]
+            alphas = np.asarray(record["alphas"]["normal"], dtype=np.float64)
+            weights = np.exp(alphas - alphas.max(axis=-1, keepdims=True))
+            weights /= weights.sum(axis=-1, keepdims=True)
+            skip_weight = (float(weights[:, ops.index("skip_connect")].mean())
+                           if "skip_connect" in ops else math.nan)
+            rows.append({"run": run.name, "variant": config.get("variant", "darts"),
+                         "ops": config["ops"] if isinstance(config["ops"], str) else "custom",
+                         "seed": config.get("seed"), "epoch": int(record["epoch"]),
+                         "skip_connect": (normal + reduce).count("skip_connect"),
+                         "skip_connect_normal": normal.count("skip_connect"),
+                         "parameter_free_normal": sum(op in PARAMETER_FREE for op in normal),
+                         "skip_weight_normal": skip_weight})
+    return rows
+
+
+def _trajectory_label(row: dict[str, Any]) -> str:
+    return f"{'DARTS (skip)' if row['ops'] == 'darts' else 'ACA'} / {row['variant']}"
+
+
+def plot_trajectories(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """The per-epoch collapse signals of every search run, one line per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from aca_keras.checkpoint import atomic_write_bytes
+
+    fig = Figure(figsize=(13.5, 3.8), dpi=120)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    panels = (("skip_connect", "skip_connect edges of the genotype (both cells)", "darts"),
+              ("parameter_free_normal", "parameter-free edges, normal cell", None),
+              ("skip_weight_normal", "mean softmax weight of skip_connect, normal", "darts"))
+    labels = sorted({_trajectory_label(r) for r in rows})
+    colours = {label: f"C{i}" for i, label in enumerate(labels)}
+    for ax, (name, title, only) in zip(axes, panels):
+        for run in sorted({r["run"] for r in rows}):
+            line = sorted((r for r in rows if r["run"] == run), key=lambda r: r["epoch"])
+            if only is not None and line[0]["ops"] != only:
+                continue
+            label = _trajectory_label(line[0])
+            ax.plot([r["epoch"] for r in line], [r[name] for r in line], color=colours[label],
+                    linestyle="--" if label.startswith("DARTS") else "-", alpha=0.8,
+                    label=f"{label} (seed {line[0]['seed']})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("search epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _mean_cell(values: Sequence[float]) -> str:
+    return "-" if any(math.isnan(v) for v in values) else f"{np.mean(values):.3g}"
+
+
+def trajectory_table(rows: Sequence[dict[str, Any]], epochs: Sequence[int]) -> str:
+    """Markdown: the per-epoch signals at ``epochs`` (and epoch 1), mean over the runs of each
+    variant and op set."""
+    wanted = sorted({1, *epochs})
+    out = ["| variant | method | epoch | runs | skip_connect edges | of them normal | "
+           "parameter-free normal edges | skip_connect weight, normal |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    keys = sorted({(r["variant"], r["ops"]) for r in rows}, key=lambda k: (k[0], k[1] != "darts"))
+    for variant, ops in keys:
+        for epoch in wanted:
+            group = [r for r in rows if (r["variant"], r["ops"], r["epoch"]) == (variant, ops, epoch)]
+            if not group:
+                continue
+
+            means = [_mean_cell([g[name] for g in group]) for name in
+                     ("skip_connect", "skip_connect_normal", "parameter_free_normal",
+                      "skip_weight_normal")]
+            out.append(f"| {variant} | {'DARTS (skip)' if ops == 'darts' else 'ACA'} | {epoch} | "
+                       f"{len(group)} | " + " | ".join(means) + " |")
+    return "\n".join(out)
+
+
 def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
     """Write the combined CSV and the plot from the raw results and refresh the generated
     section of ``readme`` (created with a skeleton when missing)."""
@@ -539,12 +644,33 @@ def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
         rel_png = png.relative_to(readme.parent)
     except ValueError:
         rel_png = png
+    paths = {"csv": csv_path, "png": png}
+    steps = trajectories(results, grid.name)
+    trajectory_section: list[str] = []
+    if steps:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=TRAJECTORY_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(steps)
+        paths["trajectories_csv"] = ckpt.atomic_write_text(
+            results / f"{grid.name}-trajectories.csv", buffer.getvalue())
+        paths["trajectories_png"] = plot_trajectories(
+            steps, results / f"{grid.name}-trajectories.png")
+        try:
+            rel = paths["trajectories_png"].relative_to(readme.parent)
+        except ValueError:
+            rel = paths["trajectories_png"]
+        trajectory_section = [
+            "**Search trajectories** (every epoch of every search, from its `alphas.jsonl`: "
+            "the genotype the DARTS rule derives at that epoch; no training)", "",
+            trajectory_table(steps, grid.epochs), "",
+            f"![collapse signals against search epochs]({rel.as_posix()})", ""]
     searches = {(r["variant"], r["ops"], r["search_seconds"]) for r in records}  # shared ones once
     total = sum(t for *_, t in searches) + sum(r["train_seconds"] for r in records)
     section = "\n".join([
         BEGIN, "", tables(rows, grid, records), "",
         f"![skip connections, identity channels and accuracy against search epochs]"
-        f"({rel_png.as_posix()})", "",
+        f"({rel_png.as_posix()})", "", *trajectory_section,
         f"Raw results: `{grid.name}-*.json` and `{csv_path.name}` in "
         f"`{results.name}/`; {len(searches)} searches and {len(records)} trainings took "
         f"{total / 60:.1f} min in all (searches counted once).", "", END])
@@ -557,7 +683,7 @@ def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     ckpt.atomic_write_text(readme, text)
-    return {"csv": csv_path, "png": png, "readme": readme}
+    return {**paths, "readme": readme}
 
 
 # ------------------------------------------------------------------------------------- CLI

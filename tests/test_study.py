@@ -98,3 +98,39 @@ def test_one_cell_grid_runs_once_and_reports(study, sample, tmp_path, monkeypatc
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and rows[0]["variant"] == "pc_darts"
     assert (results / "tiny-robustness.png").read_bytes()[:4] == b"\x89PNG"
+    # the per-epoch collapse signals come from the search's alphas.jsonl
+    with open(results / "tiny-trajectories.csv") as handle:
+        steps = list(csv.DictReader(handle))
+    assert [(r["run"], r["epoch"], r["ops"]) for r in steps] == [
+        ("tiny-pc_darts-aca-e1-s0", "1", "aca")]
+    genotype = json.loads((results / "runs" / "tiny-pc_darts-aca-e1-s0" /
+                           "alphas.jsonl").read_text().splitlines()[0])["genotype"]
+    free = sum(op in study.PARAMETER_FREE for op, _ in genotype["normal"])
+    assert int(steps[0]["parameter_free_normal"]) == free
+    assert steps[0]["skip_connect"] == "0" and steps[0]["skip_weight_normal"] == "nan"
+    assert (results / "tiny-trajectories.png").read_bytes()[:4] == b"\x89PNG"
+    assert "**Search trajectories**" in text and "| pc_darts | ACA | 1 | 1 |" in text
+
+
+def test_trajectories_count_skips_and_weights(study, tmp_path):
+    """Hand-made alphas.jsonl: the skip counts and the mean softmax weight of skip_connect."""
+    run = tmp_path / "runs" / "g-darts-darts-e2-s0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"ops": "darts", "variant": "darts",
+                                                 "seed": 1000}))
+    alphas = np.zeros((2, 8))
+    alphas[0, 3] = np.log(4.0)  # skip_connect is column 3 of the darts set: weight 4/11
+    genotypes = [[["skip_connect", 0], ["sep_conv_3x3", 1]],
+                 [["skip_connect", 0], ["avg_pool_3x3", 1]]]
+    lines = [json.dumps({"epoch": e + 1, "alphas": {"normal": alphas.tolist()},
+                         "genotype": {"normal": genotypes[e],
+                                      "reduce": [["skip_connect", 1], ["max_pool_3x3", 0]]}})
+             for e in range(2)]
+    (run / "alphas.jsonl").write_text("\n".join(lines) + "\n")
+    rows = study.trajectories(tmp_path, "g")
+    assert [(r["epoch"], r["skip_connect"], r["skip_connect_normal"],
+             r["parameter_free_normal"]) for r in rows] == [(1, 2, 1, 1), (2, 2, 1, 2)]
+    expected = (4 / 11 + 1 / 8) / 2
+    assert rows[0]["skip_weight_normal"] == pytest.approx(expected)
+    table = study.trajectory_table(rows, [2])
+    assert "| darts | DARTS (skip) | 2 | 1 | 2 | 1 | 2 | 0.244 |" in table
