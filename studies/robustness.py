@@ -445,18 +445,35 @@ def _label(row: dict[str, Any]) -> str:
     return f"{method} / {row['variant']}"
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path, ablation_epochs: int | None) -> Path:
-    """Skip connections, identity channels and held-out accuracy against search epochs, one
-    line per method and variant (the sweep's allocators only)."""
+def _three_panels():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from aca_keras.checkpoint import atomic_write_bytes
-
-    sweep = [r for r in rows if r["allocator"] == METHODS[r["method"]][1]]
     fig = Figure(figsize=(13.5, 3.8), dpi=120)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
+    return fig, fig.subplots(1, 3)
+
+
+def _style(ax, title: str, xlabel: str) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3)
+
+
+def _save_png(fig, path: Path) -> Path:
+    from aca_keras.checkpoint import atomic_write_bytes
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Path, ablation_epochs: int | None) -> Path:
+    """Skip connections, identity channels and held-out accuracy against search epochs, one
+    line per method and variant (the sweep's allocators only)."""
+    sweep = [r for r in rows if r["allocator"] == METHODS[r["method"]][1]]
+    fig, axes = _three_panels()
     panels = (("skip_connect", "skip_connect edges (both cells)"),
               ("identity_channels", "identity channels (sum of C - k_e)"),
               ("test_accuracy", "held-out accuracy"))
@@ -466,14 +483,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, ablation_epochs: int | None
             ax.errorbar([r["epochs"] for r in line], [r[name] for r in line],
                         yerr=[r[name + "_std"] for r in line], marker="o", capsize=3,
                         label=label, linestyle="--" if "DARTS" in label else "-")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("search epochs")
-        ax.grid(alpha=0.3)
+        _style(ax, title, "search epochs")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return _save_png(fig, path)
 
 
 def _fmt(mean: float, std: float, digits: int = 3, pct: bool = False) -> str:
@@ -566,14 +578,7 @@ def _trajectory_label(row: dict[str, Any]) -> str:
 
 def plot_trajectories(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """The per-epoch collapse signals of every search run, one line per run."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from aca_keras.checkpoint import atomic_write_bytes
-
-    fig = Figure(figsize=(13.5, 3.8), dpi=120)
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 3)
+    fig, axes = _three_panels()
     panels = (("skip_connect", "skip_connect edges of the genotype (both cells)", "darts"),
               ("parameter_free_normal", "parameter-free edges, normal cell", None),
               ("skip_weight_normal", "mean softmax weight of skip_connect, normal", "darts"))
@@ -588,14 +593,9 @@ def plot_trajectories(rows: Sequence[dict[str, Any]], path: Path) -> Path:
             ax.plot([r["epoch"] for r in line], [r[name] for r in line], color=colours[label],
                     linestyle="--" if label.startswith("DARTS") else "-", alpha=0.8,
                     label=f"{label} (seed {line[0]['seed']})")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("search epoch")
-        ax.grid(alpha=0.3)
+        _style(ax, title, "search epoch")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return _save_png(fig, path)
 
 
 def _mean_cell(values: Sequence[float]) -> str:
