@@ -58,6 +58,7 @@ __all__ = [
 #: Strategy names accepted by :func:`get_strategy` (and the CLIs' ``--strategy``).
 STRATEGY_KINDS = ("default", "mirrored", "multiworker")
 
+_MULTIWORKER: list = []
 _MIRRORED: dict[tuple[str, ...], tf.distribute.MirroredStrategy] = {}
 
 _SUPPORTED = (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy,
@@ -103,8 +104,14 @@ def get_strategy(strategy: str | tf.distribute.Strategy | None) -> tf.distribute
         return _MIRRORED[devices]
     if name in ("multiworker", "multiworkermirrored"):
         _check_tf_config()
+        # One per process, as for "mirrored": a second instance numbers its collective
+        # operations from the same base as the first, and the workers' operations would no
+        # longer match (a search followed by a training in one program).
+        if _MULTIWORKER:
+            return _MULTIWORKER[0]
         try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
+            _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+            return _MULTIWORKER[0]
         except (RuntimeError, ValueError) as error:
             raise StrategyError(
                 f"Could not start MultiWorkerMirroredStrategy ({error}). It must be created "
@@ -311,10 +318,15 @@ def step_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
     return {name: keras.ops.reshape(value, (1,)) for name, value in outputs.items()}
 
 
-def multiworker_train_step(model: Any) -> None:
+def multiworker_train_step(model: Any, dataset: Any = None) -> None:
     """Make a Keras model's own ``train_step`` usable under ``MultiWorkerMirroredStrategy``
     (its scalar metric results get the leading axis :func:`step_outputs` describes); a no-op
-    under any other strategy. Call it in the strategy's scope, before ``fit``."""
+    under any other strategy. Call it in the strategy's scope, before ``fit``.
+
+    With ``dataset`` (the ``tf.data`` pipeline given to ``fit``), Keras's build of the
+    compiled metrics before the first step uses one local batch of it: Keras would otherwise
+    take a batch of the distributed dataset, which under this strategy mixes per-replica and
+    plain values it cannot convert."""
     if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
         return
     step = model.train_step
@@ -323,6 +335,14 @@ def multiworker_train_step(model: Any) -> None:
         return step_outputs(step(data))
 
     model.train_step = train_step
+    if dataset is not None:
+        build = model._maybe_symbolic_build
+        sample = next(iter(dataset))
+
+        def symbolic_build(iterator=None, data_batch=None):
+            return build(iterator=None, data_batch=sample if data_batch is None else data_batch)
+
+        model._maybe_symbolic_build = symbolic_build
 
 
 def replica_position() -> tuple[Any, int]:

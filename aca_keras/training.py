@@ -443,7 +443,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
     if start_epoch < epochs:
         if model.auxiliary:
             pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
-        dist.multiworker_train_step(model)
+        dist.multiworker_train_step(model, pipeline)
         recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
         model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
                   verbose=verbose, shuffle=False,
