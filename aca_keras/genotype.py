@@ -33,6 +33,7 @@ __all__ = [
     "edge_index",
     "nodes_for_edges",
     "num_edges_for",
+    "softmax_rows",
 ]
 
 FORMAT = "aca_keras.genotype"
@@ -249,7 +250,7 @@ def derive_genotype(
         logits = _as_matrix(alpha, len(names), f"alpha_{cell}")
         rows[cell] = logits.shape[0]
         nodes[cell] = nodes_for_edges(rows[cell])
-        weights = _softmax(logits)
+        weights = softmax_rows(logits)
         if beta is not None:
             weights = weights * _as_edge_weights(beta, logits.shape[0], f"edge_weights_{cell}")
         cells[cell] = _derive_cell(weights, names, candidates, nodes[cell], int(edges_per_node))
@@ -278,10 +279,12 @@ def _derive_cell(weights: np.ndarray, names: Sequence[str], candidates: list[int
     return tuple(edges)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def softmax_rows(logits: Any) -> np.ndarray:
+    """Softmax over the last axis (the operations of each edge) of an alpha matrix, in
+    float64 and numerically stable."""
+    logits = np.asarray(logits, dtype=np.float64)
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def _as_matrix(alpha: Any, columns: int, what: str) -> np.ndarray:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from aca_keras import distribute as dist
 from aca_keras.errors import UnknownOperationError
 
 _PACKAGE = "aca_keras"
@@ -127,10 +128,8 @@ def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
     Created in the scope of a strategy with several replicas, it is ``synchronized``: its
     training statistics are those of the global batch (see ``docs/scaling.md``), unless
     ``aca_keras.distribute.batch_norm_sync(False)`` is in effect."""
-    from aca_keras.distribute import synchronize_batch_norm
-
     return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine,
-                              synchronized=synchronize_batch_norm(), name=name)
+                              synchronized=dist.synchronize_batch_norm(), name=name)
 
 
 class _Chain(keras.layers.Layer):

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aca_keras.checkpoint import atomic_write_bytes
-from aca_keras.genotype import nodes_for_edges, num_edges_for
+from aca_keras.genotype import nodes_for_edges, num_edges_for, softmax_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -425,12 +425,6 @@ def read_alpha_history(alphas_jsonl_path: str | os.PathLike) -> list[dict[str, A
     return records
 
 
-def _softmax_rows(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def _history(records: Sequence[Mapping[str, Any]], cell: str, num_ops: int,
              where: str) -> tuple[np.ndarray, np.ndarray]:
     """Epochs ``(E,)`` and softmax weights ``(E, num_edges, num_ops)`` of one cell type."""
@@ -451,7 +445,7 @@ def _history(records: Sequence[Mapping[str, Any]], cell: str, num_ops: int,
             raise ValueError(f"{where}: record {k + 1}: {cell} alphas change shape from "
                              f"{weights[0].shape} to {logits.shape}")
         epochs.append(float(record.get("epoch", k + 1)))
-        weights.append(_softmax_rows(logits))
+        weights.append(softmax_rows(logits))
     return np.asarray(epochs), np.stack(weights)
 
 

@@ -168,9 +168,7 @@ def _clip_and_decay(grads, variables, clip_norm: float | None, weight_decay: flo
     if clip_norm is not None:
         norm = tf.linalg.global_norm(grads)
         scale = clip_norm / tf.maximum(norm, clip_norm)
-        scales: dict = {}
-        for dtype in {g.dtype for g in grads}:
-            scales[dtype] = tf.cast(scale, dtype)
+        scales = {dtype: tf.cast(scale, dtype) for dtype in {g.dtype for g in grads}}
         grads = [g * scales[g.dtype] for g in grads]
     if weight_decay:
         decays = {dtype: tf.constant(weight_decay, dtype) for dtype in {v.dtype for v in variables}}

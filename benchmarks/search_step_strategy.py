@@ -64,15 +64,7 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
     import keras
 
     from aca_keras import distribute as dist
-    from aca_keras import ops as ops_lib
     from aca_keras.supernet import SearchNetwork
-
-    if local_bn:  # diagnostic: per-replica BatchNorm statistics (not what search() builds)
-        def batch_norm(affine, name=None):
-            return ops_lib.BatchNormalization(momentum=ops_lib.BN_MOMENTUM,
-                                              epsilon=ops_lib.BN_EPSILON, center=affine,
-                                              scale=affine, name=name)
-        ops_lib.batch_norm = batch_norm
 
     cells, channels, nodes, batch, image = SETTINGS[setting]
     strategy = dist.get_strategy("mirrored" if mode == "mirrored" else None)
@@ -85,7 +77,8 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
 
     dataset = tf.data.Dataset.from_tensors((half(), half())).repeat()
     start = time.perf_counter()
-    with dist.strategy_scope(strategy):
+    # local_bn: per-replica BatchNorm statistics, as search(sync_batch_norm=False) builds
+    with dist.strategy_scope(strategy), dist.batch_norm_sync(not local_bn):
         model = SearchNetwork((image, image, 3), 10, cells=cells, channels=channels,
                               nodes=nodes, ops="aca")
         model.compile(keras.optimizers.SGD(0.025, momentum=0.9),

@@ -440,9 +440,13 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _method_title(method: str) -> str:
+    """The name a method (or, the same names, an op set) has in tables and plots."""
+    return "DARTS (skip)" if method == "darts" else "ACA"
+
+
 def _label(row: dict[str, Any]) -> str:
-    method = "DARTS (skip)" if row["method"] == "darts" else "ACA"
-    return f"{method} / {row['variant']}"
+    return f"{_method_title(row['method'])} / {row['variant']}"
 
 
 def _three_panels():
@@ -509,7 +513,7 @@ def tables(rows: Sequence[dict[str, Any]], grid: Grid, records: Sequence[dict[st
     sweep = [r for r in rows if r["allocator"] == METHODS[r["method"]][1]]
     for r in sorted(sweep, key=lambda r: (r["variant"], r["method"], r["epochs"])):
         out.append(
-            f"| {r['variant']} | {'DARTS (skip)' if r['method'] == 'darts' else 'ACA'} | "
+            f"| {r['variant']} | {_method_title(r['method'])} | "
             f"{r['epochs']} | {r['seeds']} | {_fmt(r['test_accuracy'], r['test_accuracy_std'], pct=True)} | "
             f"{_fmt(r['skip_connect'], r['skip_connect_std'])} | "
             f"{_fmt(r['identity_edges'], r['identity_edges_std'])} | "
@@ -544,7 +548,9 @@ def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
     the parameter-free edges (pools, skip) of its normal cell, and the mean softmax weight of
     ``skip_connect`` over the normal cell's edges (``nan`` for op sets without it). No
     training: this is the collapse signal itself, epoch by epoch."""
+    from aca_keras.genotype import softmax_rows
     from aca_keras.ops import resolve_op_set
+    from aca_keras.plots import read_alpha_history
 
     rows = []
     for run in sorted((results / "runs").glob(f"{grid_name}-*")):
@@ -553,13 +559,10 @@ def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
             continue
         config = json.loads(config_path.read_text())
         ops = resolve_op_set(config["ops"])
-        for line in log.read_text().splitlines():
-            record = json.loads(line)
+        for record in read_alpha_history(log):
             normal = [op for op, _ in record["genotype"]["normal"]]
             reduce = [op for op, _ in record["genotype"]["reduce"]]
-            alphas = np.asarray(record["alphas"]["normal"], dtype=np.float64)
-            weights = np.exp(alphas - alphas.max(axis=-1, keepdims=True))
-            weights /= weights.sum(axis=-1, keepdims=True)
+            weights = softmax_rows(record["alphas"]["normal"])
             skip_weight = (float(weights[:, ops.index("skip_connect")].mean())
                            if "skip_connect" in ops else math.nan)
             rows.append({"run": run.name, "variant": config.get("variant", "darts"),
@@ -573,7 +576,7 @@ def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
 
 
 def _trajectory_label(row: dict[str, Any]) -> str:
-    return f"{'DARTS (skip)' if row['ops'] == 'darts' else 'ACA'} / {row['variant']}"
+    return f"{_method_title(row['ops'])} / {row['variant']}"
 
 
 def plot_trajectories(rows: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -619,9 +622,27 @@ def trajectory_table(rows: Sequence[dict[str, Any]], epochs: Sequence[int]) -> s
             means = [_mean_cell([g[name] for g in group]) for name in
                      ("skip_connect", "skip_connect_normal", "parameter_free_normal",
                       "skip_weight_normal")]
-            out.append(f"| {variant} | {'DARTS (skip)' if ops == 'darts' else 'ACA'} | {epoch} | "
+            out.append(f"| {variant} | {_method_title(ops)} | {epoch} | "
                        f"{len(group)} | " + " | ".join(means) + " |")
     return "\n".join(out)
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> Path:
+    from aca_keras.checkpoint import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _relative(path: Path, base: Path) -> str:
+    """``path`` as the README links it: relative to ``base`` where it lies below it."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
@@ -632,45 +653,29 @@ def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
     records = read_results(results, grid.name)
     if not records:
         raise SystemExit(f"No results for grid {grid.name!r} in {results}; run the grid first.")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    csv_path = ckpt.atomic_write_text(results / f"{grid.name}-robustness.csv", buffer.getvalue())
+    csv_path = _write_csv(results / f"{grid.name}-robustness.csv", records, CSV_FIELDS)
     rows = aggregate(records)
     png = plot(rows, results / f"{grid.name}-robustness.png", grid.ablation_epochs)
-    try:
-        rel_png = png.relative_to(readme.parent)
-    except ValueError:
-        rel_png = png
     paths = {"csv": csv_path, "png": png}
     steps = trajectories(results, grid.name)
     trajectory_section: list[str] = []
     if steps:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=TRAJECTORY_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(steps)
-        paths["trajectories_csv"] = ckpt.atomic_write_text(
-            results / f"{grid.name}-trajectories.csv", buffer.getvalue())
+        paths["trajectories_csv"] = _write_csv(
+            results / f"{grid.name}-trajectories.csv", steps, TRAJECTORY_FIELDS)
         paths["trajectories_png"] = plot_trajectories(
             steps, results / f"{grid.name}-trajectories.png")
-        try:
-            rel = paths["trajectories_png"].relative_to(readme.parent)
-        except ValueError:
-            rel = paths["trajectories_png"]
         trajectory_section = [
             "**Search trajectories** (every epoch of every search, from its `alphas.jsonl`: "
             "the genotype the DARTS rule derives at that epoch; no training)", "",
             trajectory_table(steps, grid.epochs), "",
-            f"![collapse signals against search epochs]({rel.as_posix()})", ""]
+            f"![collapse signals against search epochs]"
+            f"({_relative(paths['trajectories_png'], readme.parent)})", ""]
     searches = {(r["variant"], r["ops"], r["search_seconds"]) for r in records}  # shared ones once
     total = sum(t for *_, t in searches) + sum(r["train_seconds"] for r in records)
     section = "\n".join([
         BEGIN, "", tables(rows, grid, records), "",
         f"![skip connections, identity channels and accuracy against search epochs]"
-        f"({rel_png.as_posix()})", "", *trajectory_section,
+        f"({_relative(png, readme.parent)})", "", *trajectory_section,
         f"Raw results: `{grid.name}-*.json` and `{csv_path.name}` in "
         f"`{results.name}/`; {len(searches)} searches and {len(records)} trainings took "
         f"{total / 60:.1f} min in all (searches counted once).", "", END])
