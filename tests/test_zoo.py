@@ -486,7 +486,7 @@ def test_importing_the_zoo_reads_nothing():
     assert out == ["0", "False", "False"]
 
 
-def test_schema_interpreter_is_strict():
+def test_schema_validation_is_strict():
     schema = {"$defs": {"n": {"type": "integer", "minimum": 1}},
               "type": "object", "additionalProperties": False, "required": ["a"],
               "properties": {"a": {"$ref": "#/$defs/n"},
@@ -501,7 +501,7 @@ def test_schema_interpreter_is_strict():
     assert "/b: expected string, got integer 3 (matches none of the oneOf" in issues[1]
     assert issues[2].startswith("/c: unknown key 'c'")
     with pytest.raises(_schema.SchemaDocumentError, match="unsupported schema keyword"):
-        _schema.validate({}, {"type": "object", "patternProperties": {}})
+        _schema.validate({}, {"type": "object", "requried": ["a"]})  # a misspelt keyword
     with pytest.raises(_schema.SchemaDocumentError, match="names no definition"):
         _schema.validate({}, {"$ref": "#/$defs/missing"})
 

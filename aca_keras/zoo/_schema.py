@@ -1,45 +1,39 @@
-"""A small, strict interpreter of the JSON Schema (draft 2020-12) subset the zoo uses.
+"""Validation of zoo documents against their JSON Schema (draft 2020-12) with ``jsonschema``.
 
-``jsonschema`` is not a dependency of aca_keras, so the zoo validates ``entry.json`` with this
-module, which reads the schema document itself (``zoo/schema/entry-v1.json``): the schema file
-stays the single contract, and this code only knows the keywords. A schema that uses a keyword
-outside the subset is refused (:class:`SchemaDocumentError`) instead of being half-applied.
+The schema file (``zoo/schema/entry-v1.json``) is the contract; ``jsonschema`` applies it. This
+module adds three things around the library:
 
-Supported keywords: ``$schema``, ``$id``, ``$comment``, ``title``, ``description``, ``$defs``,
-``$ref`` (local ``#/$defs/...`` only), ``type`` (one or a list), ``const``, ``enum``,
-``properties``, ``required``, ``additionalProperties`` (boolean or schema), ``items``,
-``minItems``, ``maxItems``, ``uniqueItems``, ``minLength``, ``maxLength``, ``pattern``,
-``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``oneOf``, ``anyOf``.
-
-Type rules are JSON's, made strict for Python values: ``integer`` is an ``int`` that is not a
-``bool`` (``1.0`` is not an integer here), ``number`` is an ``int`` or a finite ``float`` (not a
-``bool``), ``object`` a ``dict`` with string keys, ``array`` a ``list``.
-
-When the ``jsonschema`` package happens to be installed, :func:`validate` also runs its
-draft 2020-12 validator and reports its errors, so both agree on the contract.
+* strict types for Python values: ``integer`` is an ``int`` that is not a ``bool`` (``1.0`` is
+  *not* an integer here, unlike plain JSON Schema), ``number`` is an ``int`` or a finite
+  ``float`` (not a ``bool``);
+* a checked schema document: besides the draft's meta-schema, a keyword that draft 2020-12
+  does not define (a typo such as ``"requried"``, which ``jsonschema`` would silently ignore)
+  and a ``$ref`` that is not a local pointer to an existing part of the document are refused
+  with :class:`SchemaDocumentError`;
+* readable errors: each :class:`ValidationIssue` holds a JSON pointer to the failing value and
+  what was expected there (``/macro/cells: expected integer, got string '20'``), in document
+  order.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SchemaDocumentError", "ValidationIssue", "iter_errors", "validate"]
+import jsonschema
+import jsonschema.exceptions
+import jsonschema.validators
+import referencing.exceptions
 
-_ANNOTATIONS = frozenset({"$schema", "$id", "$comment", "title", "description", "$defs",
-                          "examples", "default"})
-_KEYWORDS = frozenset({
-    "$ref", "type", "const", "enum", "properties", "required", "additionalProperties",
-    "items", "minItems", "maxItems", "uniqueItems", "minLength", "maxLength", "pattern",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "oneOf", "anyOf",
-}) | _ANNOTATIONS
-_TYPES = frozenset({"null", "boolean", "integer", "number", "string", "array", "object"})
+__all__ = ["SchemaDocumentError", "ValidationIssue", "check_schema", "validate"]
 
 
 class SchemaDocumentError(Exception):
-    """The schema document itself is invalid or uses an unsupported keyword."""
+    """The schema document itself is invalid or uses an unknown keyword."""
 
 
 class ValidationIssue:
@@ -57,79 +51,151 @@ class ValidationIssue:
     def __repr__(self) -> str:
         return f"ValidationIssue({self.pointer!r}, {self.message!r})"
 
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, ValidationIssue) and self.pointer == other.pointer
+                and self.message == other.message)
 
-def validate(instance: Any, schema: Mapping[str, Any]) -> list[ValidationIssue]:
-    """All errors of ``instance`` against ``schema`` (empty when valid), in document order.
+    def __hash__(self) -> int:
+        return hash((self.pointer, self.message))
 
-    When this interpreter finds none and ``jsonschema`` is installed, its errors are returned
-    instead (a disagreement is a bug, reported rather than hidden)."""
-    check_schema(schema)
-    issues = _dedupe(list(iter_errors(instance, schema)))
-    if not issues:  # a cross-check: the contract is the schema document, not this code
-        issues = _jsonschema_errors(instance, schema)
-    return issues
+
+# ------------------------------------------------------------------------------ validator
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(_checker: Any, value: Any) -> bool:
+    return _is_integer(_checker, value) or (isinstance(value, float) and math.isfinite(value))
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}))
+
+# Keywords of draft 2020-12 that hold no validation logic of their own (core, annotations,
+# and the branches read by "if").
+_ANNOTATIONS = frozenset({
+    "$schema", "$id", "$anchor", "$dynamicAnchor", "$vocabulary", "$comment", "$defs",
+    "title", "description", "default", "examples", "deprecated", "readOnly", "writeOnly",
+    "contentEncoding", "contentMediaType", "contentSchema", "then", "else",
+})
+_KEYWORDS = frozenset(_Validator.VALIDATORS) | _ANNOTATIONS
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "dependentSchemas")
+_SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
+_SCHEMA_VALUES = ("items", "additionalProperties", "not", "if", "then", "else", "contains",
+                  "propertyNames", "unevaluatedItems", "unevaluatedProperties")
 
 
 def check_schema(schema: Mapping[str, Any]) -> None:
-    """Refuse a schema with unsupported keywords, bad types or dangling ``$ref``."""
-    defs = schema.get("$defs", {})
+    """Refuse a schema that is not valid draft 2020-12, uses a keyword the draft does not
+    define, or holds a ``$ref`` that is not a local pointer into the document."""
+    try:
+        _Validator.check_schema(schema)
+    except jsonschema.exceptions.SchemaError as exc:
+        where = "#" + "".join(_pointer("", p) for p in exc.absolute_path)
+        raise SchemaDocumentError(f"{where}: {exc.message}") from None
 
     def walk(node: Any, where: str) -> None:
         if isinstance(node, bool):
             return
-        if not isinstance(node, Mapping):
-            raise SchemaDocumentError(f"{where}: a schema must be an object or a boolean")
         unknown = sorted(set(node) - _KEYWORDS)
         if unknown:
             raise SchemaDocumentError(
-                f"{where}: unsupported schema keyword(s) {unknown}; aca_keras.zoo's validator "
-                f"supports {sorted(_KEYWORDS)}")
-        types = node.get("type")
-        if types is not None:
-            for t in [types] if isinstance(types, str) else types:
-                if t not in _TYPES:
-                    raise SchemaDocumentError(f"{where}: unknown type {t!r}")
-        ref = node.get("$ref")
-        if ref is not None:
-            _resolve_ref(ref, defs, where)
-        if "pattern" in node:
-            try:
-                re.compile(node["pattern"])
-            except re.error as exc:
-                raise SchemaDocumentError(f"{where}: bad pattern: {exc}") from None
-        for key in ("properties", "$defs"):
+                f"{where}: unsupported schema keyword(s) {unknown}: not defined by JSON Schema "
+                "draft 2020-12 (a misspelt keyword would be ignored, not applied)")
+        if "$ref" in node:
+            _resolve_local(schema, node["$ref"], where)
+        for key in _SCHEMA_MAPS:
             for name, sub in node.get(key, {}).items():
-                walk(sub, f"{where}/{key}/{name}")
-        for key in ("items", "additionalProperties"):
-            if key in node:
-                walk(node[key], f"{where}/{key}")
-        for key in ("oneOf", "anyOf"):
+                walk(sub, _pointer(f"{where}/{key}", name))
+        for key in _SCHEMA_LISTS:
             for i, sub in enumerate(node.get(key, [])):
                 walk(sub, f"{where}/{key}/{i}")
+        for key in _SCHEMA_VALUES:
+            if key in node:
+                walk(node[key], f"{where}/{key}")
 
     walk(schema, "#")
 
 
-def iter_errors(instance: Any, schema: Mapping[str, Any]) -> Iterator[ValidationIssue]:
-    """Yield the validation errors of ``instance`` (this module's interpreter only)."""
-    yield from _check(instance, schema, "", schema.get("$defs", {}))
-
-
-# ----------------------------------------------------------------------------- interpreter
-
-
-def _resolve_ref(ref: Any, defs: Mapping[str, Any], where: str) -> Any:
-    prefix = "#/$defs/"
-    if not isinstance(ref, str) or not ref.startswith(prefix) or "/" in ref[len(prefix):]:
-        raise SchemaDocumentError(f"{where}: only local references '#/$defs/NAME' are "
+def _resolve_local(schema: Mapping[str, Any], ref: Any, where: str) -> None:
+    if not isinstance(ref, str) or not ref.startswith("#"):
+        raise SchemaDocumentError(f"{where}: only local references ('#/$defs/NAME') are "
                                   f"supported, got {ref!r}")
-    name = ref[len(prefix):]
-    if name not in defs:
-        raise SchemaDocumentError(f"{where}: $ref {ref!r} names no definition")
-    return defs[name]
+    node: Any = schema
+    for token in ref[1:].split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, Mapping) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            raise SchemaDocumentError(f"{where}: $ref {ref!r} names no definition")
 
 
-def _type_of(value: Any) -> str:
+@functools.lru_cache(maxsize=8)
+def _validator(text: str) -> Any:
+    schema = json.loads(text)
+    check_schema(schema)
+    return _Validator(schema)
+
+
+def validate(instance: Any, schema: Mapping[str, Any]) -> list[ValidationIssue]:
+    """All errors of ``instance`` against ``schema`` (empty when valid), in document order.
+
+    Raises:
+        SchemaDocumentError: the schema itself is invalid (see :func:`check_schema`).
+    """
+    validator = _validator(json.dumps(schema))
+    try:
+        errors = list(validator.iter_errors(instance))
+    except referencing.exceptions.Unresolvable as exc:  # pragma: no cover - check_schema
+        raise SchemaDocumentError(f"unresolvable reference: {exc}") from None
+    issues: list[ValidationIssue] = []
+    for error in errors:
+        for issue in _issues(error):
+            if issue not in issues:
+                issues.append(issue)
+    return sorted(issues, key=lambda i: _order(instance, _tokens(i.pointer)))
+
+
+# --------------------------------------------------------------------------------- messages
+
+
+def _pointer(base: str, token: Any) -> str:
+    text = str(token).replace("~", "~0").replace("/", "~1")
+    return f"{base}/{text}"
+
+
+def _path_pointer(path: Any) -> str:
+    return "".join(_pointer("", p) for p in path)
+
+
+def _tokens(pointer: str) -> list[str]:
+    return [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
+
+
+def _order(instance: Any, path: Any) -> tuple[int, ...]:
+    """Document order: the position of each path step in the instance (a parent before its
+    children, object keys in the order they were written)."""
+    out, node = [], instance
+    for step in path:
+        if isinstance(node, Mapping) and step in node:
+            out.append(list(node).index(step))
+            node = node[step]
+        elif isinstance(node, list) and str(step).isdigit() and int(step) < len(node):
+            out.append(int(step))
+            node = node[int(step)]
+        else:
+            out.append(len(node) if isinstance(node, (Mapping, list)) else 0)
+            node = None
+    return tuple(out)
+
+
+def _type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -147,172 +213,79 @@ def _type_of(value: Any) -> str:
     return type(value).__name__
 
 
-def _is_type(value: Any, name: str) -> bool:
-    actual = _type_of(value)
-    if name == "number":
-        return actual in ("integer", "number") and (actual == "integer" or math.isfinite(value))
-    return actual == name
-
-
-def _is_number(value: Any) -> bool:
-    return _is_type(value, "number")
-
-
-def _json_equal(a: Any, b: Any) -> bool:
-    """JSON equality: booleans are not numbers, 1 == 1.0."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return isinstance(a, bool) and isinstance(b, bool) and a == b
-    if _is_number(a) and _is_number(b):
-        return a == b
-    if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_json_equal(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
-
-
 def _show(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _pointer(base: str, token: Any) -> str:
-    text = str(token).replace("~", "~0").replace("/", "~1")
-    return f"{base}/{text}"
+def _issues(error: Any) -> list[ValidationIssue]:
+    """One or more issues for a ``jsonschema`` error, worded by its keyword."""
+    ptr = _path_pointer(error.absolute_path)
+    keyword, expected, value = error.validator, error.validator_value, error.instance
+    if keyword == "additionalProperties" and expected is False:
+        schema = error.schema
+        allowed = sorted(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        extra = [k for k in value if k not in allowed
+                 and not any(re.search(p, k) for p in patterns)]
+        return [ValidationIssue(_pointer(ptr, k), f"unknown key {k!r}; allowed keys are "
+                                                  f"{allowed}") for k in extra]
+    if keyword == "uniqueItems":
+        items = list(value)
+        for i, item in enumerate(items):
+            if any(_same(item, other) for other in items[:i]):
+                return [ValidationIssue(_pointer(ptr, i), f"{_show(item)} is a duplicate; "
+                                                          "items must be unique")]
+    if keyword in ("oneOf", "anyOf") and error.context:
+        branches: dict[int, list[Any]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.schema_path[0], []).append(sub)
+        best = min(branches, key=lambda i: (len(branches[i]), i))
+        first = min((i for e in branches[best] for i in _issues(e)),
+                    key=lambda i: _order(value, _tokens(i.pointer)[len(error.absolute_path):]))
+        return [ValidationIssue(first.pointer, f"{first.message} (matches none of the "
+                                               f"{keyword} alternatives at {ptr or '/'}; "
+                                               f"nearest is #{best})")]
+    return [ValidationIssue(ptr, _message(keyword, expected, value, error))]
 
 
-def _check(value: Any, schema: Any, ptr: str, defs: Mapping[str, Any]
-           ) -> Iterator[ValidationIssue]:
-    if schema is True:
-        return
-    if schema is False:
-        yield ValidationIssue(ptr, "no value is allowed here")
-        return
-    if "$ref" in schema:
-        yield from _check(value, _resolve_ref(schema["$ref"], defs, ptr), ptr, defs)
-    if "type" in schema:
-        types = [schema["type"]] if isinstance(schema["type"], str) else schema["type"]
-        if not any(_is_type(value, t) for t in types):
-            want = " or ".join(types)
-            yield ValidationIssue(ptr, f"expected {want}, got {_type_of(value)} {_show(value)}")
-            return  # the other keywords would only repeat the type error
-    if "const" in schema and not _json_equal(value, schema["const"]):
-        yield ValidationIssue(ptr, f"must be {schema['const']!r}, got {_show(value)}")
-    if "enum" in schema and not any(_json_equal(value, e) for e in schema["enum"]):
-        yield ValidationIssue(ptr, f"{_show(value)} is not one of {schema['enum']}")
-    if isinstance(value, str):
-        yield from _check_string(value, schema, ptr)
-    if _is_number(value):
-        yield from _check_number(value, schema, ptr)
-    if isinstance(value, list):
-        yield from _check_array(value, schema, ptr, defs)
-    if isinstance(value, Mapping):
-        yield from _check_object(value, schema, ptr, defs)
-    if "anyOf" in schema:
-        branches = [list(_check(value, s, ptr, defs)) for s in schema["anyOf"]]
-        if all(branches):
-            yield _nearest(ptr, "anyOf", branches)
-    if "oneOf" in schema:
-        branches = [list(_check(value, s, ptr, defs)) for s in schema["oneOf"]]
-        passed = [i for i, errors in enumerate(branches) if not errors]
-        if not passed:
-            yield _nearest(ptr, "oneOf", branches)
-        elif len(passed) > 1:
-            yield ValidationIssue(ptr, f"matches {len(passed)} alternatives of oneOf "
-                                       f"({passed}); exactly one is allowed")
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality (booleans are not numbers)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return a == b
 
 
-def _nearest(ptr: str, keyword: str, branches: list[list[ValidationIssue]]) -> ValidationIssue:
-    """Report a failed ``oneOf``/``anyOf`` by its nearest alternative (fewest errors)."""
-    best = min(range(len(branches)), key=lambda i: len(branches[i]))
-    first = branches[best][0]
-    return ValidationIssue(first.pointer, f"{first.message} (matches none of the {keyword} "
-                                          f"alternatives at {ptr or '/'}; nearest is #{best})")
-
-
-def _check_string(value: str, schema: Mapping[str, Any], ptr: str) -> Iterator[ValidationIssue]:
-    if "minLength" in schema and len(value) < schema["minLength"]:
-        yield ValidationIssue(ptr, f"must have at least {schema['minLength']} character(s)")
-    if "maxLength" in schema and len(value) > schema["maxLength"]:
-        yield ValidationIssue(ptr, f"must have at most {schema['maxLength']} characters, "
-                                   f"has {len(value)}")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        yield ValidationIssue(ptr, f"{_show(value)} does not match {schema['pattern']!r}")
-
-
-def _check_number(value: float, schema: Mapping[str, Any], ptr: str
-                  ) -> Iterator[ValidationIssue]:
-    if "minimum" in schema and value < schema["minimum"]:
-        yield ValidationIssue(ptr, f"{value} is below the minimum {schema['minimum']}")
-    if "maximum" in schema and value > schema["maximum"]:
-        yield ValidationIssue(ptr, f"{value} is above the maximum {schema['maximum']}")
-    if "exclusiveMinimum" in schema and value <= schema["exclusiveMinimum"]:
-        yield ValidationIssue(ptr, f"{value} must be greater than {schema['exclusiveMinimum']}")
-    if "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-        yield ValidationIssue(ptr, f"{value} must be less than {schema['exclusiveMaximum']}")
-
-
-def _check_array(value: list, schema: Mapping[str, Any], ptr: str, defs: Mapping[str, Any]
-                 ) -> Iterator[ValidationIssue]:
-    if "minItems" in schema and len(value) < schema["minItems"]:
-        yield ValidationIssue(ptr, f"must have at least {schema['minItems']} item(s), "
-                                   f"has {len(value)}")
-    if "maxItems" in schema and len(value) > schema["maxItems"]:
-        yield ValidationIssue(ptr, f"must have at most {schema['maxItems']} item(s), "
-                                   f"has {len(value)}")
-    if schema.get("uniqueItems"):
-        for i in range(len(value)):
-            if any(_json_equal(value[i], value[j]) for j in range(i)):
-                yield ValidationIssue(_pointer(ptr, i), f"{_show(value[i])} is a duplicate; "
-                                                        "items must be unique")
-    if "items" in schema:
-        for i, item in enumerate(value):
-            yield from _check(item, schema["items"], _pointer(ptr, i), defs)
-
-
-def _check_object(value: Mapping[str, Any], schema: Mapping[str, Any], ptr: str,
-                  defs: Mapping[str, Any]) -> Iterator[ValidationIssue]:
-    for key in value:
-        if not isinstance(key, str):
-            yield ValidationIssue(ptr, f"object keys must be strings, got {key!r}")
-    missing = [k for k in schema.get("required", ()) if k not in value]
-    if missing:
-        yield ValidationIssue(ptr, f"missing required key(s) {missing}")
-    properties = schema.get("properties", {})
-    extra = schema.get("additionalProperties", True)
-    for key, item in value.items():
-        if key in properties:
-            yield from _check(item, properties[key], _pointer(ptr, key), defs)
-        elif extra is False:
-            allowed = sorted(properties)
-            yield ValidationIssue(_pointer(ptr, key), f"unknown key {key!r}; allowed keys are "
-                                                      f"{allowed}")
-        elif extra is not True:
-            yield from _check(item, extra, _pointer(ptr, key), defs)
-
-
-# ------------------------------------------------------------------------------ jsonschema
-
-
-def _jsonschema_errors(instance: Any, schema: Mapping[str, Any]) -> list[ValidationIssue]:
-    try:
-        import jsonschema  # optional: used only when it is installed
-    except ImportError:
-        return []
-    validator = jsonschema.Draft202012Validator(schema)
-    out = []
-    for error in validator.iter_errors(instance):
-        ptr = "".join(_pointer("", p) for p in error.absolute_path)
-        out.append(ValidationIssue(ptr, f"{error.message} (jsonschema)"))
-    return out
-
-
-def _dedupe(issues: list[ValidationIssue]) -> list[ValidationIssue]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for issue in issues:
-        key = (issue.pointer, issue.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(issue)
-    return out
+def _message(keyword: str, expected: Any, value: Any, error: Any) -> str:
+    if keyword == "type":
+        types = [expected] if isinstance(expected, str) else list(expected)
+        return f"expected {' or '.join(types)}, got {_type_name(value)} {_show(value)}"
+    if keyword == "const":
+        return f"must be {expected!r}, got {_show(value)}"
+    if keyword == "enum":
+        return f"{_show(value)} is not one of {expected}"
+    if keyword == "required":
+        return f"missing required key(s) {[k for k in expected if k not in value]}"
+    if keyword == "minLength":
+        return f"must have at least {expected} character(s)"
+    if keyword == "maxLength":
+        return f"must have at most {expected} characters, has {len(value)}"
+    if keyword == "pattern":
+        return f"{_show(value)} does not match {expected!r}"
+    if keyword == "minimum":
+        return f"{value} is below the minimum {expected}"
+    if keyword == "maximum":
+        return f"{value} is above the maximum {expected}"
+    if keyword == "exclusiveMinimum":
+        return f"{value} must be greater than {expected}"
+    if keyword == "exclusiveMaximum":
+        return f"{value} must be less than {expected}"
+    if keyword == "minItems":
+        return f"must have at least {expected} item(s), has {len(value)}"
+    if keyword == "maxItems":
+        return f"must have at most {expected} item(s), has {len(value)}"
+    if keyword == "oneOf":
+        return f"matches several alternatives of oneOf; exactly one is allowed ({error.message})"
+    if error.schema is False:
+        return "no value is allowed here"
+    return error.message
