@@ -2,6 +2,8 @@
 
 :func:`run_layer_test` checks, for one layer configuration:
 
+0. **call**: finite outputs whose shape is the symbolic one (``compute_output_spec``), and
+   in training mode a finite gradient for every trainable weight;
 1. **config round trip**: ``from_config(get_config())`` gives an equal config, every
    constructor argument of the layer's class is returned by ``get_config``, and the given
    constructor arguments come back unchanged;
@@ -44,7 +46,7 @@ def run_layer_test(layer_cls: Callable[..., keras.layers.Layer], init_kwargs: Ma
                    call_kwargs: Mapping[str, Any] | None = None, onnx: bool | str = True,
                    expected_output_shape: tuple[int, ...] | None = None,
                    float16_dtype: str = "float16") -> None:
-    """Run the four checks of this module on ``layer_cls(**init_kwargs)``.
+    """Run the checks of this module (0-4) on ``layer_cls(**init_kwargs)``.
 
     Args:
         layer_cls: the layer class, or a factory returning a layer (e.g. ``create_op``
@@ -60,14 +62,20 @@ def run_layer_test(layer_cls: Callable[..., keras.layers.Layer], init_kwargs: Ma
     call_kwargs = dict(call_kwargs or {})
     inputs = _as_list(input_data)
     layer = layer_cls(**init_kwargs)
-    output = _np(layer(_unlist(inputs), training=False, **call_kwargs))
-    assert np.all(np.isfinite(output)), f"{type(layer).__name__} gives non-finite outputs"
+    outputs = _arrays(layer(_unlist(inputs), training=False, **call_kwargs))
+    assert all(np.all(np.isfinite(o)) for o in outputs), (
+        f"{type(layer).__name__} gives non-finite outputs")
     if expected_output_shape is not None:
-        assert output.shape == tuple(expected_output_shape)
+        assert outputs[0].shape == tuple(expected_output_shape)
 
     check_config_round_trip(layer, init_kwargs if isinstance(layer_cls, type) else None)
     model = _wrap(layer, inputs, call_kwargs)
-    np.testing.assert_array_equal(_predict(model, inputs), output)
+    symbolic = [tuple(o.shape)[1:] for o in model.outputs]
+    assert symbolic == [o.shape[1:] for o in outputs], (
+        f"{type(layer).__name__}: symbolic output shapes {symbolic} != actual "
+        f"{[o.shape for o in outputs]}")
+    _assert_equal(_predict(model, inputs), outputs)
+    check_gradients(layer, inputs, call_kwargs)
     check_keras_reload(model, inputs, tmp_path / "layer.keras")
     check_float16(layer_cls, init_kwargs, inputs, call_kwargs, float16_dtype)
     if onnx is True:
@@ -101,11 +109,29 @@ def constructor_arguments(cls: type) -> list[str]:
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def check_gradients(layer: keras.layers.Layer, inputs: list[np.ndarray],
+                    call_kwargs: Mapping[str, Any]) -> None:
+    """In training mode every trainable weight gets a finite gradient (not ``None``)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = layer(_unlist(inputs), training=True, **call_kwargs)
+        loss = tf.add_n([tf.reduce_sum(tf.square(tf.cast(o, tf.float32)))
+                         for o in keras.tree.flatten(out)])
+    weights = layer.trainable_weights
+    grads = tape.gradient(loss, [w.value for w in weights])
+    name = type(layer).__name__
+    none = [w.path for w, g in zip(weights, grads) if g is None]
+    assert not none, f"{name}: no gradient for trainable weight(s) {none}"
+    bad = [w.path for w, g in zip(weights, grads) if not np.all(np.isfinite(_np(g)))]
+    assert not bad, f"{name}: non-finite gradient for {bad}"
+
+
 def check_keras_reload(model: keras.Model, inputs: list[np.ndarray], path: Path) -> None:
     """Save ``model`` as ``.keras``, load it without custom objects: identical outputs."""
     model.save(path)
     restored = keras.saving.load_model(path)
-    np.testing.assert_array_equal(_predict(restored, inputs), _predict(model, inputs))
+    _assert_equal(_predict(restored, inputs), _predict(model, inputs))
 
 
 def check_float16(layer_cls: Callable[..., keras.layers.Layer], init_kwargs: Mapping[str, Any],
@@ -117,12 +143,13 @@ def check_float16(layer_cls: Callable[..., keras.layers.Layer], init_kwargs: Map
         layer = layer_cls(**init_kwargs)
         assert layer.compute_dtype == "float16"
         for training in (False, True):
-            out = layer(_unlist(inputs), training=training, **call_kwargs)
             name = type(layer).__name__
-            assert keras.backend.standardize_dtype(out.dtype) == expected_dtype, (
-                f"{name} (training={training}) outputs {out.dtype} under mixed_float16")
-            assert np.all(np.isfinite(_np(out))), (
-                f"{name} (training={training}) gives non-finite float16 outputs")
+            for out in keras.tree.flatten(layer(_unlist(inputs), training=training,
+                                                **call_kwargs)):
+                assert keras.backend.standardize_dtype(out.dtype) == expected_dtype, (
+                    f"{name} (training={training}) outputs {out.dtype} under mixed_float16")
+                assert np.all(np.isfinite(_np(out))), (
+                    f"{name} (training={training}) gives non-finite float16 outputs")
 
 
 @contextlib.contextmanager
@@ -143,7 +170,8 @@ def check_onnx(model: keras.Model, inputs: list[np.ndarray], path: Path) -> None
 
     from aca_keras import exporting
 
-    assert len(inputs) == 1, "the ONNX check takes single-input layers"
+    assert len(inputs) == 1 and len(model.outputs) == 1, (
+        "the ONNX check takes single-input, single-output layers")
     shape = tuple(inputs[0].shape[1:])
     # exporting's input name; the model is re-wired on an input of that name
     images = keras.Input(shape=shape, name=exporting.INPUT_NAME)
@@ -155,7 +183,7 @@ def check_onnx(model: keras.Model, inputs: list[np.ndarray], path: Path) -> None
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(["output"], {exporting.INPUT_NAME: inputs[0]})[0]
-    expected = _predict(graph, inputs)
+    expected = _predict(graph, inputs)[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL,
                                err_msg="onnxruntime differs from Keras")
@@ -185,8 +213,18 @@ def _wrap(layer: keras.layers.Layer, inputs: list[np.ndarray],
     return keras.Model(_unlist(symbolic), layer(_unlist(symbolic), **call_kwargs))
 
 
-def _predict(model: keras.Model, inputs: list[np.ndarray]) -> np.ndarray:
-    return _np(model(_unlist(inputs), training=False))
+def _arrays(outputs: Any) -> list[np.ndarray]:
+    return [_np(o) for o in keras.tree.flatten(outputs)]
+
+
+def _predict(model: keras.Model, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    return _arrays(model(_unlist(inputs), training=False))
+
+
+def _assert_equal(got: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
 
 
 def _plain(value: Any) -> Any:
@@ -205,5 +243,5 @@ def inputs_like(shape: tuple[int, ...], seed: int = 0, low: float = -2.0,
 
 
 __all__ = ["ONNX_ATOL", "ONNX_RTOL", "check_config_round_trip", "check_float16",
-           "check_keras_reload", "check_onnx", "constructor_arguments", "dtype_policy",
+           "check_gradients", "check_keras_reload", "check_onnx", "constructor_arguments", "dtype_policy",
            "inputs_like", "run_layer_test"]

@@ -95,12 +95,18 @@ CASES = [
          call_kwargs={"weights": _weights(1, len(_SEARCH_OPS))}),
     Case("MixedEdge", {"ops": _SEARCH_OPS, "channels": 4, "stride": 2, "partial_k": 2},
          call_kwargs={"weights": _weights(1, len(_SEARCH_OPS))}),
+    Case("SearchCell", {"ops": _SEARCH_OPS, "channels": 4, "reduction": False,
+                        "reduction_prev": True, "nodes": 1, "partial_k": 2},
+         input_shapes=((2, 16, 16, 4), SHAPE),
+         call_kwargs={"weights": _weights(2, len(_SEARCH_OPS))},
+         onnx="two inputs: the project's ONNX route (aca_keras.exporting) converts "
+              "single-input image graphs, and a search cell is never exported"),
     Case("SearchCell", {"ops": _SEARCH_OPS, "channels": 4, "reduction": True,
                         "reduction_prev": False, "nodes": 2, "partial_k": 1},
          input_shapes=(SHAPE, SHAPE), call_kwargs={"weights": _weights(5, len(_SEARCH_OPS))},
          onnx="two inputs: the project's ONNX route (aca_keras.exporting) converts "
               "single-input image graphs, and a search cell is never exported"),
-    Case("SearchNetwork", {"input_shape": _IMAGES[1:], "num_classes": 3, "cells": 1,
+    Case("SearchNetwork", {"input_shape": _IMAGES[1:], "num_classes": 3, "cells": 3,
                            "channels": 4, "nodes": 1, "stem_multiplier": 1,
                            "ops": _SEARCH_OPS},
          input_shapes=(_IMAGES,), low=0.0, high=255.0, float16_dtype="float32",  # logits
@@ -109,6 +115,12 @@ CASES = [
                             "num_classes": 3, "cells": 1, "channels": 4, "stem_multiplier": 1,
                             "auxiliary": False, "drop_path": 0.0},
          input_shapes=(_IMAGES,), low=0.0, high=255.0),
+    Case("DerivedNetwork", {"architecture": _architecture(), "input_shape": (16, 16, 3),
+                            "num_classes": 3, "cells": 3, "channels": 4, "stem_multiplier": 1,
+                            "auxiliary": True, "drop_path": 0.2},
+         input_shapes=((2, 16, 16, 3),), low=0.0, high=255.0,
+         onnx="two outputs (logits, aux_logits): exports take inference_model(), checked "
+              "with auxiliary=False above"),
 ]
 
 
@@ -119,6 +131,7 @@ def _run(case: Case, tmp_path) -> None:
     run_layer_test(cls, case.init_kwargs, data[0] if len(data) == 1 else data,
                    tmp_path=tmp_path, call_kwargs=case.call_kwargs, onnx=case.onnx,
                    float16_dtype=case.float16_dtype)
+    assert keras.config.dtype_policy().name == "float32"  # restored after the float16 check
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
