@@ -79,6 +79,8 @@ class ChannelScores:
         normal_weights: the chosen operation's softmax weight per kept normal edge.
         reduce_weights: the same for the reduction cell.
         scorer: name of the scorer that produced the scores.
+        pooling: name of the rule that combined the occurrences of a cell type.
+        divide_weight: whether each edge's scores were divided by its operation's weight.
 
     Compared by identity (it holds arrays).
     """
@@ -88,6 +90,8 @@ class ChannelScores:
     normal_weights: tuple[float, ...]
     reduce_weights: tuple[float, ...]
     scorer: str = "taylor"
+    pooling: str = "index"
+    divide_weight: bool = False
 
     def __post_init__(self) -> None:
         for cell in ("normal", "reduce"):
@@ -324,9 +328,10 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
 
     Returns:
         A new :class:`Architecture` whose ``provenance`` gains ``allocator``,
-        ``allocator_options`` and ``scorer``, and whose ``scores`` is a summary::
+        ``allocator_options``, ``scorer``, ``pooling`` and ``divide_weight``, and whose
+        ``scores`` is a summary::
 
-            {"scorer": ..., "allocator": ...,
+            {"scorer": ..., "pooling": ..., "divide_weight": ..., "allocator": ...,
              "normal": {"threshold": <log-space Otsu threshold, adaptive only, or None>,
                         "k": [k_e, ...], "mean": [...], "min": [...], "max": [...],
                         "op_weight": [...]},
@@ -344,7 +349,8 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
     fn = get_allocator(method)
     c = architecture.reference_channels
     ks: dict[str, list[int]] = {}
-    summary: dict[str, Any] = {"scorer": scores.scorer, "allocator": method}
+    summary: dict[str, Any] = {"scorer": scores.scorer, "pooling": scores.pooling,
+                               "divide_weight": scores.divide_weight, "allocator": method}
     for cell in ("normal", "reduce"):
         edges = getattr(architecture, cell).edges
         cell_scores = getattr(scores, cell)
@@ -373,7 +379,8 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
         }
     result = architecture.with_channels(ks["normal"], ks["reduce"])
     provenance = dict(result.provenance)
-    provenance.update(allocator=method, allocator_options=dict(options), scorer=scores.scorer)
+    provenance.update(allocator=method, allocator_options=dict(options), scorer=scores.scorer,
+                      pooling=scores.pooling, divide_weight=scores.divide_weight)
     return Architecture(result.normal, result.reduce, result.reference_channels, result.ops,
                         provenance, summary, result.name)
 

@@ -1,21 +1,49 @@
 """Channel importance of the derived operations, measured inside the trained supernet.
 
 For every edge kept by the derivation, each output channel of its chosen operation gets a
-score, computed on alpha-validation batches. With ``a = w_op * op(x)`` the operation's
-weighted contribution to the mixed edge (shape ``(batch, H, W, channels)``):
+score, computed on alpha-validation batches. With ``a = w * op(x)`` the operation's
+weighted contribution to the mixed edge (shape ``(batch, H, W, channels)``), ``w`` its
+softmax weight, ``x`` the operation's input and ``g = dL/da``:
 
-* ``taylor`` (default): first-order Taylor importance, the mean over batches of
-  ``|sum over batch and positions of a_c * dL/da_c|``, the first-order change of the loss if
-  channel c were removed;
+* ``taylor``: first-order Taylor importance of removal, the mean over batches of
+  ``|sum over batch and positions of a_c * g_c|``, the first-order change of the loss if
+  channel c were set to zero;
+* ``refill``: first-order Taylor importance of the refill ACA actually does, the mean over
+  batches of ``|sum (r_c - a_c) * g_c|``, the first-order change of the loss when channel c
+  of the operation is replaced by what the derived network puts there, ``r = w * x'``: the
+  edge input, weighted like the operation it replaces (the supernet sums weighted
+  candidates; the derived edge puts identity and operation side by side at equal weight).
+  On stride-1 edges ``x' = x`` (the identity the derived network uses). On stride-2 edges
+  the derived network refills with a ``FactorizedReduce`` that the skip-free supernet does
+  not hold; the stand-in is the input sampled at stride 2, ``x' = x[:, ::2, ::2]``, i.e. the
+  identity on the first sampling grid of ``FactorizedReduce`` (per-channel, parameter-free
+  and at the scale of a BatchNorm output like the real refill), which ignores the learned
+  1x1 mixing of ``FactorizedReduce``;
 * ``magnitude``: the mean over batches of ``mean |a_c|``;
 * ``alpha``: the operation's softmax weight alone, the same for every channel (no forward
   pass).
 
+``divide_weight=True`` divides each edge's statistic by its operation's softmax weight ``w``,
+so edges are compared by their channels rather than by their alpha (every statistic above
+except ``alpha`` is proportional to ``w`` at first order).
+
 A cell type (normal or reduction) occurs several times in the supernet, at widths
-``m * C`` (m = 1, 2, 4 after reductions). The statistic of each occurrence is pooled to the
-reference width C by averaging groups of ``m`` consecutive channels, divided by the sum over
-that occurrence's kept edges (so every occurrence weighs the same), and averaged over the
-occurrences. The result is a :class:`~aca_keras.allocation.ChannelScores` for the allocators.
+``m * C`` (m = 1, 2, 4 after reductions). A **pooling** rule (registry:
+:func:`register_pooling`, :func:`list_poolings`) turns the occurrences' statistics into C
+scores per kept edge:
+
+* ``index`` (the first reading): average groups of ``m`` consecutive channels down to C,
+  divide by the occurrence's sum over its kept edges (every occurrence weighs the same), and
+  average the occurrences. Channel c of one occurrence is unrelated to channel c of another,
+  so this mixes unrelated units;
+* ``sorted``: sort each edge's channels by score first, so the average over occurrences
+  compares the i-th strongest channel of an edge with the i-th strongest elsewhere, then as
+  ``index``;
+* ``rank``: replace each score by its quantile among all channels of its occurrence (scale
+  free: every occurrence contributes ranks in (0, 1]), sort within the edge, pool to C and
+  average the occurrences.
+
+The result is a :class:`~aca_keras.allocation.ChannelScores` for the allocators.
 
 **PC-DARTS supernets** (``partial_k = K > 1``, see :mod:`aca_keras.variants`): a mixed edge's
 operations see and produce only ``C / K`` channels (``m * C / K`` in an occurrence of width
@@ -42,30 +70,55 @@ from aca_keras.allocation import ChannelScores
 from aca_keras.architecture import Architecture
 from aca_keras.errors import ArchitectureError
 from aca_keras.genotype import edge_index
+from aca_keras.supernet import EdgeTap
 
 CELL_TYPES = ("normal", "reduce")
+
+#: ``statistic(a, grad, x, w, stride)`` -> per-channel tensor of one batch; ``a`` the weighted
+#: candidate output, ``grad`` = dL/da (``None`` for scorers without gradient), ``x`` the
+#: operation's input, ``w`` its softmax weight, ``stride`` the edge's stride.
+Statistic = Callable[[tf.Tensor, "tf.Tensor | None", tf.Tensor, tf.Tensor, int], tf.Tensor]
 
 
 @dataclass(frozen=True)
 class Scorer:
-    """A channel scorer: ``statistic(a, grad)`` maps one batch to a per-channel vector.
+    """A channel scorer: ``statistic(a, grad, x, w, stride)`` maps one batch to a
+    per-channel vector (a TensorFlow tensor of shape ``(channels,)``).
 
     ``needs_forward`` False means the scorer uses only the softmax weight (``alpha``).
     """
 
     name: str
-    statistic: Callable[[tf.Tensor, tf.Tensor | None], np.ndarray] | None
+    statistic: Statistic | None
     needs_gradient: bool
     needs_forward: bool = True
     description: str = ""
 
 
-def _taylor(a, grad) -> np.ndarray:
-    return np.abs(tf.reduce_sum(a * grad, axis=(0, 1, 2)).numpy().astype(np.float64))
+def _sum_positions(t):
+    return tf.reduce_sum(t, axis=(0, 1, 2))
 
 
-def _magnitude(a, grad) -> np.ndarray:
-    return tf.reduce_mean(tf.abs(a), axis=(0, 1, 2)).numpy().astype(np.float64)
+def _taylor(a, grad, x, w, stride):
+    return tf.abs(_sum_positions(a * grad))
+
+
+def refill_stand_in(x, w, stride: int):
+    """What the derived network puts in place of an operation's channels, as seen in the
+    supernet: ``w * x`` on stride-1 edges, ``w * x[:, ::2, ::2]`` on stride-2 edges (see the
+    module docstring)."""
+    if stride > 1:
+        x = x[:, ::stride, ::stride, :]
+    return tf.cast(w, x.dtype) * x
+
+
+def _refill(a, grad, x, w, stride):
+    r = refill_stand_in(x, w, stride)
+    return tf.abs(_sum_positions((r[..., : a.shape[-1]] - a) * grad))
+
+
+def _magnitude(a, grad, x, w, stride):
+    return tf.reduce_mean(tf.abs(a), axis=(0, 1, 2))
 
 
 _SCORERS: dict[str, Scorer] = {}
@@ -94,11 +147,113 @@ def get_scorer(name: str) -> Scorer:
 
 
 register_scorer(Scorer("taylor", _taylor, needs_gradient=True,
-                       description="mean over batches of |sum a_c * dL/da_c|"))
+                       description="removal: mean over batches of |sum a_c * dL/da_c|"))
+register_scorer(Scorer("refill", _refill, needs_gradient=True,
+                       description="identity refill: mean over batches of "
+                                   "|sum (w x_c - a_c) * dL/da_c|"))
 register_scorer(Scorer("magnitude", _magnitude, needs_gradient=False,
                        description="mean over batches of mean |a_c|"))
 register_scorer(Scorer("alpha", None, needs_gradient=False, needs_forward=False,
                        description="the operation's softmax weight, for every channel"))
+
+
+# --------------------------------------------------------------------------------- pooling
+
+#: ``pooling(occurrences, channels, partial_k) -> (edges, channels)``: ``occurrences`` holds
+#: one ``(edges, width)`` array per occurrence of the cell type (width ``m * C / K``).
+Pooling = Callable[[Sequence[np.ndarray], int, int], np.ndarray]
+
+_POOLINGS: dict[str, Pooling] = {}
+
+
+def register_pooling(name: str, *, overwrite: bool = False) -> Callable[[Pooling], Pooling]:
+    """Decorator registering a pooling rule across the occurrences of a cell type."""
+
+    def decorator(fn: Pooling) -> Pooling:
+        if name in _POOLINGS and not overwrite:
+            raise ValueError(f"Pooling {name!r} is already registered; pass overwrite=True.")
+        _POOLINGS[name] = fn
+        return fn
+
+    return decorator
+
+
+def list_poolings() -> list[str]:
+    """Names of the registered pooling rules."""
+    return list(_POOLINGS)
+
+
+def get_pooling(name: str) -> Pooling:
+    """The pooling rule called ``name`` (clear error listing the known ones)."""
+    try:
+        return _POOLINGS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown channel pooling {name!r}; choose one of "
+                         f"{', '.join(_POOLINGS)}.") from None
+
+
+def _to_reference(vector: np.ndarray, channels: int, partial_k: int = 1) -> np.ndarray:
+    """Average groups of consecutive channels down to ``channels // partial_k`` values, then
+    repeat each ``partial_k`` times (PC-DARTS; see the module docstring) -> ``(channels,)``."""
+    scored = channels // partial_k
+    width = vector.shape[0]
+    if width % scored:
+        raise ArchitectureError(f"A cell of width {width} is not a multiple of C/K={scored}.")
+    pooled = vector.reshape(scored, width // scored).mean(axis=1)
+    return np.repeat(pooled, partial_k) if partial_k > 1 else pooled
+
+
+def _normalised_mean(occurrences: Sequence[np.ndarray], channels: int, partial_k: int,
+                     prepare: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    pooled = np.zeros((occurrences[0].shape[0], channels))
+    for occurrence in occurrences:
+        reduced = np.stack([_to_reference(v, channels, partial_k) for v in prepare(occurrence)])
+        total = reduced.sum()
+        pooled += reduced / total if total > 0 else reduced
+    return pooled / len(occurrences)
+
+
+@register_pooling("index")
+def pool_by_index(occurrences: Sequence[np.ndarray], channels: int,
+                  partial_k: int = 1) -> np.ndarray:
+    """Channel c of the reference width is the mean of channels ``m*c .. m*c+m-1`` of an
+    occurrence of width ``m * C``; occurrences normalised to sum 1 and averaged."""
+    return _normalised_mean(occurrences, channels, partial_k, lambda o: o)
+
+
+@register_pooling("sorted")
+def pool_sorted(occurrences: Sequence[np.ndarray], channels: int,
+                partial_k: int = 1) -> np.ndarray:
+    """Like ``index``, after sorting each edge's channels by score (largest first)."""
+    return _normalised_mean(occurrences, channels, partial_k,
+                            lambda o: -np.sort(-np.asarray(o), axis=1))
+
+
+def _quantiles(occurrence: np.ndarray) -> np.ndarray:
+    flat = np.asarray(occurrence, dtype=np.float64).ravel()
+    order = np.argsort(flat, kind="stable")
+    ranks = np.empty(flat.size)
+    ranks[order] = np.arange(flat.size)
+    # ties share their mean rank
+    values, inverse = np.unique(flat, return_inverse=True)
+    if values.size < flat.size:
+        ranks = np.bincount(inverse, ranks)[inverse] / np.bincount(inverse)[inverse]
+    return ((ranks + 1.0) / flat.size).reshape(np.shape(occurrence))
+
+
+@register_pooling("rank")
+def pool_by_rank(occurrences: Sequence[np.ndarray], channels: int,
+                 partial_k: int = 1) -> np.ndarray:
+    """Each score becomes its quantile among all channels of its occurrence, in (0, 1];
+    each edge's quantiles are sorted, pooled to C and averaged over the occurrences."""
+    pooled = np.zeros((occurrences[0].shape[0], channels))
+    for occurrence in occurrences:
+        q = -np.sort(-_quantiles(occurrence), axis=1)
+        pooled += np.stack([_to_reference(v, channels, partial_k) for v in q])
+    return pooled / len(occurrences)
+
+
+# --------------------------------------------------------------------------------- scoring
 
 
 @dataclass(frozen=True)
@@ -108,6 +263,7 @@ class _Target:
     cell: int  # index of the supernet cell
     supernet_edge: int
     position: int  # index into MixedEdge.candidates
+    stride: int
 
 
 def _targets(network, architecture: Architecture) -> list[_Target]:
@@ -128,43 +284,67 @@ def _targets(network, architecture: Architecture) -> list[_Target]:
                     continue
                 mixed = cell.edges[edge_index(edge.node, edge.input)]
                 targets.append(_Target(cell_type, k, c, edge_index(edge.node, edge.input),
-                                       mixed.op_indices.index(op_column)))
+                                       mixed.op_indices.index(op_column), mixed.stride))
     return targets
 
 
+def tap_targets(targets: Sequence[_Target], transform: Callable | None = None) -> dict:
+    """``taps`` for :meth:`SearchNetwork.call` observing every target; returns
+    ``(taps, {target: EdgeTap})``."""
+    by_target = {t: EdgeTap(transform=transform) for t in targets}
+    taps: dict = {}
+    for t, tap in by_target.items():
+        taps.setdefault((t.cell, t.supernet_edge), {})[t.position] = tap
+    return taps, by_target
+
+
+def _batch_statistics_fn(network, targets: Sequence[_Target], scorer: Scorer):
+    """A ``tf.function(x, y) -> [statistic per target]`` (one forward/backward pass)."""
+
+    def statistics(x, y):
+        taps, by_target = tap_targets(targets)
+        with tf.GradientTape() as tape:
+            logits = network(x, training=False, taps=taps)
+            loss = network.loss(y, logits)
+        captured = [by_target[t].captured[0] for t in targets]
+        terms = [a for _, a, _ in captured]
+        grads = (tape.gradient(loss, terms) if scorer.needs_gradient
+                 else [None] * len(terms))
+        return [scorer.statistic(a, g, x_in, w, t.stride)
+                for t, (x_in, a, w), g in zip(targets, captured, grads)]
+
+    return tf.function(statistics, reduce_retracing=True)
+
+
 def raw_channel_statistics(network, architecture: Architecture, batches: Iterable, *,
-                           scorer: str | Scorer = "taylor", max_batches: int = 10,
+                           scorer: str | Scorer = "taylor", max_batches: int = 16,
+                           skip_batches: int = 0,
                            verbose: bool = False) -> dict[tuple[str, int, int], np.ndarray]:
     """Per-occurrence statistics before pooling: ``{(cell_type, edge, cell): vector}``.
 
     ``batches`` yields ``(x, y)`` or the search pipeline's ``((x_w, y_w), (x_a, y_a))``, of
-    which the alpha-validation half is used. The supernet runs eagerly in inference mode.
+    which the alpha-validation half is used. The first ``skip_batches`` are passed over (a
+    second, disjoint set of batches). The supernet runs in inference mode in a traced
+    function that returns only the per-channel statistics.
     """
     scorer = get_scorer(scorer) if isinstance(scorer, str) else scorer
     if not scorer.needs_forward:
         raise ValueError(f"Scorer {scorer.name!r} needs no forward pass.")
     targets = _targets(network, architecture)
+    step = _batch_statistics_fn(network, targets, scorer)
     sums: dict[tuple[str, int, int], np.ndarray] = {}
-    count = 0
+    count = seen = 0
     for batch in batches:
         if count >= max_batches:
             break
+        seen += 1
+        if seen <= skip_batches:
+            continue
         x, y = batch[1] if isinstance(batch[0], (tuple, list)) else batch
-        captured: dict[_Target, list] = {t: [] for t in targets}
-        for t in targets:
-            network.search_cells[t.cell].edges[t.supernet_edge].set_probe(t.position, captured[t])
-        try:
-            with tf.GradientTape() as tape:
-                logits = network(x, training=False)
-                loss = network.loss(y, logits)
-            tensors = [captured[t][0] for t in targets]
-            grads = tape.gradient(loss, tensors) if scorer.needs_gradient else [None] * len(tensors)
-        finally:
-            for t in targets:
-                network.search_cells[t.cell].edges[t.supernet_edge].clear_probe()
-        for t, a, g in zip(targets, tensors, grads):
+        values = step(x, y)
+        for t, value in zip(targets, values):
             key = (t.cell_type, t.edge, t.cell)
-            value = scorer.statistic(a, g)
+            value = value.numpy().astype(np.float64)
             sums[key] = value if key not in sums else sums[key] + value
         count += 1
         if verbose:
@@ -172,23 +352,23 @@ def raw_channel_statistics(network, architecture: Architecture, batches: Iterabl
     if verbose:
         print(file=sys.stdout, flush=True)
     if count == 0:
-        raise ValueError("No batches to score channels on; the validation split is empty.")
+        raise ValueError("No batches to score channels on; the validation split is empty"
+                         + (f" after skipping {skip_batches} batches." if skip_batches else "."))
     return {key: value / count for key, value in sums.items()}
 
 
-def _pool(vector: np.ndarray, channels: int, partial_k: int = 1) -> np.ndarray:
-    """Average groups of consecutive channels down to ``channels // partial_k`` values, then
-    repeat each ``partial_k`` times (PC-DARTS; see the module docstring) -> ``(channels,)``."""
-    scored = channels // partial_k
-    width = vector.shape[0]
-    if width % scored:
-        raise ArchitectureError(f"A cell of width {width} is not a multiple of C/K={scored}.")
-    pooled = vector.reshape(scored, width // scored).mean(axis=1)
-    return np.repeat(pooled, partial_k) if partial_k > 1 else pooled
+def _op_weights(network, architecture: Architecture) -> dict[str, list[float]]:
+    weights = {cell_type: keras.ops.convert_to_numpy(w).astype(np.float64)
+               for cell_type, w in zip(CELL_TYPES, network.edge_weights())}
+    return {cell_type: [float(weights[cell_type][edge_index(e.node, e.input),
+                                                 network.op_names.index(e.op)])
+                        for e in getattr(architecture, cell_type).edges]
+            for cell_type in CELL_TYPES}
 
 
 def score_channels(network, architecture: Architecture, batches: Iterable, *,
-                   scorer: str | Scorer = "taylor", max_batches: int = 10,
+                   scorer: str | Scorer = "taylor", pooling: str = "index",
+                   divide_weight: bool = False, max_batches: int = 16, skip_batches: int = 0,
                    verbose: bool = False) -> ChannelScores:
     """Score every output channel of every kept edge (see the module docstring).
 
@@ -196,48 +376,50 @@ def score_channels(network, architecture: Architecture, batches: Iterable, *,
         network: the trained :class:`~aca_keras.supernet.SearchNetwork`.
         architecture: the derived architecture (its edges say which operations to score).
         batches: alpha-validation batches, ``(x, y)`` or ``((x_w, y_w), (x_a, y_a))``.
-        scorer: ``"taylor"``, ``"magnitude"``, ``"alpha"`` or a registered :class:`Scorer`.
+        scorer: ``"taylor"``, ``"refill"``, ``"magnitude"``, ``"alpha"`` or a registered
+            :class:`Scorer`.
+        pooling: how the occurrences of a cell type are combined: ``"index"``, ``"sorted"``,
+            ``"rank"`` or a registered rule.
+        divide_weight: divide each edge's statistic by its operation's softmax weight.
         max_batches: bound on the number of batches (one pass).
+        skip_batches: batches passed over first (score on a disjoint set).
         verbose: print progress.
     """
     scorer = get_scorer(scorer) if isinstance(scorer, str) else scorer
-    weights = {cell_type: keras.ops.convert_to_numpy(w).astype(np.float64)
-               for cell_type, w in zip(CELL_TYPES, network.edge_weights())}
-    op_weights: dict[str, list[float]] = {}
-    for cell_type in CELL_TYPES:
-        op_weights[cell_type] = [
-            float(weights[cell_type][edge_index(e.node, e.input), network.op_names.index(e.op)])
-            for e in getattr(architecture, cell_type).edges]
+    pool = get_pooling(pooling)
+    op_weights = _op_weights(network, architecture)
     C = architecture.reference_channels
     partial_k = int(getattr(network, "partial_k", 1))
     if not scorer.needs_forward:
+        if divide_weight:
+            raise ValueError("divide_weight=True with the 'alpha' scorer makes every score "
+                             "equal; use a scorer with a forward pass (refill, taylor, "
+                             "magnitude).")
         per_edge = {cell_type: tuple(np.full(C, w) for w in op_weights[cell_type])
                     for cell_type in CELL_TYPES}
     else:
         raw = raw_channel_statistics(network, architecture, batches, scorer=scorer,
-                                     max_batches=max_batches, verbose=verbose)
+                                     max_batches=max_batches, skip_batches=skip_batches,
+                                     verbose=verbose)
         per_edge = {}
         for cell_type in CELL_TYPES:
             edges = len(getattr(architecture, cell_type).edges)
             cells = sorted({cell for (t, _, cell) in raw if t == cell_type})
-            pooled = np.zeros((edges, C))
-            for cell in cells:
-                occurrence = np.stack([_pool(raw[(cell_type, k, cell)], C, partial_k)
-                                   for k in range(edges)])
-                total = occurrence.sum()
-                pooled += occurrence / total if total > 0 else occurrence
-            if cells:
-                pooled /= len(cells)
-            per_edge[cell_type] = tuple(pooled)
+            if not cells:  # no occurrence of this cell type in the supernet
+                per_edge[cell_type] = tuple(np.zeros(C) for _ in range(edges))
+                continue
+            divisor = (np.maximum(np.asarray(op_weights[cell_type])[:, None], 1e-30)
+                       if divide_weight else 1.0)
+            occurrences = [np.stack([raw[(cell_type, k, cell)] for k in range(edges)]) / divisor
+                           for cell in cells]
+            per_edge[cell_type] = tuple(pool(occurrences, C, partial_k))
     return ChannelScores(per_edge["normal"], per_edge["reduce"],
                          tuple(op_weights["normal"]), tuple(op_weights["reduce"]),
-                         scorer=scorer.name)
+                         scorer=scorer.name, pooling=pooling, divide_weight=bool(divide_weight))
 
 
-def edge_scale_probe(network, cell: int, supernet_edge: int, position: int,
-                     scale: Sequence[float] | np.ndarray):
-    """Multiply one candidate's weighted output by a per-channel ``scale`` until cleared
-    (for numerical checks of the scores). Returns the edge; call ``clear_probe()`` on it."""
-    mixed = network.search_cells[cell].edges[supernet_edge]
-    mixed.set_probe(position, [], tf.constant(np.asarray(scale), dtype=keras.config.floatx()))
-    return mixed
+def replace_candidate_channel(network, cell: int, supernet_edge: int, position: int,
+                              transform: Callable) -> dict:
+    """``taps`` for ``network(x, taps=...)`` that replace one candidate's weighted output
+    ``a`` by ``transform(x, a, w)`` (for numerical checks of the scores)."""
+    return {(cell, supernet_edge): {position: EdgeTap(transform=transform)}}

@@ -229,6 +229,43 @@ class Zero(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class Noise(keras.layers.Layer):
+    """The ``noise`` operation of R-DARTS (Zela et al., ICLR 2020, search space S4).
+
+    In training it discards its input and outputs standard normal noise of the output shape
+    (``channels_out`` channels, the input's rows and columns taken every ``stride``-th): a
+    useless candidate that a sound search never picks, which DARTS often does. In inference it
+    outputs the noise's mean, zero, so a derived or exported model that holds it stays
+    deterministic (exported files match Keras).
+    """
+
+    def __init__(self, channels_out: int, stride: int = 1, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.channels_out = channels_out
+        self.stride = stride
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        z = inputs[:, :: self.stride, :: self.stride, :1] * 0.0
+        zeros = keras.ops.repeat(z, self.channels_out, axis=-1)
+        if not training:
+            return zeros
+        return zeros + keras.random.normal(keras.ops.shape(zeros), dtype=zeros.dtype,
+                                           seed=self.seed_generator)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        s = self.stride
+        return (n, None if h is None else -(-h // s), None if w is None else -(-w // s),
+                self.channels_out)
+
+    def get_config(self):
+        return {**super().get_config(), "channels_out": self.channels_out,
+                "stride": self.stride, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReLUConvBN(_Chain):
     """ReLU, convolution (no bias), BatchNorm."""
 
@@ -500,11 +537,29 @@ register_op("dil_conv_3x3", description="ReLU, 3x3 depthwise dilation 2, 1x1, BN
 register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN")(
     lambda ci, co, s, a: DilConv(co, 5, s, 2, a))
 
+register_op("noise", description="standard normal noise in training, zero in inference "
+            "(R-DARTS S4)", parametric=False, channelwise=True)(
+    lambda ci, co, s, a: Noise(co, s))
+
 
 DARTS_OPS: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
                               "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
 ACA_OPS: tuple[str, ...] = tuple(op for op in DARTS_OPS if op != "skip_connect")
-OP_SETS: dict[str, tuple[str, ...]] = {"aca": ACA_OPS, "darts": DARTS_OPS}
+#: R-DARTS's reduced search spaces (Zela et al., "Understanding and Robustifying
+#: Differentiable Architecture Search", ICLR 2020), in which DARTS collapses reliably, and
+#: their ACA forms (``-aca``: skip_connect removed). ``rdarts-s2-aca`` holds a single
+#: operation, so its search has nothing to choose and ACA nothing to rank; ``rdarts-s4`` has
+#: no skip_connect, so ``rdarts-s4-aca`` equals it.
+RDARTS_OPS: dict[str, tuple[str, ...]] = {
+    "rdarts-s2": ("skip_connect", "sep_conv_3x3"),
+    "rdarts-s3": ("none", "skip_connect", "sep_conv_3x3"),
+    "rdarts-s4": ("noise", "sep_conv_3x3"),
+}
+OP_SETS: dict[str, tuple[str, ...]] = {
+    "aca": ACA_OPS, "darts": DARTS_OPS, **RDARTS_OPS,
+    **{f"{name}-aca": tuple(op for op in ops if op != "skip_connect")
+       for name, ops in RDARTS_OPS.items()},
+}
 
 
 def resolve_op_set(ops: str | Sequence[str]) -> tuple[str, ...]:

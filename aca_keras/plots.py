@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CELL_FILES",
     "ALPHAS_FILE",
+    "MONITOR_FILE",
     "draw_cell",
     "edge_label",
     "graphviz_available",
@@ -53,6 +54,7 @@ __all__ = [
 
 CELL_FILES = {"normal": "cell_normal.png", "reduce": "cell_reduce.png"}
 ALPHAS_FILE = "alphas.png"
+MONITOR_FILE = "collapse.png"
 _ALPHAS_JSONL = "alphas.jsonl"
 _DPI = 150
 
@@ -575,6 +577,50 @@ def _alpha_figure(histories: Mapping[str, tuple[np.ndarray, np.ndarray]],
     return fig
 
 
+def plot_collapse_monitor(alphas_jsonl_path: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Plot the collapse monitor's figures (:mod:`aca_keras.monitor`) over the epochs: the
+    dominant Hessian eigenvalue, the skip and parameter-free edges of the derived normal cell,
+    and the mean ``skip_connect`` weight. Epochs without a value are left out.
+
+    Raises:
+        ValueError: the file holds no epoch with monitor figures.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    records = read_alpha_history(alphas_jsonl_path)
+
+    def series(key):
+        points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+        return ([e for e, _ in points], [float(v) for _, v in points])
+
+    panels = [("hessian_eigenvalue", "dominant Hessian eigenvalue\n(val. loss w.r.t. alphas)"),
+              ("skip_edges", "normal-cell edges:\nskip_connect / parameter-free"),
+              ("mean_skip_weight", "mean skip_connect weight\n(normal cell)")]
+    present = [(key, title) for key, title in panels if series(key)[0]]
+    if not present:
+        raise ValueError(f"{alphas_jsonl_path} holds no collapse-monitor figures")
+    fig = Figure(figsize=(3.6 * len(present), 3.0), dpi=_DPI)
+    axes = fig.subplots(1, len(present), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, present):
+        epochs, values = series(key)
+        ax.plot(epochs, values, marker="o", markersize=2.5, linewidth=1.3, color="#1f77b4",
+                label=key.replace("_", " "))
+        if key == "skip_edges":
+            e2, v2 = series("parameter_free_edges")
+            ax.plot(e2, v2, marker="s", markersize=2.5, linewidth=1.3, color="#d62728",
+                    label="parameter-free edges")
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.legend(fontsize=7, frameon=False)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, linewidth=0.4, alpha=0.5)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return atomic_write_bytes(path, _figure_png(fig))
+
+
 # ------------------------------------------------------------------------------ run pictures
 
 
@@ -583,7 +629,8 @@ def write_run_pictures(run_dir: str | os.PathLike, architecture: Architecture) -
 
     ``cell_normal.png`` and ``cell_reduce.png`` (see :func:`draw_cell`) always; ``alphas.png``
     (see :func:`plot_alpha_history`, operations ``architecture.ops``) when the run directory
-    holds a non-empty ``alphas.jsonl``.
+    holds a non-empty ``alphas.jsonl``, and ``collapse.png`` (see
+    :func:`plot_collapse_monitor`) when its lines carry the collapse monitor's figures.
     """
     run_dir = Path(run_dir)
     written = [
@@ -595,4 +642,6 @@ def write_run_pictures(run_dir: str | os.PathLike, architecture: Architecture) -
     history = run_dir / _ALPHAS_JSONL
     if history.is_file() and read_alpha_history(history):
         written.append(plot_alpha_history(history, architecture.ops, run_dir / ALPHAS_FILE))
+        if any(r.get("skip_edges") is not None for r in read_alpha_history(history)):
+            written.append(plot_collapse_monitor(history, run_dir / MONITOR_FILE))
     return written

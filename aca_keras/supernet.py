@@ -19,7 +19,8 @@ architecture step, ``compile(beta_decay=True)`` adds the beta-DARTS regulariser.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -41,6 +42,22 @@ def num_edges(nodes: int) -> int:
 def reduction_indices(cells: int) -> tuple[int, ...]:
     """Indices of the reduction cells: at 1/3 and 2/3 of the depth (DARTS's rule)."""
     return tuple(sorted({cells // 3, 2 * cells // 3}))
+
+
+@dataclasses.dataclass
+class EdgeTap:
+    """Observes, and optionally replaces, one candidate's weighted output ``a = w * op(x)``
+    in a forward pass of :class:`SearchNetwork` (``network(x, taps=...)``).
+
+    Attributes:
+        transform: ``None``, or ``transform(x, a, w) -> a'`` giving the term used instead of
+            ``a`` (``x``: the operation's input, ``w``: its softmax weight).
+        captured: each call appends ``(x, a, w)``, ``a`` after ``transform``; watch ``a`` with
+            a ``GradientTape`` to get ``dL/da``.
+    """
+
+    transform: Callable | None = None
+    captured: list = dataclasses.field(default_factory=list)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -80,22 +97,11 @@ class MixedEdge(keras.layers.Layer):
                                 if stride == 2 else None)
             self.merge = keras.layers.Concatenate(axis=-1)
             self.shuffle = ChannelShuffle(self.partial_k)
-        self.clear_probe()
 
     @property
     def op_channels(self) -> int:
         """Channels the candidate operations see and produce (``channels // partial_k``)."""
         return self.channels // self.partial_k
-
-    def set_probe(self, position: int, captured: list, scale=None) -> None:
-        """Record the weighted output ``w * op(x)`` of candidate ``position`` into
-        ``captured`` on every call (eager use: channel scoring), optionally multiplying it by a
-        per-channel ``scale`` first. Not tracked by Keras; not saved."""
-        object.__setattr__(self, "_probe", (position, captured, scale))
-
-    def clear_probe(self) -> None:
-        """Stop recording (see :meth:`set_probe`)."""
-        object.__setattr__(self, "_probe", None)
 
     def build(self, input_shape):
         op_shape = tuple(input_shape[:-1]) + (self.op_channels,)
@@ -104,9 +110,13 @@ class MixedEdge(keras.layers.Layer):
                 layer.build(op_shape)
         self.built = True
 
-    def call(self, inputs, weights, training=None):
+    def call(self, inputs, weights, training=None, taps=None):
+        """``sum_k w_k * op_k(x)`` over the candidates (``weights``: one scalar per operation
+        of the op set). ``taps`` (optional, see :class:`EdgeTap`): ``{position: EdgeTap}``
+        to observe or replace the weighted output of candidate ``position`` (an index into
+        :attr:`candidates`) in this call; used by channel scoring and its checks."""
         x = self.split(inputs) if self.partial_k > 1 else inputs
-        if self._probe is None and len(self.candidates) > 1:
+        if not taps and len(self.candidates) > 1:
             # sum_k w_k * op_k(x) as one contraction of the stacked outputs: a handful of
             # graph ops forward and backward instead of three to four per operation
             terms = tf.stack([_call_op(layer, x, training) for layer in self.candidates])
@@ -116,10 +126,11 @@ class MixedEdge(keras.layers.Layer):
             out = None
             for position, (i, layer) in enumerate(zip(self.op_indices, self.candidates)):
                 term = weights[i] * _call_op(layer, x, training)
-                if self._probe is not None and self._probe[0] == position:
-                    if self._probe[2] is not None:
-                        term = term * self._probe[2]
-                    self._probe[1].append(term)
+                tap = taps.get(position) if taps else None
+                if tap is not None:
+                    if tap.transform is not None:
+                        term = tap.transform(x, term, weights[i])
+                    tap.captured.append((x, term, weights[i]))
                 out = term if out is None else out + term
         if self.partial_k > 1:
             rest = self.bypass(inputs)
@@ -176,6 +187,16 @@ def _clip_and_decay(grads, variables, clip_norm: float | None, weight_decay: flo
     return grads
 
 
+def _zero_unconnected(grads, variables) -> tuple[list, list[bool]]:
+    """``grads`` with a zero gradient for each variable the loss does not depend on (``None``
+    from the tape: the normal-cell alphas of a supernet whose cells are all reduction cells,
+    ``cells <= 2``), and which variables were connected. Unconnected variables stay put: the
+    callers add no weight decay or regulariser to them."""
+    connected = [g is not None for g in grads]
+    return ([g if g is not None else tf.zeros_like(v) for g, v in zip(grads, variables)],
+            connected)
+
+
 def _call_op(layer, x, training):
     if isinstance(layer, (keras.layers.Identity, ops_lib.ChannelSlice)):
         return layer(x)
@@ -221,16 +242,21 @@ class SearchCell(keras.layers.Layer):
                 index += 1
         self.built = True
 
-    def call(self, inputs, weights, training=None, edge_weights=None):
+    def call(self, inputs, weights, training=None, edge_weights=None, taps=None):
         """``weights``: per edge, the operation weights; ``edge_weights`` (PC-DARTS edge
-        normalisation, optional): per edge, a scalar multiplying its output in the node sum."""
+        normalisation, optional): per edge, a scalar multiplying its output in the node sum;
+        ``taps`` (optional): ``{edge: {position: EdgeTap}}`` (see :class:`EdgeTap`)."""
         s0, s1 = inputs
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
         index = 0
         for _ in range(self.nodes):
             total = None
             for h in states:
-                out = self.edges[index](h, weights[index], training=training)
+                edge_taps = taps.get(index) if taps else None
+                if edge_taps:
+                    out = self.edges[index](h, weights[index], training=training, taps=edge_taps)
+                else:
+                    out = self.edges[index](h, weights[index], training=training)
                 if edge_weights is not None:
                     out = edge_weights[index] * out
                 total = out if total is None else total + out
@@ -358,7 +384,9 @@ class SearchNetwork(keras.Model):
         if not self.built:
             self(keras.ops.zeros((1,) + self.image_shape))
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, taps: Mapping | None = None):
+        """Logits for raw images. ``taps`` (optional): ``{(cell, edge): {position: EdgeTap}}``
+        observes or replaces candidate outputs in this pass (see :class:`EdgeTap`)."""
         x = inputs
         for layer in self.preprocess:
             x = layer(x)
@@ -369,10 +397,17 @@ class SearchNetwork(keras.Model):
         b_normal = b_reduce = None
         if self.edge_normalization:
             b_normal, b_reduce = (tf.unstack(b) for b in self.beta_weights())
-        for cell in self.search_cells:
+        for index, cell in enumerate(self.search_cells):
             weights = w_reduce if cell.reduction else w_normal
             betas = b_reduce if cell.reduction else b_normal
-            s0, s1 = s1, cell((s0, s1), weights, training=training, edge_weights=betas)
+            cell_taps = ({e: t for (c, e), t in taps.items() if c == index}
+                         if taps else None)
+            if cell_taps:
+                out = cell((s0, s1), weights, training=training, edge_weights=betas,
+                           taps=cell_taps)
+            else:
+                out = cell((s0, s1), weights, training=training, edge_weights=betas)
+            s0, s1 = s1, out
         # logits in the variable dtype: float32 under mixed precision (a stable loss)
         return keras.ops.cast(self.classifier(self.global_pool(s1)), self.variable_dtype)
 
@@ -581,6 +616,7 @@ class SearchNetwork(keras.Model):
             loss, _ = self._loss(x_w, y_w)
         # global (all-replica) gradient: every replica takes the same virtual step
         grads = dist.global_gradients(tape, loss, weights, self.alpha_optimizer)
+        grads = _zero_unconnected(grads, weights)[0]
         xi = keras.ops.cast(self.optimizer.learning_rate, weights[0].dtype)
         inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
         mu = float(getattr(inner, "momentum", 0.0) or 0.0)
@@ -600,7 +636,7 @@ class SearchNetwork(keras.Model):
         with tf.GradientTape() as tape:
             val_loss, val_logits = self._loss(x_a, y_a)
         grads = dist.global_gradients(tape, val_loss, weights + alphas, self.alpha_optimizer)
-        dw, dalpha = grads[: len(weights)], grads[len(weights):]
+        dw, dalpha = _zero_unconnected(grads[: len(weights)], weights)[0], grads[len(weights):]
         # Finite-difference Hessian-vector product d2 L_train / (d alpha d w) . dw
         norm = tf.linalg.global_norm(dw)
         eps = self.unrolled_eps / (norm + 1e-12)
@@ -616,7 +652,11 @@ class SearchNetwork(keras.Model):
         minus = alpha_grad_at(-1.0)
         for v, w0 in zip(weights, backup):
             v.assign(w0)
-        hyper = [da - xi * (p - m) / (2.0 * eps) for da, p, m in zip(dalpha, plus, minus)]
+        # an alpha the loss does not depend on keeps no gradient (None) for alpha_step
+        connected = [da is not None or p is not None for da, p in zip(dalpha, plus)]
+        dalpha, plus, minus = (_zero_unconnected(g, alphas)[0] for g in (dalpha, plus, minus))
+        hyper = [da - xi * (p - m) / (2.0 * eps) if c else None
+                 for da, p, m, c in zip(dalpha, plus, minus, connected)]
         return hyper, val_loss, val_logits
 
     def alpha_step(self, x_w, y_w, x_a, y_a):
@@ -625,13 +665,17 @@ class SearchNetwork(keras.Model):
         First order uses only ``(x_a, y_a)``; second order also unrolls a virtual weight step
         on ``(x_w, y_w)`` (the weights are restored afterwards)."""
         grads, loss, logits = self.alpha_gradients(x_w, y_w, x_a, y_a)
+        # alphas of a cell type the supernet does not have get no gradient: they stay put
+        grads, connected = _zero_unconnected(grads, self.alpha_variables)
         if self.beta_decay:
             with tf.GradientTape() as tape:
                 regulariser = self.beta_decay_loss()
             extra = tape.gradient(regulariser, self.alpha_variables)
-            grads = [g if e is None else g + e for g, e in zip(grads, extra)]
+            grads = [g if e is None or not c else g + e
+                     for g, e, c in zip(grads, extra, connected)]
         if self.alpha_weight_decay:
-            grads = [g + self.alpha_weight_decay * a for g, a in zip(grads, self.alpha_variables)]
+            grads = [g + self.alpha_weight_decay * a if c else g
+                     for g, a, c in zip(grads, self.alpha_variables, connected)]
         dist.apply_global_gradients(self.alpha_optimizer, grads, self.alpha_variables)
         return loss, logits
 
@@ -655,6 +699,7 @@ class SearchNetwork(keras.Model):
             loss, logits = self._loss(x_w, y_w)
         # the global gradient (summed over replicas): clipping and decay see all of it
         grads = dist.global_gradients(tape, loss, weights, self.optimizer)
+        grads = _zero_unconnected(grads, weights)[0]
         grads = _clip_and_decay(grads, weights, self.grad_clip, self.weight_decay)
         dist.apply_global_gradients(self.optimizer, grads, weights)
         return loss, logits

@@ -1,0 +1,184 @@
+"""Collapse monitor for a DARTS search: R-DARTS's Hessian indicator and skip counts.
+
+Zela et al. ("Understanding and Robustifying Differentiable Architecture Search", ICLR
+2020) found that the dominant eigenvalue of the Hessian of the validation loss with respect
+to the architecture weights grows before DARTS collapses into parameter-free cells. This
+module measures, each search epoch:
+
+* ``hessian_eigenvalue``: that eigenvalue, by power iteration on exact Hessian-vector
+  products (double back-propagation through the supernet) on a fixed validation batch, in
+  training mode (batch statistics, as the architecture step sees the loss). Moving
+  BatchNorm statistics and random-generator states are restored after every product, so
+  the search is not disturbed and every product sees the same noise (``noise`` op);
+* ``skip_edges``, ``parameter_free_edges``: counts in the normal cell of the genotype
+  derived now (``skip_connect``; operations without weights, see
+  :attr:`aca_keras.ops.OpSpec.parametric`), and the same for the reduction cell
+  (``reduce_skip_edges``, ``reduce_parameter_free_edges``);
+* ``mean_skip_weight``: the mean softmax weight of ``skip_connect`` over the normal cell's
+  edges (``None`` when the op set has no ``skip_connect``).
+
+:class:`CollapseMonitor` is a Keras callback usable in any search (``search(callbacks=...)``
+or ``SearchNetwork.fit``); ``search`` adds it itself (settings ``hessian_every``,
+``hessian_iterations``) and writes its figures into every line of ``alphas.jsonl``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aca_keras import ops as ops_lib
+from aca_keras.genotype import Genotype
+
+#: keys the monitor adds to the epoch logs (and ``search`` to ``alphas.jsonl``)
+MONITOR_KEYS = ("hessian_eigenvalue", "skip_edges", "parameter_free_edges", "mean_skip_weight",
+                "reduce_skip_edges", "reduce_parameter_free_edges")
+
+
+def _state_variables(network) -> list:
+    """Variables a training-mode forward pass may change: BatchNorm moving statistics and
+    random-generator states (everything non-trainable)."""
+    return list(network.non_trainable_variables)
+
+
+def hessian_vector_product_fn(network, x, y):
+    """A traced ``hvp(v) -> H v`` for the Hessian of the loss on ``(x, y)`` with respect to
+    ``network.alpha_variables`` (vectors flattened and concatenated in that order)."""
+    alphas = network.alpha_variables
+    shapes = [tuple(a.shape) for a in alphas]
+    sizes = [int(np.prod(s)) for s in shapes]
+    state = _state_variables(network)
+
+    @tf.function(reduce_retracing=True)
+    def hvp(v):
+        saved = [tf.identity(s) for s in state]
+        parts = tf.split(v, sizes)
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                logits = network(x, training=True)
+                loss = network.loss(y, logits)
+            grads = inner.gradient(loss, alphas)
+            grads = [tf.zeros_like(a) if g is None else g for g, a in zip(grads, alphas)]
+            dot = tf.add_n([tf.reduce_sum(g * tf.cast(tf.reshape(p, s), g.dtype))
+                            for g, p, s in zip(grads, parts, shapes)])
+        products = outer.gradient(dot, alphas)
+        with tf.control_dependencies([tf.group(*[p for p in products if p is not None])]):
+            restore = [s.assign(v0) for s, v0 in zip(state, saved)]
+        with tf.control_dependencies(restore):
+            return tf.concat([tf.reshape(tf.zeros_like(a) if p is None else p, [-1])
+                              for p, a in zip(products, alphas)], axis=0)
+
+    return hvp, int(sum(sizes))
+
+
+def hessian_eigenvalue(network, x, y, *, iterations: int = 20, tolerance: float = 1e-3,
+                       seed: int = 0, hvp=None) -> float:
+    """The dominant eigenvalue (largest in magnitude) of the Hessian of the loss on
+    ``(x, y)`` with respect to the alphas, by power iteration from a seeded random vector.
+
+    Stops after ``iterations`` products or when the estimate changes by less than
+    ``tolerance`` (relative) between two iterations. ``hvp``: a product function from
+    :func:`hessian_vector_product_fn` for the same network and batch, to reuse its trace.
+    """
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    network.ensure_built()
+    if hvp is None:
+        hvp, size = hessian_vector_product_fn(network, x, y)
+    else:
+        size = sum(int(np.prod(a.shape)) for a in network.alpha_variables)
+    dtype = network.alpha_variables[0].dtype
+    v = np.random.default_rng(seed).normal(size=size)
+    v = tf.constant(v / np.linalg.norm(v), dtype=dtype)
+    estimate = None
+    for _ in range(iterations):
+        hv = hvp(v)
+        value = float(tf.reduce_sum(v * hv))
+        norm = float(tf.linalg.norm(hv))
+        if norm == 0.0:
+            return 0.0
+        v = hv / norm
+        if estimate is not None and abs(value - estimate) <= tolerance * max(abs(value), 1e-12):
+            return value
+        estimate = value
+    return float(estimate)
+
+
+def collapse_statistics(network, genotype: Genotype | None = None) -> dict[str, Any]:
+    """Skip and parameter-free edge counts of the derived genotype, and the mean
+    ``skip_connect`` weight of the normal cell (see the module docstring)."""
+    genotype = genotype if genotype is not None else network.genotype()
+
+    def parametric(op: str) -> bool:
+        return ops_lib.get_op_spec(op).parametric
+
+    out: dict[str, Any] = {}
+    for prefix, edges in (("", genotype.normal), ("reduce_", genotype.reduce)):
+        out[f"{prefix}skip_edges"] = sum(op == "skip_connect" for op, _ in edges)
+        out[f"{prefix}parameter_free_edges"] = sum(not parametric(op) for op, _ in edges)
+    names = list(network.op_names)
+    if "skip_connect" in names:
+        weights = keras.ops.convert_to_numpy(network.edge_weights()[0])
+        out["mean_skip_weight"] = float(weights[:, names.index("skip_connect")].mean())
+    else:
+        out["mean_skip_weight"] = None
+    return out
+
+
+class CollapseMonitor(keras.callbacks.Callback):
+    """Keras callback: the collapse figures of the module docstring after every epoch.
+
+    Args:
+        network: the :class:`~aca_keras.supernet.SearchNetwork` being searched.
+        batch: a fixed validation batch ``(x, y)`` for the Hessian.
+        every: compute the Hessian eigenvalue every ``every`` epochs (and after the first);
+            0 switches it off (the counts are still recorded).
+        iterations: power iterations (one Hessian-vector product each, about three times
+            the cost of a validation forward and backward pass).
+        verbose: print the figures.
+
+    The figures are added to the epoch ``logs`` (so later callbacks, ``history.csv`` and
+    ``alphas.jsonl`` see them) and kept in :attr:`history`.
+    """
+
+    def __init__(self, network, batch: Sequence, every: int = 1, iterations: int = 20,
+                 verbose: bool = False):
+        super().__init__()
+        if every < 0 or iterations < 1:
+            raise ValueError(f"every must be >= 0 and iterations >= 1, got {every}, "
+                             f"{iterations}")
+        self.network = network
+        self.x, self.y = batch
+        self.every = int(every)
+        self.iterations = int(iterations)
+        self.verbose = verbose
+        self.history: list[dict[str, Any]] = []
+        self._hvp = None
+
+    def due(self, epoch: int) -> bool:
+        """Whether the eigenvalue is computed after ``epoch`` (0-based)."""
+        return self.every > 0 and (epoch == 0 or (epoch + 1) % self.every == 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        record: dict[str, Any] = {"epoch": epoch + 1, "hessian_eigenvalue": None}
+        if self.due(epoch):
+            if self._hvp is None:  # traced once, reused every epoch
+                self._hvp = hessian_vector_product_fn(self.network, self.x, self.y)[0]
+            record["hessian_eigenvalue"] = hessian_eigenvalue(
+                self.network, self.x, self.y, iterations=self.iterations, seed=epoch,
+                hvp=self._hvp)
+        record.update(collapse_statistics(self.network))
+        self.history.append(record)
+        if logs is not None:
+            for key in MONITOR_KEYS:
+                if record.get(key) is not None:
+                    logs[key] = record[key]
+        if self.verbose:
+            shown = {k: v for k, v in record.items() if v is not None and k != "epoch"}
+            print("  collapse monitor: " + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in shown.items()), flush=True)
