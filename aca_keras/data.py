@@ -151,6 +151,8 @@ PROBE_TIMEOUT_S = 5.0
 GENERIC_PROBE_URL = "https://storage.googleapis.com/"
 #: File name endings read from image folders.
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# a class folder with fewer images than this gets a warning
+MIN_IMAGES_PER_CLASS = 10
 
 # Random streams of the pipelines (part of the stateless keys; changing them changes data).
 _STREAM_TRAIN = 1
@@ -566,7 +568,8 @@ def load(
             those forms (not for named sets, which bring their own test split).
         test_fraction: hold out this share of the training data (fixed seed, order kept) as
             the test set when the source has none. ``"digits"`` uses 0.2 by default.
-        name: display name (defaults: the known name, the file or folder name, ``"arrays"``).
+        name: display name (defaults: the known name, the file or folder name, ``"arrays"``;
+            an ``.npz`` with a generic name such as ``train.npz`` is named after its folder).
         num_classes: number of classes; labels must be below it. Default: from
             ``class_names``, the source's metadata, or the largest label + 1.
         class_names: names of the classes in index order (default: from the source,
@@ -841,7 +844,7 @@ def _load_local(source: Any, image_size: tuple[int, int] | None,
                 raise DataError(f"Could not read {str(path)!r} as an .npz file "
                                 f"({type(error).__name__}: {error}).") from error
             x, y, x_test, y_test = _from_mapping(contents, f"{path.name}")
-            return x, y, x_test, y_test, None, path.stem
+            return x, y, x_test, y_test, None, _npz_name(path)
         raise DataError(f"Unsupported file {str(path)!r}: expected an .npz file with keys x and y, "
                         "or a folder of images with one sub-folder per class.")
     if isinstance(source, tf.data.Dataset):
@@ -858,6 +861,22 @@ def _load_local(source: Any, image_size: tuple[int, int] | None,
     raise DataError(f"Unsupported data source of type {type(source).__name__}. Give a known name "
                     f"({', '.join(known_datasets())}), 'tfds:<name>', arrays (x, y), a path to an "
                     ".npz or an image folder, or a tf.data.Dataset of (image, label) pairs.")
+
+
+# .npz file names that say nothing about the data set: such a file is named after its folder
+_GENERIC_NPZ_NAMES = frozenset({"train", "training", "test", "data", "dataset", "arrays",
+                                "images", "all"})
+
+
+def _npz_name(path: Path) -> str:
+    """A data set name for an ``.npz`` file: its stem, or its folder's name when the stem is
+    generic (``cifar10-sample/train.npz`` -> ``"cifar10-sample"``)."""
+    stem = path.stem
+    if stem.lower() in _GENERIC_NPZ_NAMES:
+        parent = path.resolve().parent.name
+        if parent:
+            return parent
+    return stem
 
 
 def _from_mapping(contents: Mapping, what: str):
@@ -918,6 +937,13 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _skipped_files(folder: Path) -> list[Path]:
+    """Files of a class folder that are not images (hidden files such as ``.DS_Store`` are
+    not counted)."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() not in IMAGE_EXTENSIONS)
+
+
 def _read_image_folder(root: Path, image_size: tuple[int, int] | None,
                        reference_names: tuple[str, ...] | None):
     """Images of ``root``: ``(x, y, x_test, y_test, class_names)``."""
@@ -944,6 +970,12 @@ def _read_class_folders(root: Path, image_size: tuple[int, int] | None,
                         "class in a sub-folder named after the class (root/cat/1.png, ...).")
     if reference_names is None:
         names = tuple(p.name for p in class_dirs)
+        if len(names) < 2:
+            raise DataError(
+                f"The folder {str(root)!r} has {len(names)} class sub-folder ({names[0]!r}); a "
+                "classifier needs at least two classes. Add a sub-folder of images for each "
+                "other class (root/cat/1.png, root/dog/1.png, ...), or point to the folder "
+                "that holds the class sub-folders.")
     else:
         names = reference_names
         unknown = [p.name for p in class_dirs if p.name not in names]
@@ -951,12 +983,26 @@ def _read_class_folders(root: Path, image_size: tuple[int, int] | None,
             raise DataError(f"The folder {str(root)!r} has classes {unknown} that the training "
                             f"data lacks (training classes: {list(names)}).")
     files: list[tuple[Path, int]] = []
+    skipped: list[Path] = []
+    few: list[str] = []
     for class_dir in class_dirs:
         found = _image_files(class_dir)
+        skipped.extend(_skipped_files(class_dir))
         if not found:
             warnings.warn(f"Class folder {str(class_dir)!r} holds no images.", UserWarning,
                           stacklevel=4)
+        elif len(found) < MIN_IMAGES_PER_CLASS:
+            few.append(f"{class_dir.name} ({len(found)})")
         files.extend((f, names.index(class_dir.name)) for f in found)
+    if skipped:
+        examples = ", ".join(repr(str(p.relative_to(root))) for p in skipped[:3])
+        warnings.warn(f"Skipped {len(skipped)} file(s) under {str(root)!r} that are not images "
+                      f"({', '.join(sorted(IMAGE_EXTENSIONS))}): {examples}"
+                      f"{', ...' if len(skipped) > 3 else ''}.", UserWarning, stacklevel=4)
+    if few:
+        warnings.warn(f"Under {str(root)!r} the class(es) {', '.join(few)} have fewer than "
+                      f"{MIN_IMAGES_PER_CLASS} images: too few to learn or to measure them; add "
+                      "images.", UserWarning, stacklevel=4)
     if not files:
         raise DataError(f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under "
                         f"{str(root)!r}: it is an empty dataset.")
@@ -1087,6 +1133,19 @@ def _as_labels(y: Any, count: int, what: str) -> np.ndarray:
         raise DataError(f"The {what} include the label {int(y.max())}, too large for a class "
                         "index.")
     return y.astype(np.int32)
+
+
+def split_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """sha256 of a split as loaded: its images (uint8 when 8-bit, else float32), then its
+    labels (int32), C order. Zoo entries record it to check that a rebuilt split is the one
+    a metric was measured on."""
+    import hashlib
+
+    x = np.asarray(x)
+    x = x if x.dtype == np.uint8 else x.astype(np.float32)
+    digest = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(y, dtype=np.int32)).tobytes())
+    return digest.hexdigest()
 
 
 def _holdout(x: np.ndarray, y: np.ndarray, fraction: float):
