@@ -32,6 +32,9 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        # mkstemp creates 0600 files; give the result the mode of any other new file
+        with contextlib.suppress(AttributeError, NotImplementedError, OSError):
+            os.fchmod(fd, _new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -49,6 +52,20 @@ def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: ``0o666`` less the process's umask (read from
+    ``/proc`` where possible, since setting the umask to read it is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -134,7 +151,7 @@ def read_checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     data.close()
     if not isinstance(record, dict) or not isinstance(record.get("meta"), dict):
         raise RunDirError(f"The checkpoint {path} has no valid meta record; it is corrupt. "
-                          "Restart the run, or restore the file from a backup.")
+                          f"{restart_hint(path)}")
     return record["meta"]
 
 
@@ -146,9 +163,21 @@ def _open(path: str | os.PathLike):
         data = np.load(path, allow_pickle=False)
         record = json.loads(bytes(data["__record__"]).decode("utf-8"))
     except Exception as error:  # zip/npz/JSON errors of many kinds
-        raise RunDirError(f"The checkpoint {path} is corrupt or unreadable ({error}). Restart "
-                          "the run, or restore the file from a backup.") from None
+        raise RunDirError(f"The checkpoint {path} is corrupt or unreadable ({error}). "
+                          f"{restart_hint(path)}") from None
     return data, record
+
+
+def restart_hint(path: str | os.PathLike) -> str:
+    """How to restart a run whose checkpoint ``path`` is corrupt."""
+    path = Path(path)
+    if path.parent.name == "train_checkpoint":  # aca_keras.training
+        return (f"To restart the training from epoch 1, delete the folder {path.parent} and "
+                f"train {path.parent.parent} again, not as a resume; or restore {path.name} "
+                "from a backup and resume.")
+    return (f"To restart the search from epoch 1, delete the run directory {path.parent} and "
+            "start a new search with the same settings and run_dir, not as a resume; or "
+            f"restore {path.name} from a backup and resume.")
 
 
 def load_checkpoint(path: str | os.PathLike, model, optimizers: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,8 +207,8 @@ def load_checkpoint(path: str | os.PathLike, model, optimizers: Mapping[str, Any
     except RunDirError:
         raise
     except Exception as error:  # missing arrays, truncated members, a bad record
-        raise RunDirError(f"The checkpoint {path} is corrupt or unreadable ({error}). Restart "
-                          "the run, or restore the file from a backup.") from None
+        raise RunDirError(f"The checkpoint {path} is corrupt or unreadable ({error}). "
+                          f"{restart_hint(path)}") from None
     finally:
         data.close()
     # every array was read before any variable changes: a bad file never half-restores
