@@ -445,10 +445,16 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
             pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
         dist.multiworker_train_step(model, pipeline)
         recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
+        from aca_keras.progress import progress_callbacks, stdout_is_terminal
+
+        progress = progress_callbacks(verbose)
+        # Keras's progress bar shows no metrics when written to a file: one line per epoch
+        # there, and progress lines during the epoch
+        fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
         model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
-                  verbose=verbose, shuffle=False,
+                  verbose=fit_verbose, shuffle=False,
                   callbacks=[_DropPathSchedule(model, drop_path, epochs),
-                             _StopOnNonFinite(run_path), recorder, *callbacks])
+                             _StopOnNonFinite(run_path), recorder, *progress, *callbacks])
 
     test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
     if test_accuracy is not None:
@@ -460,6 +466,12 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
             "params": int(model.inference_model().count_params()),
             "flops": int(model.flops()), "seed": seed,
             "final": {k: v[-1] for k, v in history.items() if v},
+            # what test_accuracy was measured on, so that it can be measured again
+            "test_split": None if bundle.x_test is None else {
+                "data": (os.fspath(dataset) if isinstance(dataset, (str, os.PathLike))
+                         else bundle.name),
+                "images": int(len(bundle.y_test)),
+                "split_sha256": data_lib.split_digest(bundle.x_test, bundle.y_test)},
         })
     return TrainResult(history=history, test_accuracy=test_accuracy, run_dir=run_path,
                        model=model)
