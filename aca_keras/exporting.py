@@ -78,6 +78,7 @@ __all__ = [
     "FORMATS",
     "OUTPUTS",
     "ExportResult",
+    "UntrainedModelWarning",
     "export",
     "read_metadata",
 ]
@@ -104,6 +105,11 @@ _DEFAULT_NAME = {"onnx": "model.onnx", "savedmodel": "saved_model", "tflite": "m
 _RANDOM_BATCHES = (1, 4)
 _SAMPLE_CHUNK = 64
 _RUN_MODEL_FILES = ("trained.keras", "model.keras")
+
+
+class UntrainedModelWarning(UserWarning):
+    """The exported model was never trained: a search run's ``model.keras`` (the derived
+    network with fresh weights) without the ``trained.keras`` that training writes."""
 
 
 @dataclass(frozen=True)
@@ -325,6 +331,9 @@ def _resolve_source(obj: Any) -> _Source:
     if p.is_dir():
         return _from_run_dir(p)
     if p.is_file():
+        if (p.name == "model.keras" and (p.parent / "architecture.json").is_file()
+                and not (p.parent / "trained.keras").is_file()):
+            _warn_untrained(p.parent)  # a search run's untrained model, named directly
         return _Source(_load_keras_file(p), str(p), p.parent, p.stem)
     text = os.fspath(obj)
     if text and not (os.sep in text or "/" in text):  # may be a zoo name
@@ -342,6 +351,8 @@ def _from_run_dir(run_dir: Path) -> _Source:
     if model_file is None:
         raise RunDirError(f"{str(run_dir)!r} holds neither trained.keras nor model.keras; give a "
                           "search or training run directory, or a .keras file.")
+    if model_file.name == "model.keras":
+        _warn_untrained(run_dir)
     model = _load_keras_file(model_file)
     names = None
     config_file = run_dir / "config.json"
@@ -354,6 +365,14 @@ def _from_run_dir(run_dir: Path) -> _Source:
             names = _names_from_config(config)
     return _Source(model, str(run_dir), run_dir / "export", "model", in_run_dir=True,
                    class_names=names)
+
+
+def _warn_untrained(run_dir: Path) -> None:
+    warnings.warn(
+        f"{str(run_dir)!r} has no trained.keras: exporting its untrained model.keras (the "
+        "derived network with freshly initialised weights; its predictions are meaningless). "
+        "Train it first (aca-train RUN_DIR, or aca_keras.training.train_run), then export.",
+        UntrainedModelWarning, stacklevel=4)
 
 
 def _names_from_config(config: dict[str, Any]) -> list[str] | None:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from aca_keras.cli import cli_message, quiet_startup
 from aca_keras.errors import AcaError
 
 FORMATS = ("onnx", "savedmodel", "tflite")
@@ -102,8 +103,10 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``aca-export``; returns the exit code (0 on success, 1 on errors, 2 on bad usage)."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_startup()
     try:
         import warnings
 
@@ -120,13 +123,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                             overwrite=args.overwrite)
         for w in caught:
             if issubclass(w.category, UserWarning):
-                print(f"aca-export: warning: {' '.join(str(w.message).split())}",
-                      file=sys.stderr)
+                text = cli_message(" ".join(str(w.message).split()), parser)
+                print(f"aca-export: warning: {text}", file=sys.stderr)
     except KeyboardInterrupt:
         print("aca-export: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line, no traceback
-        print(f"aca-export: error: {_one_line(exc)}", file=sys.stderr)
+        if os.environ.get("ACA_DEBUG"):
+            raise
+        print(f"aca-export: error: {cli_message(_one_line(exc), parser)}", file=sys.stderr)
         return 1
     print(f"exported: {result.path}")
     print(f"format: {result.format}")

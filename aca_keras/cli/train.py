@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aca-train``; returns the exit status (0 on success, 1 on an error,
     printed as one line)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def run() -> int:
         from aca_keras.training import train_run
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"trained model: {result.run_dir}/trained.keras, test accuracy {accuracy}")
         return 0
 
-    return run_cli(run, prog="aca-train")
+    return run_cli(run, prog="aca-train", parser=parser)
 
 
 if __name__ == "__main__":

@@ -50,12 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also export and verify this format as an artifact (repeatable)")
     p.add_argument("--note", action="append", default=[], help="a remark for the card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry")
+    p.add_argument("--allow-shadow", dest="shadow", action="store_true",
+                   help="allow a name the bundled zoo already has (the private entry then "
+                        "hides the bundled one wherever this zoo is searched first)")
 
     p = sub.add_parser("verify", parents=[common],
-                       help="check entries (schema, card, checksums, build, ONNX)")
+                       help="check entries (schema, card, checksums, build, ONNX; with "
+                            "--evaluate, re-measure the metric)")
     p.add_argument("name", nargs="?", default="all", help="an entry name (default: all)")
     p.add_argument("--no-build", action="store_true",
                    help="skip building/loading models (fast: documents and checksums only)")
+    p.add_argument("--evaluate", metavar="DATA", default=None,
+                   help="also measure the entry's accuracy on DATA (a data set name or the "
+                        "path of the file/folder the entry's metric was measured on; the "
+                        "entry's recorded split is rebuilt from it) and fail when it is "
+                        "outside the claim's 3-sigma interval for the split's size")
+    p.add_argument("--data-dir", default=None, help="TFDS data directory for --evaluate")
 
     p = sub.add_parser("export", parents=[common],
                        help="export an entry's model (aca_keras.exporting.export)")
@@ -70,10 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aca-zoo``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     commands = {"list": _list, "info": _info, "publish": _publish, "verify": _verify,
                 "export": _export}
-    return run_cli(lambda: commands[args.command](args), prog="aca-zoo")
+    return run_cli(lambda: commands[args.command](args), prog="aca-zoo", parser=parser)
 
 
 def _zoo_dirs(args):
@@ -97,18 +108,30 @@ def _list(args) -> int:
         shown = f"{m.name} {m.formatted()} ({m.how})" if m is not None else "-"
         rows.append((e.name, e.version, e.dataset, "yes" if e.has_weights else "no",
                      f"{e.params['inference_trainable'] / 1e6:.2f}M", shown,
-                     "bundled" if e.bundled else str(e.zoo_dir)))
+                     _where(e, args)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
+def _where(e, args) -> str:
+    """Which zoo an entry comes from, and which entries of the same name it hides."""
+    from aca_keras.zoo._registry import describe_location, shadowed
+
+    hidden = shadowed(e.name, _zoo_dirs(args))
+    where = describe_location(e)
+    if hidden:
+        where += " (hides " + ", ".join("bundled" if loc.bundled else str(loc.path)
+                                        for loc in hidden) + ")"
+    return where
+
+
 def _summary(e) -> dict:
     return {"name": e.name, "version": e.version, "title": e.title, "dataset": e.dataset,
             "has_weights": e.has_weights, "params": e.params,
             "metrics": [m.to_dict() for m in e.metrics], "path": str(e.path),
-            "bundled": e.bundled}
+            "bundled": e.bundled, "zoo": "bundled" if e.bundled else str(e.zoo_dir)}
 
 
 def _info(args) -> int:
@@ -119,6 +142,7 @@ def _info(args) -> int:
         print(json.dumps(e.document, indent=2))
         return 0
     print(f"{e.name} {e.version}: {e.title}")
+    print(f"  zoo: {_where(e, args)}")
     print(f"  {e.summary}")
     print(f"  data: {e.dataset}, input {'x'.join(map(str, e.input_shape))}, "
           f"{e.num_classes} classes")
@@ -146,7 +170,8 @@ def _publish(args) -> int:
         raise ValueError("publish needs --zoo-dir DIR, the zoo directory to write into.")
     entry = zoo.publish(args.run_dir, args.name, zoo_dir=zoo_dirs[0], version=args.version,
                         title=args.title, summary=args.summary, license=args.license,
-                        exports=args.export, notes=args.note, overwrite=args.overwrite)
+                        exports=args.export, notes=args.note, overwrite=args.overwrite,
+                        shadow=args.shadow)
     print(f"published {entry.name} {entry.version} -> {entry.path}")
     return 0
 
@@ -154,7 +179,8 @@ def _publish(args) -> int:
 def _verify(args) -> int:
     from aca_keras import zoo
 
-    report = zoo.verify(args.name, zoo_dir=_zoo_dirs(args), build=not args.no_build)
+    report = zoo.verify(args.name, zoo_dir=_zoo_dirs(args), build=not args.no_build,
+                        evaluate=args.evaluate, data_dir=args.data_dir)
     print(report.format())
     return 0 if report.ok else 1
 

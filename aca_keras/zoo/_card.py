@@ -60,6 +60,13 @@ def _metrics(doc: Mapping[str, Any]) -> list[str]:
                      f"| {_cell(m.source)} |")
         if m.note:
             notes.append(f"- {m.name} ({HOW_LABELS[m.how]}): {m.note}")
+        if m.evaluation:
+            ev = m.evaluation
+            load = ", ".join(f"{k}={v!r}" for k, v in (ev.get("load") or {}).items())
+            notes.append(f"- {m.name} can be re-measured on the same {ev['images']} images "
+                         f"(the {ev['split']} split of `aca_keras.data.load(DATA"
+                         f"{', ' + load if load else ''})`, DATA = {ev['data']}): "
+                         f"`aca-zoo verify {doc['name']} --evaluate DATA`.")
     lines.append("")
     if notes:
         lines += notes + [""]

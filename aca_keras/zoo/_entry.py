@@ -70,6 +70,10 @@ class Metric:
         std: spread (``value ± std``) when reported.
         unit: ``"%"``, ``"M"``, ... or ``None``.
         note: free text.
+        evaluation: the exact split a measured metric was computed on (``data``, ``load``
+            keyword arguments of :func:`aca_keras.data.load`, ``split``, ``images``, and
+            optionally ``data_sha256``, ``indices``, ``seed``, ``split_sha256``), so that
+            ``verify(name, evaluate=DATA)`` can rebuild it; ``None`` when not recorded.
     """
 
     name: str
@@ -80,13 +84,15 @@ class Metric:
     std: float | None = None
     unit: str | None = None
     note: str | None = None
+    evaluation: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Metric:
         """From an ``entry.json`` metric object (already schema-checked)."""
         return cls(name=data["name"], value=data["value"], split=data["split"],
                    how=data["how"], source=data["source"], std=data.get("std"),
-                   unit=data.get("unit"), note=data.get("note"))
+                   unit=data.get("unit"), note=data.get("note"),
+                   evaluation=data.get("evaluation"))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``entry.json`` metric object (``None`` fields left out)."""
@@ -98,6 +104,8 @@ class Metric:
         out.update(split=self.split, how=self.how, source=self.source)
         if self.note is not None:
             out["note"] = self.note
+        if self.evaluation is not None:
+            out["evaluation"] = dict(self.evaluation)
         return out
 
     @property

@@ -85,7 +85,7 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
             license: str = "Apache-2.0", citation: Mapping[str, Any] | None = None,
             tags: Sequence[str] = (), notes: Sequence[str] = (),
             exports: Sequence[str] = (), overwrite: bool = False,
-            date: str | None = None) -> EntryInfo:
+            date: str | None = None, shadow: bool = False) -> EntryInfo:
     """Create (or replace) a zoo entry ``<zoo_dir>/<name>/`` and update ``<zoo_dir>/index.json``.
 
     Args:
@@ -117,6 +117,9 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
             ``"onnx"``, ``"savedmodel"`` (a zip archive), ``"tflite"``.
         overwrite: replace an existing entry of the same name in ``zoo_dir``.
         date: publication date ``YYYY-MM-DD`` (default: today).
+        shadow: allow a name that the bundled zoo already has. The private entry then hides
+            the bundled one wherever this zoo is searched first (``list``, ``info``,
+            ``load``); refused by default.
 
     Returns:
         The new entry's :class:`EntryInfo`.
@@ -134,6 +137,13 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise ZooError(f"The zoo entry {target} already exists; pass overwrite=True "
                        "(aca-zoo publish --overwrite) to replace it, or choose another name.")
+    bundled = bundled_zoo_dir()
+    if (not shadow and bundled is not None and not _is_bundled(root)
+            and (bundled / name / ENTRY_FILE).is_file()):
+        raise ZooError(f"The bundled zoo already has an entry named {name!r}; a private entry "
+                       "of that name would hide it wherever this zoo is searched first. Choose "
+                       "another name, or pass shadow=True to hide the bundled entry on "
+                       "purpose.")
     bad = [f for f in exports if f not in _EXPORT_FILES]
     if bad:
         raise ZooError(f"Unknown export format(s) {bad}; choose from {sorted(_EXPORT_FILES)}.")
@@ -467,9 +477,10 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
         raise ZooError(f"{run_dir / 'config.json'} must hold a JSON object.")
     versions = {str(k): str(v) for k, v in (config.get("versions") or {}).items()}
     settings = {k: v for k, v in config.items() if k not in ("versions", "data_dir")}
-    data_name = str(config.get("dataset", "unknown"))
+    data_source = str(config.get("dataset", "unknown"))
+    data_name = dataset_display_name(data_source)
     search = {"by": "aca_keras",
-              "command": f"aca_keras.search({data_name!r}, **settings)  # settings as listed",
+              "command": f"aca_keras.search({data_source!r}, **settings)  # settings as listed",
               "settings": settings, "seed": _int_field(config, "seed", run_dir / "config.json"),
               "epochs": _int_field(config, "epochs", run_dir / "config.json"),
               "hardware": "not recorded by the run", "wall_time_s": None,
@@ -507,12 +518,16 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
                                                  "train_config.json; the training was not "
                                                  "recorded"}
         if train_config and result.get("test_accuracy") is not None:
-            metrics.append({
+            metric = {
                 "name": "top1_accuracy", "value": round(100 * float(result["test_accuracy"]), 2),
                 "unit": "%", "split": f"the test split of {training['data']}",
                 "how": "measured",
                 "source": f"aca_keras.training.train: accuracy of the inference model after "
-                          f"{training['epochs']} epochs (train_result.json)"})
+                          f"{training['epochs']} epochs (train_result.json)"}
+            evaluation = _evaluation_record(data_source, result.get("test_split"))
+            if evaluation is not None:
+                metric["evaluation"] = evaluation
+            metrics.append(metric)
         resolved.search, resolved.training, resolved.metrics = search, training, metrics
         resolved.source = ("search run directory (architecture.json, config.json, "
                            "trained.keras, train_config.json, train_result.json)")
@@ -538,6 +553,42 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
                      metrics=metrics,
                      source="search run directory (architecture.json, config.json, "
                             "model.keras; no trained weights)")
+
+
+def dataset_display_name(source: str) -> str:
+    """A data set name for listings: a known name as it is; for a path, the file or folder
+    name (``.../cifar10-sample/train.npz`` -> ``cifar10-sample``, as
+    :func:`aca_keras.data.load` names it), never an absolute path."""
+    if not ("/" in source or os.sep in source or Path(source).suffix):
+        return source
+    path = Path(source)
+    if path.suffix.lower() == ".npz":
+        from aca_keras.data import _npz_name
+
+        return _npz_name(path)
+    return path.name or source
+
+
+def _evaluation_record(source: str, test_split: Any) -> dict[str, Any] | None:
+    """The metric's ``evaluation`` block for a run trained on ``source`` (the search's data
+    source) whose ``train_result.json`` recorded ``test_split``; ``None`` for in-memory
+    data or an older run."""
+    if (not isinstance(test_split, Mapping) or source.startswith("<")
+            or not isinstance(test_split.get("images"), int)):
+        return None
+    record: dict[str, Any] = {"data": source, "load": {}, "split": "test",
+                              "images": test_split["images"]}
+    path = Path(source).expanduser()
+    if path.is_file():
+        record["data"] = (f"{path.parent.name}/{path.name}" if path.parent.name
+                          else path.name)
+        record["data_sha256"] = sha256_file(path)
+    elif path.is_dir():
+        record["data"] = path.name
+    digest = test_split.get("split_sha256")
+    if isinstance(digest, str):
+        record["split_sha256"] = digest
+    return record
 
 
 def _int_field(data: Mapping[str, Any], key: str, where: Path) -> int:

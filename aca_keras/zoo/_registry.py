@@ -195,3 +195,15 @@ def find(name: str, zoo_dir=None) -> EntryInfo:
     raise UnknownEntryError(
         f"No zoo entry named {name!r}.{hint} Known entries: {', '.join(known) or 'none'} "
         f"(searched {where}; add private zoos with zoo_dir= or {ENV_VAR}).")
+
+
+def shadowed(name: str, zoo_dir=None) -> list[ZooLocation]:
+    """The zoo directories whose entry ``name`` is hidden by an earlier one on the search
+    path (empty when the name is not shadowed)."""
+    holders = [loc for loc in search_path(zoo_dir) if (loc.path / name / ENTRY_FILE).is_file()]
+    return holders[1:]
+
+
+def describe_location(entry: EntryInfo) -> str:
+    """``"bundled"`` or the entry's zoo directory, as shown by ``aca-zoo list``/``info``."""
+    return "bundled" if entry.bundled else str(entry.zoo_dir)

@@ -23,6 +23,13 @@ from aca_keras.zoo._entry import (
 
 #: Largest accepted difference between an ONNX artifact's logits and Keras's.
 ONNX_TOLERANCE = 1e-4
+#: Width of the accepted interval around a re-measured accuracy, in binomial standard
+#: deviations (Wilson score interval).
+EVALUATE_SIGMAS = 3.0
+#: Metrics that ``verify(..., evaluate=...)`` re-measures: name -> (accuracy -> metric in %).
+_ACCURACY_METRICS = {"top1_accuracy": lambda a: 100.0 * a,
+                     "test_error": lambda a: 100.0 * (1.0 - a),
+                     "top1_error": lambda a: 100.0 * (1.0 - a)}
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,8 @@ class VerifyReport:
 
 
 def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
-           check_onnx: bool = True) -> VerifyReport:
+           check_onnx: bool = True, evaluate: Any = None, data_dir: Any = None,
+           sigmas: float = EVALUATE_SIGMAS) -> VerifyReport:
     """Check zoo entries: schema, model card, artifact checksums, architecture, the built (or
     loaded) model against the recorded settings and parameter counts, ONNX parity.
 
@@ -103,6 +111,16 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
         zoo_dir: extra zoo directories searched first.
         build: build (or load) each model and check it (the slow part).
         check_onnx: run each ONNX artifact in ONNX Runtime and compare with Keras.
+        evaluate: a data source for :func:`aca_keras.data.load` (a name, the path of the
+            file or folder the entry's metric was measured on, or a ``DataBundle``): load the
+            entry's trained model, measure its top-1 accuracy on the split the metric
+            records (its ``evaluation`` block: ``load`` arguments, ``split``, image count and
+            checksums; without one, on the data's test split) and fail when the claim lies
+            outside the ``sigmas``-sigma Wilson score interval of the measurement for that
+            many images. Needs one entry ``name``. Architecture-only entries are skipped
+            (nothing to measure).
+        data_dir: TFDS data directory for a named ``evaluate`` data set.
+        sigmas: width of the accepted interval, in binomial standard deviations (3).
 
     Returns:
         A :class:`VerifyReport` (``report.ok``; ``print(report)`` for details). Problems are
@@ -112,6 +130,9 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
         UnknownEntryError: ``name`` is neither ``"all"`` nor an entry on the search path.
     """
     report = VerifyReport()
+    if evaluate is not None and name == "all":
+        raise ZooError("evaluate= measures one entry's metric on one data set; give the "
+                       "entry's name as well.")
     locations = _registry.search_path(zoo_dir)
     if name == "all":
         targets = [(d, loc) for loc in locations for d in _registry.entry_dirs(loc)]
@@ -126,7 +147,13 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
             raise UnknownEntryError(f"No zoo entry named {name!r}.")  # pragma: no cover
         targets = [found]
     for entry_dir, location in targets:
-        report.entries.append(_verify_entry(entry_dir, location, build, check_onnx))
+        rep = _verify_entry(entry_dir, location, build, check_onnx)
+        if evaluate is not None and rep.ok:
+            _check_metric(rep, read_entry(entry_dir, location.path, location.bundled),
+                          evaluate, data_dir, sigmas)
+        elif evaluate is not None:
+            rep.add("evaluate", False, "not measured: the entry failed the checks above")
+        report.entries.append(rep)
     return report
 
 
@@ -219,3 +246,104 @@ def _check_index(root: Path) -> Check:
     same = actual == expected
     return Check(f"index {path}", same, "up to date" if same else
                  "out of date; rebuild it with aca_keras.zoo.build_index(zoo_dir)")
+
+
+def wilson_interval(correct: int, total: int, sigmas: float = EVALUATE_SIGMAS
+                    ) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion ``correct / total`` with
+    ``z = sigmas``: the accuracies that this measurement on ``total`` images does not rule
+    out at that many standard deviations."""
+    import math
+
+    if total < 1:
+        raise ValueError("total must be positive")
+    p = correct / total
+    z2 = sigmas * sigmas
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = (sigmas / (1 + z2 / total)) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _check_metric(rep: EntryReport, entry: EntryInfo, evaluate: Any, data_dir: Any,
+                  sigmas: float) -> None:
+    """Re-measure the entry's accuracy metric on ``evaluate`` (see :func:`verify`)."""
+    import os
+
+    import numpy as np
+
+    from aca_keras import data as data_lib
+    from aca_keras.errors import DataError
+    from aca_keras.zoo import _models
+    from aca_keras.zoo._entry import sha256_file
+
+    metric = next((m for m in entry.metrics if m.name in _ACCURACY_METRICS
+                   and m.how == "measured"), None)
+    if not entry.has_weights:
+        rep.add("evaluate", True, "skipped: an architecture-only entry (no trained weights); "
+                                  "its figures are the paper's and cannot be re-measured here")
+        return
+    if metric is None:
+        rep.add("evaluate", True, "skipped: the entry records no measured accuracy metric "
+                                  f"({', '.join(_ACCURACY_METRICS)})")
+        return
+    record = dict(metric.evaluation or {})
+    shown = (os.fspath(evaluate) if isinstance(evaluate, (str, os.PathLike))
+             else f"<{type(evaluate).__name__}>")
+    if record.get("data_sha256") and isinstance(evaluate, (str, os.PathLike)):
+        path = os.path.expanduser(os.fspath(evaluate))
+        if os.path.isfile(path) and sha256_file(path) != record["data_sha256"]:
+            rep.add("evaluate", False, f"{shown} is not the file the metric was measured on "
+                                       f"({record['data']}: sha256 {record['data_sha256']}, "
+                                       f"given {sha256_file(path)})")
+            return
+    kwargs = dict(record.get("load") or {})
+    if data_dir is not None and isinstance(evaluate, str):
+        kwargs.setdefault("data_dir", data_dir)
+    part = record.get("split", "test")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            bundle = data_lib.load(evaluate, **kwargs)
+    except (DataError, OSError, TypeError) as exc:
+        rep.add("evaluate", False, f"cannot load {shown} with {kwargs or 'no arguments'}: {exc}")
+        return
+    x, y = (bundle.x_test, bundle.y_test) if part == "test" else (bundle.x_train,
+                                                                   bundle.y_train)
+    if x is None:
+        rep.add("evaluate", False, f"{shown} has no {part} split to measure on (the entry's "
+                                   f"metric was measured on {metric.split})")
+        return
+    where = (f"the {part} split of {shown}" + (f" loaded with {kwargs}" if kwargs else ""))
+    if record.get("images") is not None and len(y) != record["images"]:
+        rep.add("evaluate", False, f"{where} has {len(y)} images; the metric was measured on "
+                                   f"{record['images']} ({metric.split}): not the same split")
+        return
+    if record.get("split_sha256") and data_lib.split_digest(x, y) != record["split_sha256"]:
+        rep.add("evaluate", False, f"{where} has the recorded {len(y)} images but not the same "
+                                   "ones (its split_sha256 differs): not the same split")
+        return
+    if tuple(x.shape[1:]) != tuple(entry.input_shape) or int(y.max()) >= entry.num_classes:
+        rep.add("evaluate", False, f"{where} holds {tuple(x.shape[1:])} images with labels up "
+                                   f"to {int(y.max())}; the entry takes "
+                                   f"{tuple(entry.input_shape)} and {entry.num_classes} classes")
+        return
+    model = _models.load_entry_model(entry, weights=True)
+    logits = model.inference_model().predict(x.astype("float32"), batch_size=256, verbose=0)
+    correct = int(np.sum(np.argmax(logits, axis=-1) == y))
+    total = int(len(y))
+    low, high = wilson_interval(correct, total, sigmas)
+    to_metric = _ACCURACY_METRICS[metric.name]
+    measured = to_metric(correct / total)
+    bounds = sorted((to_metric(low), to_metric(high)))
+    ok = bounds[0] - 1e-9 <= float(metric.value) <= bounds[1] + 1e-9
+    basis = ("" if record else " (the entry records no evaluation split: measured on the "
+             "data's own split)")
+    rep.add("evaluate", ok,
+            f"{metric.name} measured {measured:.2f}% ({correct}/{total} correct on {where})"
+            f"{basis}; the entry claims {float(metric.value):.2f}%, "
+            f"{'inside' if ok else 'OUTSIDE'} the {sigmas:g}-sigma Wilson score interval "
+            f"[{bounds[0]:.2f}%, {bounds[1]:.2f}%] of the measurement for {total} images")
+    del model
+    gc.collect()
