@@ -6,9 +6,12 @@ Needs only onnxruntime, numpy and Pillow (no TensorFlow, no Keras, no aca_keras)
     python classify_onnx.py model.onnx cat.png dog.jpg --top-k 3
     python classify_onnx.py model.onnx images/*.png --json > predictions.json
 
-Images are converted to the model's channel count, resized to its input size (bilinear) and
-fed as raw 0-255 pixels: the exported model normalises them itself. Class names come from the
-export's metadata (``aca_keras.class_names``) when present, else the class indices are shown.
+Images are resized to the model's input size (bilinear) and fed as raw 0-255 pixels: the
+exported model normalises them itself. Each resize is reported on standard error (and in the
+JSON output). A colour image for a grey model (or a grey one for a colour model) is refused:
+the answer would be about a different picture; ``--convert`` converts it (and says so). Class
+names come from the export's metadata (``aca_keras.class_names``) when present, else the class
+indices are shown.
 """
 
 from __future__ import annotations
@@ -72,16 +75,37 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def load_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
-    """An image file as ``(height, width, channels)`` float32 raw pixels 0-255."""
+_GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def load_image(path: str, height: int, width: int, channels: int,
+               convert: bool = False) -> tuple[np.ndarray, list[str]]:
+    """An image file as ``(height, width, channels)`` float32 raw pixels 0-255, and notes on
+    what was done to it (resized, converted).
+
+    Raises:
+        ValueError: the image is colour and the model grey (or the reverse) and ``convert``
+            is false.
+    """
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such image file: {path}")
+    notes = []
     with Image.open(path) as img:
+        grey = img.mode in _GREY_MODES
+        if grey != (channels == 1):
+            what = (f"{'a grey' if grey else 'a colour'} image ({img.mode}), the model takes "
+                    f"{channels} channel{'s' if channels > 1 else ''}")
+            if not convert:
+                raise ValueError(f"{path} is {what}; pass --convert to convert it to "
+                                 f"{_MODES[channels]}")
+            notes.append(f"converted from {img.mode} to {_MODES[channels]} ({what})")
         img = img.convert(_MODES[channels])
         if img.size != (width, height):
+            notes.append(f"resized from {img.size[1]}x{img.size[0]} to {height}x{width} "
+                         "(bilinear)")
             img = img.resize((width, height), Image.Resampling.BILINEAR)
         x = np.asarray(img, dtype=np.float32)
-    return x.reshape(height, width, channels)
+    return x.reshape(height, width, channels), notes
 
 
 def top_k(probs: np.ndarray, k: int, names: Sequence[str] | None) -> list[dict]:
@@ -100,18 +124,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime intra-op threads (0: its default)")
+    parser.add_argument("--convert", action="store_true",
+                        help="convert colour images for a grey model (and grey ones for a "
+                             "colour model) instead of refusing them")
     args = parser.parse_args(argv)
     try:
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(f"no such model file: {args.model} (give the .onnx file "
+                                    "written by aca-export)")
         model = Model(args.model, args.threads)
-        x = np.stack([load_image(p, model.height, model.width, model.channels)
-                      for p in args.images])
-    except (OSError, ValueError, RuntimeError) as exc:  # missing files, bad images or model
-        print(f"classify_onnx: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        loaded = [load_image(p, model.height, model.width, model.channels, args.convert)
+                  for p in args.images]
+        x = np.stack([image for image, _ in loaded])
+    except Exception as exc:  # missing files, bad images, a model onnxruntime cannot load
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"classify_onnx: error: {text}", file=sys.stderr)
         return 1
+    for path, (_, notes) in zip(args.images, loaded):
+        for note in notes:
+            print(f"classify_onnx: note: {path}: {note}", file=sys.stderr)
     probs = model.probabilities(x)
     k = max(1, min(args.top_k, probs.shape[1]))
-    results = [{"image": path, "top_k": top_k(p, k, model.class_names)}
-               for path, p in zip(args.images, probs)]
+    results = [{"image": path, "preprocessing": notes, "top_k": top_k(p, k, model.class_names)}
+               for path, p, (_, notes) in zip(args.images, probs, loaded)]
     if args.json:
         print(json.dumps({"model": args.model, "results": results}, indent=2))
     else:

@@ -6,9 +6,11 @@ Needs only TensorFlow (no Keras model code, no aca_keras)::
     python classify_savedmodel.py saved_model/ cat.png dog.jpg --top-k 3
     python classify_savedmodel.py saved_model/ images/*.png --json > predictions.json
 
-Images are decoded by TensorFlow, converted to the model's channel count, resized to its input
-size (bilinear, antialiased) and fed as raw 0-255 pixels: the exported model normalises them
-itself. Class names come from the export's ``assets/aca_keras.json`` when present.
+Images are decoded by TensorFlow, resized to the model's input size (bilinear, antialiased;
+reported on standard error and in the JSON output) and fed as raw 0-255 pixels: the exported
+model normalises them itself. A colour image for a grey model (or a grey one for a colour
+model) is refused unless ``--convert`` is given. Class names come from the export's
+``assets/aca_keras.json`` when present.
 """
 
 from __future__ import annotations
@@ -21,8 +23,28 @@ from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def _import_tensorflow_quietly():
+    """TensorFlow, imported with standard error silenced: its C++ start-up lines are written
+    before any log level applies (``ACA_DEBUG=1`` shows them)."""
+    if os.environ.get("ACA_DEBUG"):
+        import tensorflow
+        return tensorflow
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+    return tensorflow
+
+
 import numpy as np  # noqa: E402  (TensorFlow's own dependency)
-import tensorflow as tf  # noqa: E402
+
+tf = _import_tensorflow_quietly()
 
 _CHUNK = 32
 
@@ -70,17 +92,35 @@ class Model:
         return np.concatenate(out)
 
 
-def load_image(path: str, height: int, width: int, channels: int) -> np.ndarray:
-    """An image file as ``(height, width, channels)`` float32 raw pixels 0-255."""
+def load_image(path: str, height: int, width: int, channels: int,
+               convert: bool = False) -> tuple[np.ndarray, list[str]]:
+    """An image file as ``(height, width, channels)`` float32 raw pixels 0-255, and notes on
+    what was done to it (resized, converted).
+
+    Raises:
+        ValueError: the image is colour and the model grey (or the reverse) and ``convert``
+            is false.
+    """
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"no such image file: {path}")
     data = tf.io.read_file(path)
+    native = tf.io.decode_image(data, channels=0, dtype=tf.uint8, expand_animations=False)
+    notes = []
+    grey = int(native.shape[-1]) in (1, 2)
+    if grey != (channels == 1):
+        what = (f"{'a grey' if grey else 'a colour'} image ({int(native.shape[-1])} channels), "
+                f"the model takes {channels}")
+        if not convert:
+            raise ValueError(f"{path} is {what}; pass --convert to convert it")
+        notes.append(f"converted to {channels} channel{'s' if channels > 1 else ''} ({what})")
     img = tf.io.decode_image(data, channels=channels, dtype=tf.uint8, expand_animations=False)
     img = tf.cast(img, tf.float32)
     if tuple(img.shape[:2]) != (height, width):
+        notes.append(f"resized from {img.shape[0]}x{img.shape[1]} to {height}x{width} "
+                     "(bilinear, antialiased)")
         img = tf.image.resize(img, (height, width), method="bilinear", antialias=True)
         img = tf.clip_by_value(tf.round(img), 0.0, 255.0)
-    return img.numpy()
+    return img.numpy(), notes
 
 
 def top_k(probs: np.ndarray, k: int, names: Sequence[str] | None) -> list[dict]:
@@ -98,19 +138,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", help="image files (PNG, JPEG, BMP, GIF)")
     parser.add_argument("--top-k", type=int, default=5, help="classes to show per image")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument("--convert", action="store_true",
+                        help="convert colour images for a grey model (and grey ones for a "
+                             "colour model) instead of refusing them")
     args = parser.parse_args(argv)
     try:
+        if not os.path.isdir(args.model):
+            raise FileNotFoundError(f"no such SavedModel directory: {args.model} (give the "
+                                    "saved_model/ directory written by aca-export)")
         model = Model(args.model)
-        x = np.stack([load_image(p, model.height, model.width, model.channels)
-                      for p in args.images])
-    except (OSError, ValueError, tf.errors.OpError) as exc:
-        message = getattr(exc, "message", None) or str(exc)
+        loaded = [load_image(p, model.height, model.width, model.channels, args.convert)
+                  for p in args.images]
+        x = np.stack([image for image, _ in loaded])
+    except Exception as exc:  # missing files, bad images, a model TensorFlow cannot load
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         print(f"classify_savedmodel: error: {' '.join(message.split())}", file=sys.stderr)
         return 1
+    for path, (_, notes) in zip(args.images, loaded):
+        for note in notes:
+            print(f"classify_savedmodel: note: {path}: {note}", file=sys.stderr)
     probs = model.probabilities(x)
     k = max(1, min(args.top_k, probs.shape[1]))
-    results = [{"image": path, "top_k": top_k(p, k, model.class_names)}
-               for path, p in zip(args.images, probs)]
+    results = [{"image": path, "preprocessing": notes, "top_k": top_k(p, k, model.class_names)}
+               for path, p, (_, notes) in zip(args.images, probs, loaded)]
     if args.json:
         print(json.dumps({"model": args.model, "results": results}, indent=2))
     else:
