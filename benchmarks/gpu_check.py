@@ -29,7 +29,10 @@ memory and every peak is the measurement's own):
 
 It prints the command, the machine (GPU name, CPU, versions) and the medians, and writes
 everything to ``--json PATH``. ``--smoke`` runs tiny settings on whatever device there is
-(the CPU here), in this process, in seconds to a minute (tests/test_gpu_check.py runs it).
+(the CPU here), in this process, modes ``float32`` and ``mixed`` (add the XLA modes with
+``--modes``), in under a minute (tests/test_gpu_check.py runs it). Every measurement has a
+time limit (``--child-timeout``) within an overall budget (``--budget``, 450 s): a failed or
+timed-out measurement is recorded as such and the rest still runs; the XLA modes run last.
 
 Usage::
 
@@ -91,11 +94,19 @@ def _median_ms(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
     return search_step._median_ms(fn, steps, warmup)
 
 
-def _tf_setup() -> None:
-    """Memory growth on every GPU (a peak that means something; PyTorch can run after)."""
+def _tf_setup(threads: int = 0) -> None:
+    """Memory growth on every GPU (a peak that means something; PyTorch can run after);
+    ``threads`` TensorFlow threads when there is no GPU (0: TensorFlow's default)."""
     import tensorflow as tf
 
-    for gpu in tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    if threads and not gpus:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+        except RuntimeError:  # already initialised (in-process runs)
+            pass
+    for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:  # already initialised (in-process runs)
@@ -138,9 +149,9 @@ def _synthetic_batch(rng, batch: int, image: int, classes: int):
 
 
 def child_search(setting: dict[str, Any], mode: str, steps: int, warmup: int,
-                 epoch: dict[str, Any] | None) -> dict[str, Any]:
+                 epoch: dict[str, Any] | None, threads: int = 0) -> dict[str, Any]:
     """One search-step measurement (and optionally one real epoch) in this process."""
-    _tf_setup()
+    _tf_setup(threads)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -227,7 +238,7 @@ def _real_epoch(model, setting: dict[str, Any], epoch: dict[str, Any]) -> dict[s
 
 
 def child_torch(setting: dict[str, Any], steps: int, warmup: int,
-                reference: str) -> dict[str, Any]:
+                reference: str, threads: int = 0) -> dict[str, Any]:
     """The reference's supernet and step (torch_darts_ref.py), on the GPU when there is one."""
     import importlib.util
 
@@ -238,6 +249,8 @@ def child_torch(setting: dict[str, Any], steps: int, warmup: int,
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     ops = ref.ACA_OPS if setting["ops"] == "aca" else ref.DARTS_OPS
     start = time.perf_counter()
@@ -278,10 +291,10 @@ def child_torch(setting: dict[str, Any], steps: int, warmup: int,
             "gpu_name": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
 
 
-def child_derived(setting: dict[str, Any], mode: str, steps: int, warmup: int
-                  ) -> dict[str, Any]:
+def child_derived(setting: dict[str, Any], mode: str, steps: int, warmup: int,
+                  threads: int = 0) -> dict[str, Any]:
     """Training step of the derived network, compiled as ``aca_keras.training`` does."""
-    _tf_setup()
+    _tf_setup(threads)
     import keras
     import numpy as np
     import tensorflow as tf
@@ -395,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, help="warm-up steps (default 3; smoke 1)")
     parser.add_argument("--modes",
                         help=f"search modes, from {', '.join(MODES)} (default all; smoke: "
-                             "float32,float32_xla,mixed)")
+                             "float32,mixed, as XLA compilation alone takes ~40 s a mode on "
+                             "a CPU)")
     parser.add_argument("--derived-modes", default="float32",
                         help="derived-network training modes (default float32)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
@@ -411,6 +425,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-derived", action="store_true", help="no derived network")
     parser.add_argument("--reference", type=Path, default=DEFAULT_REFERENCE,
                         help="the PyTorch reference script")
+    parser.add_argument("--threads", type=int,
+                        help="CPU only: TensorFlow intra/inter-op threads and "
+                             "torch.set_num_threads (default 2, as search_step.py; smoke 1); "
+                             "ignored on a GPU")
     parser.add_argument("--child-timeout", type=float, default=200,
                         help="seconds allowed per measurement process (default 200)")
     parser.add_argument("--budget", type=float, default=450,
@@ -437,9 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     epoch_steps = args.epoch_steps or (2 if smoke else 0)
     epoch_images = args.epoch_images or (64 if smoke else 0)
     in_process = args.in_process or (smoke and not args.subprocesses)
+    args.threads = args.threads if args.threads is not None else (1 if smoke else 2)
     if steps < 1 or warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
-    chosen = args.modes or ("float32,float32_xla,mixed" if smoke else ",".join(MODES))
+    chosen = args.modes or ("float32,mixed" if smoke else ",".join(MODES))
     modes = [m.strip() for m in chosen.split(",") if m.strip()]
     derived_modes = [m.strip() for m in args.derived_modes.split(",") if m.strip()]
     unknown = [m for m in modes + derived_modes if m not in MODES]
@@ -498,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         with_epoch = epoch if mode == "float32" or (mode == ordered[0] and
                                                     "float32" not in modes) else None
         r = run("search", {"setting": settings["search"], "mode": mode, "steps": steps,
-                           "warmup": warmup, "epoch": with_epoch})
+                           "warmup": warmup, "epoch": with_epoch, "threads": args.threads})
         results["search"][mode] = r
         _print_row(mode, r)
         if with_epoch is not None:
@@ -568,7 +587,7 @@ def _derived(args, settings, modes, steps: int, warmup: int, run, results) -> No
     print("derived network training (aca_keras):", flush=True)
     for mode in modes:
         r = run("derived", {"setting": settings["derived"], "mode": mode, "steps": steps,
-                            "warmup": warmup})
+                            "warmup": warmup, "threads": args.threads})
         results["derived"][mode] = r
         _print_row(mode, r)
 
@@ -579,7 +598,7 @@ def _torch(args, settings, steps: int, warmup: int, run) -> dict[str, Any]:
     if not args.reference.is_file():
         return {"skipped": f"no reference at {args.reference}"}
     return run("torch", {"setting": settings["search"], "steps": steps, "warmup": warmup,
-                         "reference": str(args.reference)})
+                         "reference": str(args.reference), "threads": args.threads})
 
 
 if __name__ == "__main__":
