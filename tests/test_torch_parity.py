@@ -11,7 +11,8 @@ dense (out,in) -> (in,out)), and compares on the same batches, in float64 on bot
 * alphas, weights and BatchNorm statistics after 5 first-order search steps (aca_keras:
   ``model.fit`` on the supernet compiled by ``aca_keras.search_run.build_search_network``,
   i.e. ``MomentumSGD`` with its cosine schedule and Adam; PyTorch: the reference's step,
-  ``torch.optim.SGD`` + ``torch.optim.Adam``, clip 5);
+  ``torch.optim.SGD`` + ``torch.optim.Adam``; the global-norm clip is 2 on both sides instead
+  of 5, so that every step of this tiny network clips);
 * one second-order (``order=2``) hypergradient against DARTS's unrolled gradient written in
   PyTorch (``_torch_reference.unrolled_hypergradient``), itself checked against the exact
   hypergradient (double backpropagation);
@@ -19,10 +20,25 @@ dense (out,in) -> (in,out)), and compares on the same batches, in float64 on bot
   k_e = C) against a PyTorch DARTS evaluation network (``_torch_reference.NetworkCIFAR``) of
   the same genotype: forward pass in inference mode (and in training mode).
 
-Tolerances (relative: ``max|keras - torch| / max|torch|`` per tensor, the largest over all
-tensors reported): 1e-5 everywhere (the aim of issue 15); measured in float64 they are
-1e-11 or smaller (printed with ``pytest -s``; see benchmarks/README.md). After 5 steps the
-displacements ``w_5 - w_0`` are compared, not only the weights.
+Tolerance: 1e-5 relative (``max|keras - torch| / max|torch|`` per tensor; the largest over
+all tensors is reported, ``pytest -s`` prints every figure). Measured in float64 (3 cells,
+C = 4, 2 nodes, 8x8 images, batch 4; derived: 5 cells, C = 6, 16x16):
+
+==========================================================  ========================
+forward logits / loss, training and inference mode           2e-15 / 2e-16
+gradients of all 194 weight tensors / of the alphas          7e-15 / 2e-15
+after 5 steps: weight displacements ``w_5 - w_0``            3e-7 (cosine per batch)
+after 5 steps: alpha displacements                           6.4e-6 (Keras Adam, below)
+second-order hypergradient (``order=2``)                     1.4e-7
+derived network, inference / training mode                   7e-16 / 5e-15
+==========================================================  ========================
+
+The two figures above round-off have causes outside aca_keras: the weights follow Keras's
+per-batch cosine schedule (the rate differs from DARTS's per-epoch one by 1e-7 relative in
+the first 5 steps of a 50-epoch schedule; the hypergradient inherits it through the momentum
+and the virtual step), and Keras's Adam converts its Python-float ``beta_2`` with
+``tf.cast``, i.e. through float32, so ``sqrt(1 - beta_2 ** t)`` is off by 6.4e-6 relative
+even for float64 variables (exactly the alpha figure).
 
 Differences by design, each measured here (``test_by_design_*``) and recorded in
 benchmarks/README.md, and taken out of the comparisons above as stated:
@@ -32,26 +48,40 @@ benchmarks/README.md, and taken out of the comparisons above as stated:
   PyTorch's ``padding=k // 2`` pads both sides. The sampling grids differ by one pixel.
   aca_keras's dilated convolutions and FactorizedReduce follow PyTorch's grid. For the
   comparisons the PyTorch networks' stride-2 convolutions and pools are rewritten to TF's
-  rule (``_torch_reference.tf_same_padding``); the unmodified reference differs at the
-  logits by ~1e-1 relative (a genuine mismatch, reported in issue 15's notes).
+  rule (``_torch_reference.tf_same_padding``); the unmodified PyTorch networks differ at the
+  logits by 3e-2 (supernet) and 2e-2 (derived) relative: a genuine mismatch with DARTS,
+  described in benchmarks/README.md.
 * **Input normalisation.** aca_keras models take 0-255 pixels and rescale + normalise in
   their first layers; Keras's ``Normalization`` keeps mean and variance in float32, so even a
   float64 model normalises with float32 constants (~3e-7 absolute on the normalised
   images). PyTorch gets exactly the normalised images the Keras layers produce.
 * **Adam epsilon.** Keras adds ``epsilon = 1e-7`` to ``sqrt(v)`` before the bias correction
   of ``v`` (``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``), PyTorch adds
-  ``eps = 1e-8`` after it. The exact comparison sets both epsilons to 1e-30.
+  ``eps = 1e-8`` after it: on the 5 recorded alpha gradients (smallest 2e-5) the alpha
+  displacements differ by 5e-3 relative. The exact comparison sets both epsilons to 1e-30.
 * **Cosine schedule and momentum form.** aca_keras's ``CosineDecay`` changes the learning
   rate every batch, DARTS's ``CosineAnnealingLR`` every epoch; Keras's momentum keeps
   ``lr * g`` in the buffer (``m = mu m - lr g``), PyTorch keeps ``g`` and multiplies by the
-  current rate. Both are equal while the rate is constant (5 steps into a 50-epoch schedule
-  the rates differ by 1e-7 relative).
-* **Gradient clipping.** PyTorch's ``clip_grad_norm_`` scales by ``5 / (norm + 1e-6)``,
-  aca_keras by ``5 / max(norm, 5)``: 2e-7 relative while clipping.
+  current rate. Over DARTS's 50 x 391 steps the per-batch rate differs from the per-epoch
+  one by up to 14% (3% on average, largest in the last epochs), and the two momentum forms
+  under the per-batch rate by up to 3.5e-3 per step; in the first 5 steps the rates differ
+  by 1e-7 relative, which is what the 5-step comparison sees.
+* **Gradient clipping.** PyTorch's ``clip_grad_norm_`` scales by ``c / (norm + 1e-6)``,
+  aca_keras by ``c / max(norm, c)``: 3e-7 relative here, while clipping.
 * **BatchNorm moving variance in float64.** aca_keras's fused BatchNorm (float32/16)
   tracks the unbiased batch variance as PyTorch does; float64 (and any case the fused kernel
   does not cover) falls back to Keras's layer, which tracks the biased variance
-  (factor ``(n - 1) / n``, n = batch x height x width). The comparisons correct for it.
+  (factor ``(n - 1) / n``, n = batch x height x width: 3.9e-3 at n = 256). The moving
+  means are compared everywhere, the moving variances only in that test.
+* **Inference model input.** ``DerivedNetwork.inference_model()`` creates its ``Input``
+  with the global floatx of its first call; a float64 model whose inference model is first
+  built under float32 rounds its input images to float32 (1.4e-9 relative at the logits).
+  The fixture builds it under float64.
+* **Finite differences.** DARTS's hypergradient differentiates ``dL_train/dalpha`` along
+  ``dw'`` with a central difference of step ``0.01 / ||dw'||``; on this tiny network that step
+  crosses ReLU/max-pool kinks and differs from the exact derivative (double backpropagation)
+  by a factor of order 1, while smaller steps agree to ~1e-10. aca_keras and the PyTorch
+  side use the same step, and agree with each other.
 * **Second order.** aca_keras evaluates the unrolled validation loss on the model itself
   (weights moved in place), which also moves the BatchNorm moving statistics once more than
   DARTS's copied model; moving statistics do not enter the hypergradient (training mode).
@@ -90,6 +120,9 @@ CELLS, CHANNELS, NODES, IMAGE, BATCH, CLASSES = 3, 4, 2, 8, 4, 10
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 STEPS, EPOCHS, STEPS_PER_EPOCH = 5, 50, 391   # the DARTS schedule: 50 epochs of 391 batches
 TINY_EPS = 1e-30
+# below the tiny network's weight-gradient norms (about 3), so that every step clips (the
+# reference's 5 would not be reached and the clip would go untested)
+GRAD_CLIP = 2.0
 # fit runs train_step eagerly (the same ops; tracing this float64 step costs ~20 s more);
 # ACA_PARITY_TRACED=1 runs it as a traced function, as a search does
 EAGER_FIT = os.environ.get("ACA_PARITY_TRACED", "0") != "1"
@@ -152,7 +185,8 @@ def _build_keras_supernet():
 
     bundle = SimpleNamespace(input_shape=(IMAGE, IMAGE, 3), num_classes=CLASSES, mean=MEAN,
                              std=STD)
-    config = SearchConfig(cells=CELLS, channels=CHANNELS, nodes=NODES, epochs=EPOCHS, seed=0)
+    config = SearchConfig(cells=CELLS, channels=CHANNELS, nodes=NODES, epochs=EPOCHS, seed=0,
+                          grad_clip=GRAD_CLIP)
     with float64():
         network = build_search_network(bundle, config, STEPS_PER_EPOCH)
     assert network.dtype_policy.name == "float64"
@@ -297,7 +331,7 @@ def _torch_search_steps(net, batches, preprocess, *, adam_eps):
         loss = F.cross_entropy(net(_normalised(preprocess, x_w)),
                                torch.from_numpy(y_w.astype("int64")))
         loss.backward()
-        norms.append(float(torch.nn.utils.clip_grad_norm_(net.weights(), 5.0)))
+        norms.append(float(torch.nn.utils.clip_grad_norm_(net.weights(), GRAD_CLIP)))
         w_opt.step()
     return w_opt, alpha_grads, norms
 
@@ -332,7 +366,7 @@ def test_five_first_order_search_steps(after_five_steps):
     for (_, t, _, name), w0, k_value in zip(s.pairs, s.before, tr.keras_values(s.pairs)):
         t_value = t.detach().numpy()
         if name.endswith("moving_variance"):
-            continue  # compared below, with the float64 fallback's correction
+            continue  # biased in the float64 fallback: test_by_design_batchnorm_variance
         errors[name] = rel_error(k_value, t_value)
         if name.endswith("moving_mean"):
             continue
@@ -345,7 +379,8 @@ def test_five_first_order_search_steps(after_five_steps):
     report(f"after {STEPS} steps: values, worst ({name})", value)
     report(f"after {STEPS} steps: displacements w5 - w0, worst ({d_name})", d_value)
     report(f"after {STEPS} steps: alpha displacements", alphas)
-    report("weight-gradient norms (clip 5)", min(s.norms))
+    report(f"smallest weight-gradient norm (clip {GRAD_CLIP:g})", min(s.norms))
+    assert min(s.norms) > GRAD_CLIP  # every step clipped
     assert value < TOLERANCE and d_value < TOLERANCE, (name, value, d_name, d_value)
     assert np.abs(s.before[-1] - s.pairs[-1][1].detach().numpy()).max() > 1e-4  # alphas moved
 
@@ -370,18 +405,23 @@ def test_second_order_hypergradient(after_five_steps):
     errors = [rel_error(k.numpy(), t.detach().numpy()) for k, t in zip(grads_k, grads_t)]
     fd_error = max(rel_error(t.detach().numpy(), e.detach().numpy())
                    for t, e in zip(grads_t, exact))
-    fine = tr.unrolled_hypergradient(s.torch, buffers, *args, **settings, r=1e-5)
-    fine_error = max(rel_error(t.detach().numpy(), e.detach().numpy())
-                     for t, e in zip(fine, exact))
+    # the finite difference against the exact derivative, for smaller steps: ReLUs and max
+    # pools make the loss piecewise smooth, so a step may cross a kink; reported, not asserted
+    fine_errors = {}
+    for r in (1e-4, 1e-5, 1e-6):
+        fine = tr.unrolled_hypergradient(s.torch, buffers, *args, **settings, r=r)
+        fine_errors[r] = max(rel_error(t.detach().numpy(), e.detach().numpy())
+                             for t, e in zip(fine, exact))
     second_order_term = max(rel_error(t.detach().numpy(), f.numpy())
                             for t, f in zip(grads_t, first))
     report("second-order hypergradient, aca_keras vs DARTS's unrolled gradient", max(errors))
     report("DARTS finite difference (r = 0.01) vs exact hypergradient", fd_error)
-    report("finite difference with r = 1e-5 vs exact hypergradient", fine_error)
+    report("finite difference with r = 1e-4, 1e-5, 1e-6 vs exact hypergradient (best)",
+           min(fine_errors.values()))
     report("size of the second-order term (relative to the first-order gradient)",
            second_order_term)
     assert max(errors) < TOLERANCE, errors
-    assert fine_error < TOLERANCE  # the PyTorch unrolled gradient is the hypergradient
+    assert min(fine_errors.values()) < TOLERANCE  # the PyTorch side is the hypergradient
     assert second_order_term > 100 * max(errors)  # the comparison sees the Hessian term
 
 
@@ -409,6 +449,9 @@ def derived():
         model = build_model(arch, (DERIVED_IMAGE, DERIVED_IMAGE, 3), CLASSES,
                             cells=DERIVED_CELLS, channels=DERIVED_C, auxiliary=False,
                             drop_path=0.0, mean=MEAN, std=STD)
+        # built here: inference_model() gives its Input the dtype that is global when it is
+        # first called (see the module docstring)
+        model.inference_model()
 
     def spec(cell):
         return ([(e.node, e.input, e.op) for e in cell.edges], cell.concat, cell.nodes)
@@ -581,8 +624,8 @@ def test_by_design_cosine_schedule_and_momentum_form():
 
 def test_by_design_gradient_clip_epsilon(after_five_steps):
     norms = np.array(after_five_steps.norms)
-    clipped = norms[norms > 5.0]
+    clipped = norms[norms > GRAD_CLIP]
     effect = float(np.max(1e-6 / clipped)) if clipped.size else 0.0
-    report(f"clip scale 5/(norm+1e-6) vs 5/max(norm,5): relative, {clipped.size} of "
+    report(f"clip scale c/(norm+1e-6) vs c/max(norm,c): relative, {clipped.size} of "
            f"{norms.size} steps clipped", effect)
     assert effect < TOLERANCE
