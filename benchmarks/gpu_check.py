@@ -249,6 +249,7 @@ def child_torch(setting: dict[str, Any], steps: int, warmup: int,
     ref = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ref)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads_before = torch.get_num_threads()
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -282,6 +283,7 @@ def child_torch(setting: dict[str, Any], steps: int, warmup: int,
     median, times = _median_ms(step, steps, warmup)
     peak = (round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda"
             else None)
+    torch.set_num_threads(threads_before)
     return {"impl": "pytorch-reference", "device": str(device), "torch": torch.__version__,
             "ms_per_step": round(median, 3), "ms_min": round(min(times), 3),
             "ms_max": round(max(times), 3),
@@ -456,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
     epoch_images = args.epoch_images or (64 if smoke else 0)
     in_process = args.in_process or (smoke and not args.subprocesses)
     args.threads = args.threads if args.threads is not None else (1 if smoke else 2)
+    # in process, TensorFlow's threads stay as they are (a caller's process, e.g. pytest)
+    tf_threads = 0 if in_process else args.threads
     if steps < 1 or warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
     chosen = args.modes or ("float32,mixed" if smoke else ",".join(MODES))
@@ -512,12 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     ordered = plain + [m for m in modes if MODES[m][1]]
     for mode in ordered:
         if len(plain) < len(ordered) and mode == ordered[len(plain)]:
-            _derived(args, settings, derived_modes, steps, warmup, run, results)
+            _derived(args, settings, derived_modes, steps, warmup, run, results, tf_threads)
             print("search step (aca_keras), XLA:", flush=True)
         with_epoch = epoch if mode == "float32" or (mode == ordered[0] and
                                                     "float32" not in modes) else None
         r = run("search", {"setting": settings["search"], "mode": mode, "steps": steps,
-                           "warmup": warmup, "epoch": with_epoch, "threads": args.threads})
+                           "warmup": warmup, "epoch": with_epoch, "threads": tf_threads})
         results["search"][mode] = r
         _print_row(mode, r)
         if with_epoch is not None:
@@ -528,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_torch:
         results["torch_reference"] = {"skipped": "--skip-torch"}
     if len(plain) == len(ordered):
-        _derived(args, settings, derived_modes, steps, warmup, run, results)
+        _derived(args, settings, derived_modes, steps, warmup, run, results, tf_threads)
 
     reference_ms = results.get("torch_reference", {}).get("ms_per_step")
     ratios, projection = {}, {}
@@ -581,13 +585,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed and len(failed) == len(results["search"]) else 0
 
 
-def _derived(args, settings, modes, steps: int, warmup: int, run, results) -> None:
+def _derived(args, settings, modes, steps: int, warmup: int, run, results,
+             tf_threads: int) -> None:
     if args.skip_derived:
         return
     print("derived network training (aca_keras):", flush=True)
     for mode in modes:
         r = run("derived", {"setting": settings["derived"], "mode": mode, "steps": steps,
-                            "warmup": warmup, "threads": args.threads})
+                            "warmup": warmup, "threads": tf_threads})
         results["derived"][mode] = r
         _print_row(mode, r)
 
