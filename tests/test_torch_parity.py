@@ -16,6 +16,8 @@ dense (out,in) -> (in,out)), and compares on the same batches, in float64 on bot
 * one second-order (``order=2``) hypergradient against DARTS's unrolled gradient written in
   PyTorch (``_torch_reference.unrolled_hypergradient``), itself checked against the exact
   hypergradient (double backpropagation);
+* logits, gradients and BatchNorm statistics once more in float32, where aca_keras uses its
+  fused BatchNorm kernel (float64 falls back to Keras's layer);
 * the derived network (``aca_keras.build_model`` of an ``Architecture.from_genotype``, every
   k_e = C) against a PyTorch DARTS evaluation network (``_torch_reference.NetworkCIFAR``) of
   the same genotype: forward pass in inference mode (and in training mode).
@@ -31,6 +33,7 @@ after 5 steps: weight displacements ``w_5 - w_0``            3e-7 (cosine per ba
 after 5 steps: alpha displacements                           6.4e-6 (Keras Adam, below)
 second-order hypergradient (``order=2``)                     1.4e-7
 derived network, inference / training mode                   7e-16 / 5e-15
+float32 (fused BatchNorm): logits / gradients / statistics   5e-7 / 2e-6 / 2e-7 (tol 1e-4)
 ==========================================================  ========================
 
 The two figures above round-off have causes outside aca_keras: the weights follow Keras's
@@ -180,16 +183,16 @@ def float64():
         keras.config.set_floatx(before[1])
 
 
-def _build_keras_supernet():
+def _build_keras_supernet(dtype: str = "float64"):
     from aca_keras.search_run import SearchConfig, build_search_network
 
     bundle = SimpleNamespace(input_shape=(IMAGE, IMAGE, 3), num_classes=CLASSES, mean=MEAN,
                              std=STD)
     config = SearchConfig(cells=CELLS, channels=CHANNELS, nodes=NODES, epochs=EPOCHS, seed=0,
                           grad_clip=GRAD_CLIP)
-    with float64():
+    with float64() if dtype == "float64" else contextlib.nullcontext():
         network = build_search_network(bundle, config, STEPS_PER_EPOCH)
-    assert network.dtype_policy.name == "float64"
+    assert network.dtype_policy.name == dtype
     return network
 
 
@@ -312,6 +315,41 @@ def test_gradients_of_every_weight_and_alpha(supernets):
     assert value < TOLERANCE, (name, value)
     assert all(np.abs(t.grad.numpy()).max() > 0 for _, t, _, n in trainable
                if n.startswith("alpha"))
+
+
+def test_float32_forward_and_gradients(supernets):
+    """The same comparison in float32, the dtype searches run in: aca_keras's own fused
+    BatchNorm kernel and its moving statistics (float64 uses Keras's layer instead).
+    Tolerance 1e-4 relative (float32 round-off through the network)."""
+    torch_net = copy.deepcopy(supernets.torch)
+    torch_net.load_state_dict(supernets.state)
+    torch_net.float()
+    keras_net = _build_keras_supernet("float32")
+    pairs = tr.supernet_pairs(keras_net, torch_net)
+    tr.copy_torch_to_keras(pairs)
+    (x, y), = _batches(1, seed=16)
+    xt = _normalised(keras_net.preprocess, x).float()
+    torch_net.train()
+    torch_net.zero_grad()
+    logits_t = torch_net(xt)
+    F.cross_entropy(logits_t, torch.from_numpy(y.astype("int64"))).backward()
+    trainable = [p for p in pairs if p[1].requires_grad]
+    with tf.GradientTape() as tape:
+        logits_k = keras_net(tf.constant(x, tf.float32), training=True)
+        loss = keras_net.loss(y, logits_k)
+    grads = tape.gradient(loss, [kv for kv, *_ in trainable])
+    logits = rel_error(logits_k.numpy(), logits_t.detach().numpy())
+    errors = {name: rel_error(tr.to_torch_layout(g.numpy(), kind), t.grad.numpy())
+              for g, (_, t, kind, name) in zip(grads, trainable)}
+    stats = {name: rel_error(kv.numpy(), t.detach().numpy()) for kv, t, _, name in pairs
+             if "moving" in name}
+    name, value = worst(errors)
+    s_name, s_value = worst(stats)
+    report("float32 supernet training logits", logits)
+    report(f"float32 gradients, worst ({name})", value)
+    report(f"float32 moving statistics after one pass (fused kernel), worst ({s_name})",
+           s_value)
+    assert logits < 1e-4 and value < 1e-4 and s_value < 1e-4
 
 
 def _torch_search_steps(net, batches, preprocess, *, adam_eps):
