@@ -38,6 +38,7 @@ from aca_keras import checkpoint as ckpt
 from aca_keras import distribute as dist
 from aca_keras import ops as ops_lib
 from aca_keras.errors import NumericalError, RunDirError
+from aca_keras.monitor import MONITOR_KEYS, CollapseMonitor
 from aca_keras.optimizers import MomentumSGD
 
 CONFIG_FILE = "config.json"
@@ -80,8 +81,13 @@ class SearchConfig:
     alpha_weight_decay: float = 1e-3
     grad_clip: float = 5.0
     scorer: str = "taylor"
+    pooling: str = "index"
+    divide_weight: bool = False
     allocator: str = "adaptive"
-    score_batches: int = 10
+    score_batches: int = 16
+    # collapse monitor (aca_keras.monitor): Hessian eigenvalue every N epochs (0: off)
+    hessian_every: int = 1
+    hessian_iterations: int = 20
     eval_cells: int = 20
     eval_channels: int = 36
     auxiliary: bool = True
@@ -127,10 +133,20 @@ class SearchConfig:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         ops_lib.resolve_op_set(self.ops)
         from aca_keras.allocation import get_allocator
-        from aca_keras.importance import get_scorer
+        from aca_keras.importance import get_pooling, get_scorer
 
         get_allocator(self.allocator)
         get_scorer(self.scorer)
+        get_pooling(self.pooling)
+        if self.divide_weight and self.scorer == "alpha":
+            raise ValueError("divide_weight with scorer 'alpha' makes every channel score "
+                             "equal; use scorer 'refill', 'taylor' or 'magnitude'.")
+        if not isinstance(self.hessian_every, int) or self.hessian_every < 0:
+            raise ValueError(f"hessian_every must be an integer >= 0 (0: off), got "
+                             f"{self.hessian_every!r}")
+        if not isinstance(self.hessian_iterations, int) or self.hessian_iterations < 1:
+            raise ValueError(f"hessian_iterations must be a positive integer, got "
+                             f"{self.hessian_iterations!r}")
         return self
 
     def resolve_variant(self) -> SearchConfig:
@@ -190,8 +206,12 @@ class _RunDirWriter(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         alphas = self.network.alphas()
         genotype = self.network.genotype()
+        logs = logs or {}
         record = {"epoch": epoch + 1,
-                  "metrics": {k: float(v) for k, v in (logs or {}).items()},
+                  "metrics": {k: float(v) for k, v in logs.items()
+                              if k not in MONITOR_KEYS},
+                  # the collapse monitor's figures (None where not measured this epoch)
+                  **{k: logs.get(k) for k in MONITOR_KEYS},
                   "alphas": {k: v.tolist() for k, v in alphas.items()},
                   "genotype": genotype.to_dict()}
         betas = self.network.betas()
@@ -315,19 +335,49 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
         dtype_policy=dist.precision_policy(mixed_precision), **settings))
     say = _printer(verbose)
     from aca_keras import data as data_lib
+    from aca_keras.progress import progress_callbacks, stdout_is_terminal
+    from aca_keras.supernet import reduction_indices as supernet_reductions
 
-    source = dataset if not isinstance(dataset, (str, os.PathLike)) else config.dataset
-    bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download)
-    say(f"aca_keras search: {bundle.name} {bundle.input_shape} x{bundle.num_train}, "
-        f"{config.epochs} epochs, variant={config.variant}, ops={config.ops}, "
-        f"order={config.order}, seed={config.seed} "
-        f"-> {run_path}")
-    # the supernet is created, compiled and trained in the strategy's scope and dtype policy;
-    # the derived model is built afterwards, outside both (float32, no strategy)
-    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj), \
-            dist.batch_norm_sync(config.sync_batch_norm):
-        network = _search_supernet(bundle, config, run_path, verbose, callbacks, say)
+    try:
+        source = dataset if not isinstance(dataset, (str, os.PathLike)) else config.dataset
+        bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download)
+        say(f"aca_keras search: {bundle.name} {bundle.input_shape} x{bundle.num_train}, "
+            f"{config.epochs} epochs, variant={config.variant}, ops={config.ops}, "
+            f"order={config.order}, seed={config.seed} "
+            f"-> {run_path}")
+        if len(supernet_reductions(config.cells)) == config.cells:
+            say(f"note: with cells={config.cells} every supernet cell is a reduction cell; the "
+                "normal cell's alphas get no gradient and the derived normal cell comes from "
+                "their initial values (use cells >= 3 to search it)")
+        # the supernet is created, compiled and trained in the strategy's scope and dtype
+        # policy; the derived model is built afterwards, outside both (float32, no strategy)
+        with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj), \
+                dist.batch_norm_sync(config.sync_batch_norm):
+            # Keras's progress bar shows no metrics in a file: one line per epoch there,
+            # and progress lines during the epoch
+            fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
+            network = _search_supernet(bundle, config, run_path, fit_verbose,
+                                       [*callbacks, *progress_callbacks(verbose)], say)
+    except BaseException:
+        # a new run that failed before its first checkpoint leaves nothing behind, so the
+        # same run directory can be used again
+        if not resume and not (run_path / CHECKPOINT_FILE).exists():
+            _remove_unstarted_run(run_path)
+        raise
     return _derive_and_build(network, bundle, config, run_path, say)
+
+
+def _remove_unstarted_run(run_path: Path) -> None:
+    """Delete what a new run wrote before its first checkpoint (config, logs, temporaries)
+    and the run directory itself when that leaves it empty."""
+    import contextlib
+
+    for name in (CONFIG_FILE, HISTORY_FILE, ALPHAS_FILE, CHECKPOINT_FILE):
+        ckpt.remove_stale_temporaries(run_path / name)
+        with contextlib.suppress(OSError):
+            (run_path / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_path.rmdir()  # only when empty
 
 
 def _printer(verbose):
@@ -441,15 +491,33 @@ def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, call
         pipelines = bundle.search_pipelines(
             batch_size=config.batch_size, train_fraction=config.train_fraction,
             seed=config.seed, epochs=config.epochs, start_epoch=start_epoch)
+        from aca_keras.progress import EpochCSVLogger  # history.csv counts epochs from 1
+
         network.fit(
             dist.data_options(pipelines.dataset), epochs=config.epochs, initial_epoch=start_epoch,
             steps_per_epoch=steps, verbose=verbose, shuffle=False,
             callbacks=[*_variant_callbacks(network, config), _StopOnNonFinite(run_path),
+                       _collapse_monitor(network, bundle, config, say),
                        _RunDirWriter(run_path, network, steps),
-                       keras.callbacks.CSVLogger(str(run_path / HISTORY_FILE),
+                       EpochCSVLogger(str(run_path / HISTORY_FILE),
                                                  append=_history_rows(run_path) > 0),
                        *callbacks])
     return network
+
+
+def _collapse_monitor(network, bundle, config: SearchConfig, say) -> CollapseMonitor:
+    """The collapse monitor on a fixed alpha-validation batch (the first one, unaugmented)."""
+    first = bundle.search_pipelines(
+        batch_size=config.batch_size, train_fraction=config.train_fraction, seed=config.seed,
+        epochs=1, start_epoch=0, augment=False).dataset
+    (_, _), (x_a, y_a) = next(iter(first))
+    every = config.hessian_every
+    if every and dist.num_replicas() > 1:
+        say("collapse monitor: the Hessian eigenvalue is measured on one device only; "
+            "switched off under a multi-replica strategy (skip counts are still recorded)")
+        every = 0
+    return CollapseMonitor(network, (x_a, y_a), every=every,
+                           iterations=config.hessian_iterations, verbose=say.enabled)
 
 
 def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say):
@@ -464,7 +532,8 @@ def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say
         "variant": config.variant, "partial_k": config.partial_k,
         "alpha_warmup_epochs": config.alpha_warmup_epochs,
         "beta_decay_weight": config.beta_decay_weight,
-        "order": config.order, "scorer": config.scorer,
+        "order": config.order, "scorer": config.scorer, "pooling": config.pooling,
+        "divide_weight": config.divide_weight,
         "allocator": config.allocator, "dataset": config.dataset, "seed": config.seed,
         "search": {k: v for k, v in config.to_dict().items() if k != "versions"},
         "versions": config.versions,
@@ -474,8 +543,11 @@ def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say
     alpha_batches = bundle.search_pipelines(
         batch_size=config.batch_size, train_fraction=config.train_fraction, seed=config.seed,
         epochs=1, start_epoch=0, augment=False)
-    say(f"scoring channels ({config.scorer}) on up to {config.score_batches} validation batches")
+    say(f"scoring channels ({config.scorer}, pooling {config.pooling}"
+        f"{', divided by the op weight' if config.divide_weight else ''}) on up to "
+        f"{config.score_batches} validation batches")
     scores = score_channels(network, architecture, alpha_batches.dataset, scorer=config.scorer,
+                            pooling=config.pooling, divide_weight=config.divide_weight,
                             max_batches=config.score_batches, verbose=say.enabled)
     architecture = allocate(architecture, scores, method=config.allocator)
     architecture.save(run_path / ARCHITECTURE_FILE)

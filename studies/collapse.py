@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import json
 import os
 import shutil
 import sys

@@ -50,7 +50,7 @@ def test_run_directory_holds_everything(finished_run):
     assert config["versions"]["tensorflow"]
     with open(run_dir / "history.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # counted from 1, as alphas.jsonl
     assert all(np.isfinite(float(r[k])) for r in rows for k in ("loss", "alpha_loss"))
     records = [json.loads(line) for line in (run_dir / "alphas.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aca_keras.cli import run_cli
+from aca_keras.cli import DefaultsHelpFormatter, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search a DARTS cell with Adaptive Channel Allocation and write a run "
                     "directory (config, history, alphas, checkpoint, genotype, architecture, "
                     "derived model, pictures).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--dataset", default="digits",
                         help="TFDS name (cifar10, cifar100, svhn_cropped, mnist, fashion_mnist), "
                              "'digits' (bundled, no download), an .npz with x and y, or an "
@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="search epochs (default 50; with --resume, the run's own count "
                              "unless a larger one is given)")
     parser.add_argument("--ops", default="aca",
-                        help="operation set: 'aca' (no skip_connect), 'darts', or a "
+                        help="operation set: 'aca' (no skip_connect), 'darts', R-DARTS's 'rdarts-s2', "
+                             "'rdarts-s3', 'rdarts-s4' and their '-aca' forms, or a "
                              "comma-separated list of registered operations")
     parser.add_argument("--order", type=int, choices=(1, 2), default=1,
                         help="1: first-order DARTS; 2: unrolled second-order hypergradient")
@@ -53,10 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of the training set that trains weights (rest: alphas)")
     parser.add_argument("--learning-rate", type=float, default=0.025, help="weight SGD lr")
     parser.add_argument("--alpha-learning-rate", type=float, default=3e-4, help="alpha Adam lr")
-    parser.add_argument("--scorer", default="taylor", help="channel scorer: taylor, magnitude, alpha")
+    parser.add_argument("--scorer", default="taylor",
+                        help="channel scorer: taylor (removal), refill (identity refill), "
+                             "magnitude, alpha")
+    parser.add_argument("--pooling", default="index",
+                        help="how a cell type's occurrences are combined: index, sorted, rank")
+    parser.add_argument("--divide-weight", action="store_true",
+                        help="divide each edge's channel scores by its operation's softmax "
+                             "weight (compare edges by their channels, not by alpha)")
     parser.add_argument("--allocator", default="adaptive",
                         help="channel allocator: adaptive, fixed, alpha, none")
-    parser.add_argument("--score-batches", type=int, default=10,
+    parser.add_argument("--hessian-every", type=int, default=1,
+                        help="collapse monitor: the Hessian eigenvalue of the validation loss "
+                             "w.r.t. the alphas every N epochs (0: off)")
+    parser.add_argument("--hessian-iterations", type=int, default=20,
+                        help="collapse monitor: power iterations per measurement")
+    parser.add_argument("--score-batches", type=int, default=16,
                         help="validation batches used to score channels")
     parser.add_argument("--eval-cells", type=int, default=20, help="cells of the derived model")
     parser.add_argument("--eval-channels", type=int, default=36,
@@ -83,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aca-search``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
 
     def run() -> int:
         from aca_keras.search_run import search
@@ -94,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                            strategy=args.strategy)
             run_dir = args.resume
         else:
-            ops = args.ops if args.ops in ("aca", "darts") else args.ops.split(",")
+            from aca_keras.ops import OP_SETS
+
+            ops = args.ops if args.ops in OP_SETS else args.ops.split(",")
             model = search(
                 args.dataset, epochs=args.epochs, ops=ops, order=args.order, cells=args.cells,
                 channels=args.channels, nodes=args.nodes, batch_size=args.batch_size,
@@ -104,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sync_batch_norm=not args.no_sync_batch_norm, train_fraction=args.train_fraction, learning_rate=args.learning_rate,
                 alpha_learning_rate=args.alpha_learning_rate, scorer=args.scorer,
                 allocator=args.allocator, score_batches=args.score_batches,
+                pooling=args.pooling, divide_weight=args.divide_weight,
+                hessian_every=args.hessian_every, hessian_iterations=args.hessian_iterations,
                 eval_cells=args.eval_cells, eval_channels=args.eval_channels,
                 auxiliary=not args.no_auxiliary, drop_path=args.drop_path,
                 variant=args.variant, partial_k=args.partial_k,
@@ -113,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run directory: {run_dir}")
         return 0
 
-    return run_cli(run)
+    return run_cli(run, prog="aca-search", parser=parser,
+                   phrases=(("resume=True (CLI: --resume)", "--resume RUN_DIR"),))
 
 
 if __name__ == "__main__":
