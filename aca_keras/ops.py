@@ -295,33 +295,50 @@ class DilConv(_Chain):
 
     TensorFlow cannot combine a stride with a dilation in a depthwise convolution, so a strided
     dilated conv runs at stride 1 and is subsampled, which gives the same values.
+
+    ``centred`` (default): a stride-2 window is centred on the even pixels 0, 2, 4, ..., as
+    in DARTS (PyTorch pads ``k // 2`` on every side) and as the other stride-2 operations of
+    an edge sample. ``centred=False`` is TensorFlow's ``"same"`` padding, which pads only at
+    the bottom and right for even sizes and so centres the windows on the odd pixels: the
+    behaviour of aca_keras 0.1.0, kept for models saved by it (their configs have no
+    ``centred`` key and load with ``False``).
     """
 
     def __init__(self, channels_out: int, kernel_size: int = 3, stride: int = 1,
-                 dilation: int = 1, affine: bool = True, **kwargs):
+                 dilation: int = 1, affine: bool = True, centred: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.channels_out = channels_out
         self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
         self.affine = affine
+        self.centred = bool(centred)
         strided_in_conv = stride if dilation == 1 else 1
+        explicit_pad = self.centred and strided_in_conv > 1
         self.relu = keras.layers.ReLU()
+        self.pad = (keras.layers.ZeroPadding2D(dilation * (kernel_size - 1) // 2)
+                    if explicit_pad else None)
         self.depthwise = keras.layers.DepthwiseConv2D(
-            kernel_size, strides=strided_in_conv, padding="same", dilation_rate=dilation,
-            use_bias=False)
+            kernel_size, strides=strided_in_conv, padding="valid" if explicit_pad else "same",
+            dilation_rate=dilation, use_bias=False)
         self.subsample = Subsample(stride) if (dilation > 1 and stride > 1) else None
         self.pointwise = keras.layers.Conv2D(channels_out, 1, use_bias=False)
         self.bn = batch_norm(affine)
 
     def _chain(self):
+        pad = (self.pad,) if self.pad is not None else ()
         middle = (self.subsample,) if self.subsample is not None else ()
-        return (self.relu, self.depthwise, *middle, self.pointwise, self.bn)
+        return (self.relu, *pad, self.depthwise, *middle, self.pointwise, self.bn)
+
+    @classmethod
+    def from_config(cls, config):
+        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
+        return cls(**{"centred": False, **config})
 
     def get_config(self):
         return {**super().get_config(), "channels_out": self.channels_out,
                 "kernel_size": self.kernel_size, "stride": self.stride,
-                "dilation": self.dilation, "affine": self.affine}
+                "dilation": self.dilation, "affine": self.affine, "centred": self.centred}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -329,23 +346,29 @@ class SepConv(_Chain):
     """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution)."""
 
     def __init__(self, channels_in: int, channels_out: int, kernel_size: int = 3, stride: int = 1,
-                 affine: bool = True, **kwargs):
+                 affine: bool = True, centred: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.channels_in = channels_in
         self.channels_out = channels_out
         self.kernel_size = kernel_size
         self.stride = stride
         self.affine = affine
-        self.first = DilConv(channels_in, kernel_size, stride, 1, affine)
-        self.second = DilConv(channels_out, kernel_size, 1, 1, affine)
+        self.centred = bool(centred)
+        self.first = DilConv(channels_in, kernel_size, stride, 1, affine, self.centred)
+        self.second = DilConv(channels_out, kernel_size, 1, 1, affine, self.centred)
 
     def _chain(self):
         return (self.first, self.second)
 
+    @classmethod
+    def from_config(cls, config):
+        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
+        return cls(**{"centred": False, **config})
+
     def get_config(self):
         return {**super().get_config(), "channels_in": self.channels_in,
                 "channels_out": self.channels_out, "kernel_size": self.kernel_size,
-                "stride": self.stride, "affine": self.affine}
+                "stride": self.stride, "affine": self.affine, "centred": self.centred}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -353,10 +376,14 @@ class PoolBN(_Chain):
     """3x3 max or average pool (padding excluded from averages) and BatchNorm.
 
     Acts on the first ``channels_out`` input channels when fewer outputs are asked for.
+    ``centred`` (default): at stride 2 the windows are centred on the even pixels, as in DARTS
+    (a stride-1 pool, then every second row and column); ``False`` is TensorFlow's
+    ``"same"`` stride-2 pool (odd pixels for even sizes), aca_keras 0.1.0's behaviour, kept
+    for models saved by it (see :class:`DilConv`).
     """
 
     def __init__(self, pool: str, channels_out: int, stride: int = 1, affine: bool = True,
-                 **kwargs):
+                 centred: bool = True, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -364,8 +391,11 @@ class PoolBN(_Chain):
         self.channels_out = channels_out
         self.stride = stride
         self.affine = affine
+        self.centred = bool(centred)
         layer = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
-        self.pooling = layer(3, strides=stride, padding="same")
+        subsample = self.centred and stride > 1
+        self.pooling = layer(3, strides=1 if subsample else stride, padding="same")
+        self.subsample = Subsample(stride) if subsample else None
         self.bn = batch_norm(affine)
         self.slice = None
 
@@ -381,11 +411,17 @@ class PoolBN(_Chain):
 
     def _chain(self):
         head = (self.slice,) if self.slice is not None else ()
-        return (*head, self.pooling, self.bn)
+        sample = (self.subsample,) if self.subsample is not None else ()
+        return (*head, self.pooling, *sample, self.bn)
+
+    @classmethod
+    def from_config(cls, config):
+        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
+        return cls(**{"centred": False, **config})
 
     def get_config(self):
         return {**super().get_config(), "pool": self.pool, "channels_out": self.channels_out,
-                "stride": self.stride, "affine": self.affine}
+                "stride": self.stride, "affine": self.affine, "centred": self.centred}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -6,14 +6,14 @@ are the **test part**: no search and no training ever sees them. Searches use th
 ``search_images`` of the rest (half trains the weights, half the alphas); retraining uses
 the first ``train_images`` of the rest.
 
-Searches (all first-order DARTS, 8 cells = 5 normal + 2 reduction... as DARTS places them,
-C = 8, 4 nodes, batch 64, DARTS's learning rates, alpha lr 3e-4 not 10x), each run to
-``search_epochs`` with checkpoint snapshots at 25 %, 50 % and 100 % and the collapse
+Searches (all first-order DARTS; 8 cells, of which cells 2 and 5 are reduction cells (DARTS's
+rule), C = 8, 4 nodes, batch 64, DARTS's learning rates: alpha lr 3e-4, not 10x), each run
+to ``search_epochs`` with checkpoint snapshots at 25 %, 50 % and 100 % and the collapse
 monitor (Hessian eigenvalue every ``hessian_every`` epochs) in ``alphas.jsonl``:
 
 * ``darts-s3``: DARTS on R-DARTS's S3 ``{none, skip_connect, sep_conv_3x3}``;
 * ``aca-s3``: the ACA form ``{none, sep_conv_3x3}`` (``rdarts-s3-aca``);
-* ``darts-full`` (pilot only, one seed): DARTS on the full DARTS space.
+* ``darts-full`` (pilot only, one seed, ``pilot_epochs``): DARTS on the full DARTS space.
 
 Methods (each snapshot of a search is derived, allocated and retrained):
 
@@ -21,7 +21,8 @@ Methods (each snapshot of a search is derived, allocated and retrained):
 * from each ``aca-s3`` supernet: ``taylor`` (removal Taylor + adaptive, the first default),
   ``refill`` (refill + adaptive), ``refill-w`` (refill with the op weight divided out +
   adaptive), ``alpha`` (alpha allocator), ``fixed`` (k_e = C/4) and ``none`` (skip-free, no
-  refill). Scoring uses 16 batches with ``sorted`` pooling... see ``METHODS``.
+  refill). Scoring uses 16 batches (``refill`` pools ``sorted``, ``taylor`` keeps the first
+  default ``index``); a second, disjoint set of 16 batches gives the k_e again (stability).
 
 Every unit (a search, a retraining) writes its JSON record atomically when done and is
 never rerun; searches and trainings resume from their checkpoints, so the study continues
@@ -73,20 +74,25 @@ class StudyConfig:
     search_epochs: int
     seeds: tuple[int, ...]
     pilot_seeds: tuple[int, ...]
+    pilot_epochs: int
     search: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     snapshot_fractions: tuple[float, ...] = (0.25, 0.5, 1.0)
 
-    @property
-    def snapshot_epochs(self) -> tuple[int, ...]:
-        return tuple(sorted({max(1, round(f * self.search_epochs))
-                             for f in self.snapshot_fractions}))
+    def epochs(self, kind: str) -> int:
+        """Search epochs of a search kind (the full-space pilot is shorter: 8 ops cost about
+        4x the S3 step)."""
+        return self.pilot_epochs if kind == "darts-full" else self.search_epochs
+
+    def snapshot_epochs(self, kind: str) -> tuple[int, ...]:
+        epochs = self.epochs(kind)
+        return tuple(sorted({max(1, round(f * epochs)) for f in self.snapshot_fractions}))
 
 
 CONFIGS: dict[str, StudyConfig] = {
     "tiny": StudyConfig(
         name="tiny", image_size=8, test_images=200, search_images=256, train_images=256,
-        search_epochs=2, seeds=(1,), pilot_seeds=(1,),
+        search_epochs=2, seeds=(1,), pilot_seeds=(1,), pilot_epochs=2,
         search=dict(cells=3, channels=4, nodes=2, batch_size=32, score_batches=2,
                     hessian_every=1, hessian_iterations=3),
         train=dict(cells=3, channels=4, epochs=1, batch_size=64, cutout=0)),
@@ -94,6 +100,7 @@ CONFIGS: dict[str, StudyConfig] = {
     "v2": StudyConfig(
         name="v2", image_size=16, test_images=10_000, search_images=10_000,
         train_images=20_000, search_epochs=100, seeds=(1, 2, 3), pilot_seeds=(1,),
+        pilot_epochs=60,
         search=dict(cells=8, channels=8, nodes=4, batch_size=64, score_batches=16,
                     hessian_every=5, hessian_iterations=10),
         train=dict(cells=8, channels=16, epochs=30, batch_size=96, cutout=8)),
@@ -197,12 +204,12 @@ def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path,
     run_dir = results / "runs" / key
     resume = (run_dir / CONFIG_FILE).is_file()
     log(f"search {key} ({'resume' if resume else 'new'})")
-    callback = _snapshot_callback(run_dir, config.snapshot_epochs)
+    callback = _snapshot_callback(run_dir, config.snapshot_epochs(kind))
     start = time.perf_counter()
     if resume:
         search(bundle, run_dir=run_dir, resume=True, verbose=2, callbacks=[callback])
     else:
-        search(bundle, run_dir=run_dir, epochs=config.search_epochs, ops=SEARCHES[kind][0],
+        search(bundle, run_dir=run_dir, epochs=config.epochs(kind), ops=SEARCHES[kind][0],
                seed=1000 + seed, allocator="none", eval_cells=config.train["cells"],
                eval_channels=config.train["channels"], auxiliary=False, drop_path=0.0,
                verbose=2, callbacks=[callback], **config.search)
@@ -210,7 +217,7 @@ def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path,
     record = {"format": FORMAT, "version": 1, "kind": "search", "key": key,
               "search": kind, "ops": SEARCHES[kind][0], "seed": seed,
               "seconds_this_session": round(seconds, 1), "epoch_seconds": callback.seconds,
-              "snapshot_epochs": list(config.snapshot_epochs),
+              "snapshot_epochs": list(config.snapshot_epochs(kind)),
               "split": split_description(config), "settings": config.search}
     ckpt.atomic_write_json(record_path, record)
     log(f"  done in {seconds:.0f} s")
@@ -234,18 +241,17 @@ class Unit:
 
 def training_units(config: StudyConfig) -> list[Unit]:
     """End-of-search units first (every method, every seed), then the earlier snapshots."""
-    final = config.search_epochs
     units = []
     for seed in config.seeds:
         for method, (kind, *_rest) in METHODS.items():
             if seed in getattr(config, SEARCHES[kind][1]):
-                units.append(Unit(method, final, seed))
-    for epoch in config.snapshot_epochs[:-1]:
+                units.append(Unit(method, config.epochs(kind), seed))
+    for index in range(len(config.snapshot_fractions) - 1):
         for seed in config.seeds:
             for method in TRAJECTORY_METHODS:
                 kind = METHODS[method][0]
                 if seed in getattr(config, SEARCHES[kind][1]):
-                    units.append(Unit(method, epoch, seed))
+                    units.append(Unit(method, config.snapshot_epochs(kind)[index], seed))
     return units
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 import pytest
 
 from aca_keras import ops
@@ -145,3 +146,46 @@ def test_fused_batch_norm_matches_keras_batch_norm(affine):
     if affine:
         expected = expected * fused.gamma.numpy() + fused.beta.numpy()
     np.testing.assert_allclose(inference, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "max_pool_3x3",
+                                  "avg_pool_3x3"])
+def test_stride2_windows_are_centred_on_even_pixels_as_in_darts(name):
+    """A stride-2 operation samples the stride-1 result at pixels 0, 2, 4, ... (PyTorch's
+    symmetric padding); 0.1.0 models (``centred=False``, TF's "same") sample 1, 3, 5, ...
+    Checked on the first depthwise stage / the pool, where the equality is exact."""
+    x = tf.constant(np.random.default_rng(0).normal(size=(2, 8, 8, 4)).astype("float32"))
+    centred = ops.create_op(name, 4, 4, stride=2, affine=False)
+    flat = ops.create_op(name, 4, 4, stride=1, affine=False)
+    centred.build(x.shape)
+    flat.build(x.shape)
+    if name.startswith("sep"):
+        first, first_flat = centred.first, flat.first
+        first_flat.depthwise.set_weights(first.depthwise.get_weights())
+
+        def stage(op, inp):
+            y = op.relu(inp)
+            if op.pad is not None:
+                y = op.pad(y)
+            return op.depthwise(y)
+
+        out, reference = stage(first, x), stage(first_flat, x)
+        legacy = ops.DilConv.from_config({**first.get_config(), "centred": False})
+        legacy.build(x.shape)
+        legacy.depthwise.set_weights(first.depthwise.get_weights())
+        old = stage(legacy, x)
+    else:
+        out, reference = centred.pooling(x), flat.pooling(x)
+        if centred.subsample is not None:
+            out = centred.subsample(out)
+        legacy = ops.PoolBN.from_config({**centred.get_config(), "centred": False})
+        old = legacy.pooling(x)
+    np.testing.assert_allclose(out.numpy(), reference.numpy()[:, ::2, ::2], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(old.numpy(), reference.numpy()[:, 1::2, 1::2], rtol=1e-5,
+                               atol=1e-6)
+    # a config without the key (written by 0.1.0) loads with the old padding
+    config = centred.get_config()
+    del config["centred"]
+    assert type(centred).from_config(config).centred is False
+    assert centred.get_config()["centred"] is True
