@@ -33,13 +33,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aca_keras.checkpoint import atomic_write_bytes
-from aca_keras.genotype import nodes_for_edges, num_edges_for, softmax_rows
+from aca_keras.io.checkpoint import atomic_write_bytes
+from aca_keras.space.genotype import nodes_for_edges, num_edges_for, softmax_rows
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
 __all__ = [
     "CELL_FILES",
@@ -508,7 +508,7 @@ def plot_alpha_history(alphas_jsonl_path: str | os.PathLike, ops: str | Sequence
 
 def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(ops, str):
-        from aca_keras import ops as ops_lib  # lazy: imports Keras
+        from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
 
         return tuple(ops_lib.resolve_op_set(ops))
     names = tuple(ops)

@@ -157,7 +157,7 @@ def child_search(setting: dict[str, Any], mode: str, steps: int, warmup: int,
     import tensorflow as tf
 
     from aca_keras import distribute as dist
-    from aca_keras.search_run import SearchConfig, build_search_network
+    from aca_keras.searching.pipeline import SearchConfig, build_search_network
 
     mixed, jit = MODES[mode]
     device = _tf_device()
@@ -206,7 +206,7 @@ def child_search(setting: dict[str, Any], mode: str, steps: int, warmup: int,
 
 def _real_epoch(model, setting: dict[str, Any], epoch: dict[str, Any]) -> dict[str, Any]:
     """``model.fit`` over one search epoch of the real data (capped at ``max_steps``)."""
-    from aca_keras import data as data_lib
+    from aca_keras.data import loading as data_lib
 
     start = time.perf_counter()
     images = int(epoch.get("images") or 0)
@@ -309,8 +309,8 @@ def child_derived(setting: dict[str, Any], mode: str, steps: int, warmup: int,
     from inference import searched_like_architecture
 
     from aca_keras import distribute as dist
-    from aca_keras.derived import build_model
-    from aca_keras.training import L2SGD
+    from aca_keras.models.derived import build_model
+    from aca_keras.training.trainer import L2SGD
 
     mixed, jit = MODES[mode]
     device = _tf_device()

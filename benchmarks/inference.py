@@ -64,8 +64,8 @@ def searched_like_architecture():
     Normal cell: mostly separable/dilated convolutions with k_e from 0 (pure skip) to 16
     (full DARTS edge); reduction cell: pools and convolutions, one k_e = 0 edge.
     """
-    from aca_keras import ops
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.layers import ops
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
     normal = CellSpec(edges=(
         EdgeSpec(0, 0, "sep_conv_3x3", 16), EdgeSpec(0, 1, "sep_conv_3x3", 9),
@@ -87,8 +87,8 @@ def prepare(workdir: Path, cells: int, channels: int) -> dict[str, Any]:
     """Build the model, save it, export it to every format; returns facts about them."""
     import numpy as np
 
-    from aca_keras import exporting
-    from aca_keras.derived import build_model
+    from aca_keras.exporting import exporter as exporting
+    from aca_keras.models.derived import build_model
 
     model = build_model(searched_like_architecture(), (32, 32, 3), 10, cells=cells,
                         channels=channels, auxiliary=True, drop_path=0.2,

@@ -125,7 +125,7 @@ def run_child(setting: Setting, steps: int, warmup: int, threads: int,
     _set_tf_threads(threads)
     import keras
 
-    from aca_keras.supernet import SearchNetwork
+    from aca_keras.models.supernet import SearchNetwork
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

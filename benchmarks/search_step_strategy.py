@@ -64,7 +64,7 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
     import keras
 
     from aca_keras import distribute as dist
-    from aca_keras.supernet import SearchNetwork
+    from aca_keras.models.supernet import SearchNetwork
 
     cells, channels, nodes, batch, image = SETTINGS[setting]
     strategy = dist.get_strategy("mirrored" if mode == "mirrored" else None)

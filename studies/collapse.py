@@ -134,7 +134,7 @@ TRAJECTORY_METHODS = ("darts-s3", "darts-full", "taylor", "refill")
 def load_study_data(path: str | os.PathLike, config: StudyConfig):
     """``(search_bundle, train_bundle, (x_test, y_test))``: both bundles hold the same test
     part (the last ``test_images`` images), never seen by a search or a training."""
-    from aca_keras import data as data_lib
+    from aca_keras.data import loading as data_lib
 
     with np.load(path) as contents:
         x, y = contents["x"], contents["y"].astype(np.int32)
@@ -194,8 +194,8 @@ def _snapshot_callback(run_dir: Path, epochs: Sequence[int]):
 
 def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path, log) -> Path:
     """Run or resume one search; returns the path of its JSON record."""
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.search_run import CONFIG_FILE, search
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.searching.pipeline import CONFIG_FILE, search
 
     key = search_key(config, kind, seed)
     record_path = results / f"{key}.json"
@@ -257,11 +257,11 @@ def training_units(config: StudyConfig) -> list[Unit]:
 
 def architecture_for(config: StudyConfig, unit: Unit, bundle, results: Path):
     """Derive and allocate the architecture of ``unit`` from its search's snapshot."""
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.allocation import allocate
-    from aca_keras.architecture import Architecture
-    from aca_keras.importance import score_channels
-    from aca_keras.search_run import CONFIG_FILE, SearchConfig, build_search_network
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.channels.allocation import allocate
+    from aca_keras.space.architecture import Architecture
+    from aca_keras.channels.importance import score_channels
+    from aca_keras.searching.pipeline import CONFIG_FILE, SearchConfig, build_search_network
 
     kind, scorer, pooling, divide, allocator = METHODS[unit.method]
     run_dir = results / "runs" / search_key(config, kind, unit.seed)
@@ -294,7 +294,7 @@ def architecture_for(config: StudyConfig, unit: Unit, bundle, results: Path):
             stability = {"normal": list(second.normal.channels),
                          "reduce": list(second.reduce.channels)}
     if scores is None:
-        from aca_keras.allocation import ChannelScores
+        from aca_keras.channels.allocation import ChannelScores
 
         zeros = {c: tuple(np.ones(search_config.channels) for _ in getattr(plain, c).edges)
                  for c in ("normal", "reduce")}
@@ -310,9 +310,9 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
     has not reached the snapshot yet)."""
     import keras
 
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.derived import build_model
-    from aca_keras.training import train
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.models.derived import build_model
+    from aca_keras.training.trainer import train
 
     key = unit.key(config)
     record_path = results / f"{key}.json"

@@ -176,7 +176,7 @@ def load_study_data(path: str | os.PathLike, grid: Grid):
     """The study's :class:`~aca_keras.data.DataBundle`: the sample, downscaled by block
     averaging to ``grid.image_size``, split by :data:`SPLIT_SEED` into a search part
     (``x_train``) and a held-out test part (``x_test``, ``grid.test_size`` images)."""
-    from aca_keras import data as data_lib
+    from aca_keras.data import loading as data_lib
 
     with np.load(path) as contents:
         x, y = contents["x"], contents["y"].astype(np.int32)
@@ -236,8 +236,8 @@ def search_plan(cell: Cell, grid: Grid) -> tuple[str, int, int]:
 
 def _run_search(cell: Cell, grid: Grid, bundle, results: Path, log) -> Path:
     """Run (or resume, or reuse) the search of ``cell``; returns its run directory."""
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.search_run import ARCHITECTURE_FILE, CONFIG_FILE, search
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.searching.pipeline import ARCHITECTURE_FILE, CONFIG_FILE, search
 
     key, epochs, seed = search_plan(cell, grid)
     run_dir = results / "runs" / key
@@ -270,8 +270,8 @@ _NETWORKS: dict[str, Any] = {}
 def _snapshot_network(run_dir: Path, epochs: int, bundle):
     """The trained supernet of ``run_dir`` at ``epochs`` (cached for the allocators that
     share it) and its validation batches."""
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.search_run import CONFIG_FILE, SearchConfig, build_search_network
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.searching.pipeline import CONFIG_FILE, SearchConfig, build_search_network
 
     key = f"{run_dir}@{epochs}"
     if key not in _NETWORKS:
@@ -293,10 +293,10 @@ def _search_architecture(cell: Cell, grid: Grid, bundle, results: Path, log) -> 
     """The allocated architecture of ``cell`` and its search's wall time: the search's own
     result when it matches (same epochs and allocator), otherwise the genotype of the
     supernet at ``cell.epochs`` re-scored and allocated with ``cell.allocator``."""
-    from aca_keras.allocation import allocate
-    from aca_keras.architecture import Architecture
-    from aca_keras.importance import score_channels
-    from aca_keras.search_run import ARCHITECTURE_FILE
+    from aca_keras.channels.allocation import allocate
+    from aca_keras.space.architecture import Architecture
+    from aca_keras.channels.importance import score_channels
+    from aca_keras.searching.pipeline import ARCHITECTURE_FILE
 
     run_dir = _run_search(cell, grid, bundle, results, log)
     timing = run_dir / "search_seconds.json"
@@ -307,7 +307,7 @@ def _search_architecture(cell: Cell, grid: Grid, bundle, results: Path, log) -> 
     own = Architecture.load(run_dir / ARCHITECTURE_FILE)
     provenance = {**own.provenance, "snapshot_epoch": cell.epochs}
     if cell.allocator == "none":  # no scores needed: the genotype logged at that epoch
-        from aca_keras.genotype import Genotype
+        from aca_keras.space.genotype import Genotype
 
         for line in (run_dir / "alphas.jsonl").read_text().splitlines():
             record = json.loads(line)
@@ -329,8 +329,8 @@ def run_cell(cell: Cell, grid: Grid, bundle, results: Path, log=print) -> dict[s
     """Search (shared), allocate, train with the fixed recipe, evaluate; the result record."""
     import keras
 
-    from aca_keras.derived import build_model
-    from aca_keras.training import train
+    from aca_keras.models.derived import build_model
+    from aca_keras.training.trainer import train
 
     architecture, search_seconds = _search_architecture(cell, grid, bundle, results, log)
     t = grid.train
@@ -379,7 +379,7 @@ def result_path(results: Path, cell: Cell) -> Path:
 
 def run_grid(grid: Grid, data: str | os.PathLike, results: Path, log=print) -> list[Path]:
     """Run every unfinished cell of ``grid``; returns the result files of the grid."""
-    from aca_keras import checkpoint as ckpt
+    from aca_keras.io import checkpoint as ckpt
 
     results.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(grid)
@@ -465,7 +465,7 @@ def _style(ax, title: str, xlabel: str) -> None:
 
 
 def _save_png(fig, path: Path) -> Path:
-    from aca_keras.checkpoint import atomic_write_bytes
+    from aca_keras.io.checkpoint import atomic_write_bytes
 
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -548,8 +548,8 @@ def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
     the parameter-free edges (pools, skip) of its normal cell, and the mean softmax weight of
     ``skip_connect`` over the normal cell's edges (``nan`` for op sets without it). No
     training: this is the collapse signal itself, epoch by epoch."""
-    from aca_keras.genotype import softmax_rows
-    from aca_keras.ops import resolve_op_set
+    from aca_keras.space.genotype import softmax_rows
+    from aca_keras.layers.ops import resolve_op_set
     from aca_keras.plots import read_alpha_history
 
     rows = []
@@ -628,7 +628,7 @@ def trajectory_table(rows: Sequence[dict[str, Any]], epochs: Sequence[int]) -> s
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> Path:
-    from aca_keras.checkpoint import atomic_write_text
+    from aca_keras.io.checkpoint import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -648,7 +648,7 @@ def _relative(path: Path, base: Path) -> str:
 def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
     """Write the combined CSV and the plot from the raw results and refresh the generated
     section of ``readme`` (created with a skeleton when missing)."""
-    from aca_keras import checkpoint as ckpt
+    from aca_keras.io import checkpoint as ckpt
 
     records = read_results(results, grid.name)
     if not records:

@@ -289,7 +289,7 @@ def _relu_conv_bn_pairs(keras_op, torch_seq, where):
 
 
 def _preprocess_pairs(keras_op, torch_op, where):
-    from aca_keras import ops as ops_lib
+    from aca_keras.layers import ops as ops_lib
 
     if isinstance(keras_op, ops_lib.FactorizedReduce):
         return _factorized_pairs(keras_op, torch_op, where)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aca_keras import allocation
-from aca_keras.allocation import (
+from aca_keras.channels import allocation
+from aca_keras.channels.allocation import (
     ChannelScores,
     UnknownAllocatorError,
     adaptive_threshold,
@@ -17,9 +17,9 @@ from aca_keras.allocation import (
     otsu_threshold,
     register_allocator,
 )
-from aca_keras.architecture import Architecture
+from aca_keras.space.architecture import Architecture
 from aca_keras.errors import ArchitectureError
-from aca_keras.genotype import Genotype
+from aca_keras.space.genotype import Genotype
 
 C = 8
 ACA = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",

@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras import checkpoint as ckpt
-from aca_keras import data
+from aca_keras.io import checkpoint as ckpt
+from aca_keras.data import loading as data
 from aca_keras import distribute as dist
 from aca_keras.errors import (
     DataError,
@@ -47,7 +47,7 @@ def _images(n: int = 16, size: int = 8, channels: int = 3, seed: int = 0):
 
 
 def _architecture():
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
     ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
            "dil_conv_3x3", "dil_conv_5x5")
@@ -58,7 +58,7 @@ def _architecture():
 
 
 def _model(image: int = 8, classes: int = 4):
-    from aca_keras.derived import build_model
+    from aca_keras.models.derived import build_model
 
     return build_model(_architecture(), (image, image, 3), classes, cells=2, channels=4,
                        auxiliary=False, drop_path=0.0)
@@ -137,21 +137,21 @@ def _pixels_nan(ctx):
 
 
 def _model_image_mismatch(ctx):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     x, y = _images(16, size=12)
     train(_model(image=8), data.load((x, y)), epochs=1, batch_size=8, verbose=0)
 
 
 def _model_class_mismatch(ctx):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     x, y = _images(16)
     train(_model(classes=10), data.load((x, y)), epochs=1, batch_size=8, verbose=0)
 
 
 def _keras_file_corrupt(ctx):
-    from aca_keras.derived import load_model
+    from aca_keras.models.derived import load_model
 
     path = ctx.tmp / "model.keras"
     path.write_bytes(b"not a zip")
@@ -159,7 +159,7 @@ def _keras_file_corrupt(ctx):
 
 
 def _keras_file_truncated(ctx):
-    from aca_keras.derived import load_model
+    from aca_keras.models.derived import load_model
 
     path = ctx.tmp / "model.keras"
     _model().save(path)
@@ -169,7 +169,7 @@ def _keras_file_truncated(ctx):
 
 
 def _export_corrupt_keras(ctx):
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     path = ctx.tmp / "model.keras"
     path.write_bytes(b"not a zip")
@@ -177,7 +177,7 @@ def _export_corrupt_keras(ctx):
 
 
 def _run_config_corrupt(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     run = ctx.tmp / "run"
     run.mkdir()
@@ -186,7 +186,7 @@ def _run_config_corrupt(ctx):
 
 
 def _run_config_from_future(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     run = ctx.tmp / "run"
     run.mkdir()
@@ -195,20 +195,20 @@ def _run_config_from_future(ctx):
 
 
 def _run_dir_missing(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     search(run_dir=ctx.tmp / "never-ran", resume=True)
 
 
 def _run_dir_unfinished(ctx):
-    from aca_keras.training import train_run
+    from aca_keras.training.trainer import train_run
 
     (ctx.tmp / "run").mkdir()
     train_run(ctx.tmp / "run")
 
 
 def _train_checkpoint_corrupt(ctx):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     run = ctx.tmp / "run"
     (run / "train_checkpoint").mkdir(parents=True)
@@ -226,7 +226,7 @@ def _checkpoint_of_other_model(ctx):
 
 
 def _architecture_from_future(ctx):
-    from aca_keras.architecture import Architecture
+    from aca_keras.space.architecture import Architecture
 
     document = _architecture().to_dict()
     document["version"] = 99
@@ -234,7 +234,7 @@ def _architecture_from_future(ctx):
 
 
 def _genotype_from_future(ctx):
-    from aca_keras.genotype import Genotype
+    from aca_keras.space.genotype import Genotype
 
     document = _architecture().to_genotype().to_dict()
     document["version"] = 99
@@ -242,7 +242,7 @@ def _genotype_from_future(ctx):
 
 
 def _architecture_unknown_operation(ctx):
-    from aca_keras.architecture import Architecture
+    from aca_keras.space.architecture import Architecture
 
     document = _architecture().to_dict()
     text = json.dumps(document).replace('"dil_conv_3x3"', '"warp_conv_3x3"')
@@ -250,13 +250,13 @@ def _architecture_unknown_operation(ctx):
 
 
 def _search_unknown_operation(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     search(**_search_args(ops=["sep_conv_3x3", "warp_conv_3x3"], run_dir=ctx.tmp / "run"))
 
 
 def _output_dir_unwritable(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     blocker = ctx.tmp / "a-file"
     blocker.write_text("a file where the run directory's parent should be")
@@ -299,7 +299,7 @@ def _previous_checkpoint_survives(ctx, error):
 
 
 def _interrupted_export(ctx):
-    from aca_keras import exporting
+    from aca_keras.exporting import exporter as exporting
 
     target = ctx.tmp / "model.onnx"
     target.write_bytes(b"the previous export")
@@ -318,7 +318,7 @@ def _export_left_nothing(ctx, error):
 
 
 def _strategy_unknown(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     search(**_search_args(strategy="tpu-pod", run_dir=ctx.tmp / "run"))
 
@@ -338,7 +338,7 @@ def _batch_not_divisible(ctx):
 
 
 def _mixed_precision_unknown(ctx):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     search(**_search_args(mixed_precision="float8", run_dir=ctx.tmp / "run"))
 

@@ -168,7 +168,7 @@ def check_onnx(model: keras.Model, inputs: list[np.ndarray], path: Path) -> None
     with Keras's."""
     import onnxruntime as ort
 
-    from aca_keras import exporting
+    from aca_keras.exporting import exporter as exporting
 
     assert len(inputs) == 1 and len(model.outputs) == 1, (
         "the ONNX check takes single-input, single-output layers")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras import data
+from aca_keras.data import loading as data
 from aca_keras.errors import DataError, DatasetDownloadError, UnknownDatasetError
 
 RNG = np.random.default_rng(0)

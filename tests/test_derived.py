@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras import ops as ops_lib
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
-from aca_keras.derived import (
+from aca_keras.layers import ops as ops_lib
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.models.derived import (
     DerivedNetwork,
     DropPath,
     build_model,
@@ -283,7 +283,7 @@ def test_darts_v2_matches_the_published_network():
     (without the auxiliary head) and ~528 M multiply-adds. ops.py adds an affine BatchNorm
     after the pools (DARTS's evaluation pools have none): 10 max pools in the two reduction
     cells, 2 * (5 * 72 + 5 * 144) = 2,160 parameters more."""
-    from aca_keras.genotype import Genotype
+    from aca_keras.space.genotype import Genotype
 
     genotype = Genotype(
         normal=(("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0),

@@ -35,14 +35,14 @@ TRAIN = dict(epochs=2, batch_size=16, grad_clip=0.1, seed=5, verbose=0)
 
 
 def _search_arrays():
-    from aca_keras import data
+    from aca_keras.data import loading as data
 
     bundle = data.load("digits")
     return bundle.x_train[:96], bundle.y_train[:96]
 
 
 def _train_bundle():
-    from aca_keras import data
+    from aca_keras.data import loading as data
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (64, 8, 8, 3)).astype("uint8")
@@ -53,8 +53,8 @@ def _train_bundle():
 def _train_model():
     import keras
 
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
-    from aca_keras.derived import build_model
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.models.derived import build_model
 
     ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
            "dil_conv_3x3", "dil_conv_5x5")
@@ -74,8 +74,8 @@ def _child_mirrored(out: Path, order: int) -> None:
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from aca_keras.search_run import search
-    from aca_keras.training import train
+    from aca_keras.searching.pipeline import search
+    from aca_keras.training.trainer import train
 
     arrays = _search_arrays()
     for name, strategy in (("single", None), ("mirrored", "mirrored")):
@@ -86,8 +86,8 @@ def _child_mirrored(out: Path, order: int) -> None:
                   strategy=strategy, **TRAIN)
     if order == 1:  # which BatchNorm layers synchronise (no training: cheap)
         from aca_keras import distribute as dist
-        from aca_keras.ops import BatchNormalization
-        from aca_keras.supernet import SearchNetwork
+        from aca_keras.layers.ops import BatchNormalization
+        from aca_keras.models.supernet import SearchNetwork
 
         flags = {}
         for name, sync in (("default", True), ("off", False)):
@@ -108,8 +108,8 @@ def _child_worker(index: int, ports: list[str], out: Path) -> None:
     os.environ["TF_CONFIG"] = json.dumps({
         "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
         "task": {"type": "worker", "index": index}})
-    from aca_keras.search_run import search
-    from aca_keras.training import train
+    from aca_keras.searching.pipeline import search
+    from aca_keras.training.trainer import train
 
     search(_search_arrays(), run_dir=out / f"search-{index}", strategy="multiworker", **SEARCH)
     train(_train_model(), _train_bundle(), run_dir=out / f"train-{index}",
@@ -280,7 +280,7 @@ def test_mixed_precision_dtypes_and_step(bfloat16_policy):
     import tensorflow as tf
 
     from aca_keras import distribute as dist
-    from aca_keras.supernet import SearchNetwork
+    from aca_keras.models.supernet import SearchNetwork
 
     assert bfloat16_policy == "mixed_bfloat16"  # no GPU in the test environment
     before = keras.config.dtype_policy().name
@@ -314,8 +314,8 @@ def test_mixed_precision_search_and_train_restore_the_policy(bfloat16_policy, tm
     import keras
 
     from aca_keras import distribute as dist
-    from aca_keras.search_run import search
-    from aca_keras.training import train
+    from aca_keras.searching.pipeline import search
+    from aca_keras.training.trainer import train
 
     before = keras.config.dtype_policy().name
     search(_search_arrays(), run_dir=tmp_path / "search", mixed_precision=True,

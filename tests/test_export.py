@@ -19,11 +19,12 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras import exporting, ops
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.exporting import exporter as exporting
+from aca_keras.layers import ops
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.cli.export import main as cli_main
-from aca_keras.data import CIFAR10_CLASS_NAMES
-from aca_keras.derived import build_model
+from aca_keras.data.loading import CIFAR10_CLASS_NAMES
+from aca_keras.models.derived import build_model
 from aca_keras.errors import ExportError, RunDirError
 
 REPO = Path(__file__).resolve().parents[1]

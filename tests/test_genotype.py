@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from aca_keras.errors import ArchitectureError, SchemaVersionError, UnknownOperationError
-from aca_keras.genotype import (
+from aca_keras.space.genotype import (
     Genotype,
     derive_genotype,
     edge_index,

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras import importance
-from aca_keras.architecture import Architecture
+from aca_keras.channels import importance
+from aca_keras.space.architecture import Architecture
 from aca_keras.errors import ArchitectureError
-from aca_keras.supernet import SearchNetwork
+from aca_keras.models.supernet import SearchNetwork
 
 C = 4
 

@@ -19,7 +19,7 @@ import pytest
 from test_case import inputs_like, run_layer_test
 
 import aca_keras
-from aca_keras import ops as ops_lib
+from aca_keras.layers import ops as ops_lib
 
 PACKAGE = "aca_keras"
 SHAPE = (2, 8, 8, 4)  # batch 2 (BatchNorm in training mode), 8x8, 4 channels
@@ -63,7 +63,7 @@ def _weights(rows: int, columns: int) -> np.ndarray:
 
 
 def _architecture() -> dict[str, Any]:
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
     cell = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 2), EdgeSpec(0, 1, "max_pool_3x3", 4)),
                     (2,))

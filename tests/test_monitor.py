@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras import monitor, ops
-from aca_keras.architecture import Architecture
-from aca_keras.derived import build_model
-from aca_keras.genotype import Genotype, derive_genotype
-from aca_keras.supernet import SearchNetwork
+from aca_keras.searching import monitor
+from aca_keras.layers import ops
+from aca_keras.space.architecture import Architecture
+from aca_keras.models.derived import build_model
+from aca_keras.space.genotype import Genotype, derive_genotype
+from aca_keras.models.supernet import SearchNetwork
 
 
 def _batch(seed: int, n: int = 8, shape=(8, 8, 3), classes: int = 3):
@@ -192,7 +193,7 @@ def test_a_noise_genotype_derives_builds_trains_and_exports(tmp_path):
     """S4's noise op in a derived network: builds, trains, and exports to ONNX equal to Keras
     (inference outputs zero in place of noise)."""
     pytest.importorskip("onnxruntime")
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     alphas = np.zeros((5, 2))
     alphas[:, 0] = 1.0  # noise strongest everywhere

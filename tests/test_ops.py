@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import pytest
 
-from aca_keras import ops
+from aca_keras.layers import ops
 from aca_keras.errors import UnknownOperationError
 
 X = np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype("float32")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from aca_keras import plots
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
 ACA = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
        "dil_conv_3x3", "dil_conv_5x5")
@@ -335,7 +335,7 @@ def test_import_and_use_do_not_select_a_backend(tmp_path):
         import sys
         import matplotlib
         from aca_keras import plots
-        from aca_keras.architecture import CellSpec, EdgeSpec
+        from aca_keras.space.architecture import CellSpec, EdgeSpec
         cell = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 0)),
                         (2,))
         plots.draw_cell(cell, 4, {str(tmp_path / "c.png")!r}, renderer="matplotlib")

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras import checkpoint as ckpt
+from aca_keras.io import checkpoint as ckpt
 from aca_keras.errors import NumericalError, RunDirError
 
 HERE = Path(__file__).resolve()
@@ -33,14 +33,14 @@ TRAIN = dict(epochs=3, batch_size=16, seed=5, verbose=0)
 
 
 def _search_arrays():
-    from aca_keras import data
+    from aca_keras.data import loading as data
 
     bundle = data.load("digits")
     return bundle.x_train[:96], bundle.y_train[:96]
 
 
 def _train_bundle():
-    from aca_keras import data
+    from aca_keras.data import loading as data
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (64, 8, 8, 3)).astype("uint8")
@@ -49,8 +49,8 @@ def _train_bundle():
 
 
 def _train_model(seed: int = 1):
-    from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
-    from aca_keras.derived import build_model
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+    from aca_keras.models.derived import build_model
 
     ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
            "dil_conv_3x3", "dil_conv_5x5")
@@ -99,11 +99,11 @@ class _PoisonWeights(keras.callbacks.Callback):
 def _child_main(mode: str, run_dir: Path, marker: Path) -> None:
     pause = _PauseInSecondEpoch(marker)
     if mode == "search":
-        from aca_keras.search_run import search
+        from aca_keras.searching.pipeline import search
 
         search(_search_arrays(), run_dir=run_dir, callbacks=[pause], **SEARCH)
     else:
-        from aca_keras.training import train
+        from aca_keras.training.trainer import train
 
         train(_train_model(), _train_bundle(), run_dir=run_dir, callbacks=[pause], **TRAIN)
 
@@ -168,7 +168,7 @@ def _records(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def uninterrupted_search(tmp_path_factory):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     run_dir = tmp_path_factory.mktemp("reliability") / "search"
     search(_search_arrays(), run_dir=run_dir, **SEARCH)
@@ -177,7 +177,7 @@ def uninterrupted_search(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted_training(tmp_path_factory):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     run_dir = tmp_path_factory.mktemp("reliability") / "train"
     result = train(_train_model(), _train_bundle(), run_dir=run_dir, **TRAIN)
@@ -185,7 +185,7 @@ def uninterrupted_training(tmp_path_factory):
 
 
 def test_search_killed_mid_epoch_resumes_exactly(uninterrupted_search, tmp_path):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     run_dir = tmp_path / "run"
     checkpoint = run_dir / "checkpoint.npz"
@@ -208,7 +208,7 @@ def test_search_killed_mid_epoch_resumes_exactly(uninterrupted_search, tmp_path)
 
 
 def test_training_killed_mid_epoch_resumes_exactly(uninterrupted_training, tmp_path):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     expected_dir, expected = uninterrupted_training
     run_dir = tmp_path / "run"
@@ -247,7 +247,7 @@ def test_checkpoint_temporaries_and_corruption(tmp_path):
 
 
 def test_search_is_reproducible_and_recorded(uninterrupted_search, tmp_path):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     search(_search_arrays(), run_dir=tmp_path / "again", **SEARCH)
     for a, b in zip(_records(tmp_path / "again"), _records(uninterrupted_search)):
@@ -262,7 +262,7 @@ def test_search_is_reproducible_and_recorded(uninterrupted_search, tmp_path):
 
 
 def test_training_is_reproducible_and_recorded(uninterrupted_training, tmp_path):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     expected_dir, expected = uninterrupted_training
     again = train(_train_model(), _train_bundle(), run_dir=tmp_path / "again", **TRAIN)
@@ -278,7 +278,7 @@ def test_training_is_reproducible_and_recorded(uninterrupted_training, tmp_path)
 
 
 def test_nan_stops_search_naming_the_checkpoint(tmp_path):
-    from aca_keras.search_run import search
+    from aca_keras.searching.pipeline import search
 
     run_dir = tmp_path / "run"
     with pytest.raises(NumericalError) as info:
@@ -291,7 +291,7 @@ def test_nan_stops_search_naming_the_checkpoint(tmp_path):
 
 
 def test_nan_stops_training_naming_the_checkpoint(tmp_path):
-    from aca_keras.training import train
+    from aca_keras.training.trainer import train
 
     run_dir = tmp_path / "run"
     with pytest.raises(NumericalError) as info:

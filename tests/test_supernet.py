@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras.supernet import SearchNetwork, num_edges, reduction_indices
+from aca_keras.models.supernet import SearchNetwork, num_edges, reduction_indices
 
 TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4, nodes=2)
 
@@ -124,7 +124,7 @@ def test_fit_runs_bilevel_search_and_reports_both_losses():
 def test_step_runs_without_grappler_on_every_call(monkeypatch, graph_optimizations):
     """By default every call of the step (not only the first, see make_train_function) runs
     with TensorFlow's graph optimiser off; the process-wide setting is restored after."""
-    from aca_keras import supernet
+    from aca_keras.models import supernet
 
     calls = []
     disabled = supernet._grappler_disabled

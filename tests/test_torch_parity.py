@@ -184,7 +184,7 @@ def float64():
 
 
 def _build_keras_supernet(dtype: str = "float64"):
-    from aca_keras.search_run import SearchConfig, build_search_network
+    from aca_keras.searching.pipeline import SearchConfig, build_search_network
 
     bundle = SimpleNamespace(input_shape=(IMAGE, IMAGE, 3), num_classes=CLASSES, mean=MEAN,
                              std=STD)
@@ -475,9 +475,9 @@ DERIVED_CELLS, DERIVED_C, DERIVED_IMAGE = 5, 6, 16
 
 @pytest.fixture(scope="module")
 def derived():
-    from aca_keras.architecture import Architecture
-    from aca_keras.derived import build_model
-    from aca_keras.genotype import Genotype
+    from aca_keras.space.architecture import Architecture
+    from aca_keras.models.derived import build_model
+    from aca_keras.space.genotype import Genotype
 
     genotype = Genotype(**GENOTYPE)
     arch = Architecture.from_genotype(genotype, reference_channels=DERIVED_C, ops="darts")
@@ -577,7 +577,7 @@ def test_by_design_batchnorm_variance_float64(supernets):
     assert abs(error - 1 / n) < 0.2 / n and corrected < TOLERANCE
 
     # float32: the fused kernel's moving variance equals PyTorch's update
-    from aca_keras import ops as ops_lib
+    from aca_keras.layers import ops as ops_lib
 
     layer = ops_lib.BatchNormalization(momentum=ops_lib.BN_MOMENTUM, epsilon=ops_lib.BN_EPSILON,
                                        center=False, scale=False, dtype="float32")

@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras import data
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.data import loading as data
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.cli.train import main as cli_main
-from aca_keras.derived import DerivedNetwork, build_model, load_model
+from aca_keras.models.derived import DerivedNetwork, build_model, load_model
 from aca_keras.errors import RunDirError
-from aca_keras.training import L2SGD, effective_cutout, train, train_run
+from aca_keras.training.trainer import L2SGD, effective_cutout, train, train_run
 
 C = 4
 EPOCHS = 2

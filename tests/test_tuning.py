@@ -11,10 +11,10 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from aca_keras import data
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
-from aca_keras.derived import DerivedNetwork, build_model
-from aca_keras.tuning import (
+from aca_keras.data import loading as data
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.models.derived import DerivedNetwork, build_model
+from aca_keras.tuning.tuner import (
     OBJECTIVE,
     SEARCH_OBJECTIVE,
     DerivedHyperModel,
@@ -208,7 +208,7 @@ def test_search_tuner_runs_trials_and_resumes(digits, tmp_path, monkeypatch):
 def test_interrupted_trial_is_rerun_on_reload(digits, tmp_path, monkeypatch):
     """A trial interrupted mid-way (here: before scoring) is retried by a reloaded tuner, and
     its search resumes from the run directory instead of starting again."""
-    from aca_keras import training
+    from aca_keras.training import trainer as training
 
     x, y = digits.x_train[:240], digits.y_train[:240]
     tuner = _search_tuner(tmp_path, max_trials=1, overwrite=True)

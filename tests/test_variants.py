@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras import variants
-from aca_keras.architecture import Architecture
-from aca_keras.genotype import derive_genotype
-from aca_keras.importance import score_channels
-from aca_keras.search_run import SearchConfig, search
-from aca_keras.supernet import MixedEdge, SearchNetwork
+from aca_keras.searching import variants
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.genotype import derive_genotype
+from aca_keras.channels.importance import score_channels
+from aca_keras.searching.pipeline import SearchConfig, search
+from aca_keras.models.supernet import MixedEdge, SearchNetwork
 
 C, K = 8, 4
 OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
@@ -209,7 +209,7 @@ def test_variant_settings_resolve_and_validate():
 
 def test_pc_darts_search_end_to_end_with_the_darts_op_set(tmp_path):
     """(The study's tiny grid, tests/test_study.py, runs pc_darts with the aca op set.)"""
-    from aca_keras import data
+    from aca_keras.data import loading as data
 
     ops = "darts"
     bundle = data.load("digits")

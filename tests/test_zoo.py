@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from aca_keras import zoo
-from aca_keras.architecture import Architecture
+from aca_keras.space.architecture import Architecture
 from aca_keras.cli.zoo import main as cli_main
 from aca_keras.errors import ZooError
-from aca_keras.genotype import Genotype
+from aca_keras.space.genotype import Genotype
 from aca_keras.zoo import _entry, _registry, _schema
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,8 +92,8 @@ def tiny_run(tmp_path_factory):
     model saved as trained.keras, train_config.json and train_result.json."""
     import keras
 
-    from aca_keras import checkpoint as ckpt
-    from aca_keras.derived import build_model
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.models.derived import build_model
 
     run_dir = tmp_path_factory.mktemp("zoo") / "run"
     arch = _tiny_architecture()
@@ -240,7 +240,7 @@ def test_load_of_an_architecture_only_entry_warns_and_builds_fresh_weights():
 
 
 def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, capsys):
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", zoo.NoWeightsWarning)
@@ -260,7 +260,7 @@ def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, c
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEED_NAMES)
 def test_seed_entries_export_to_onnx_with_parity(name, tmp_path):
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     model = zoo.load(name, weights=False, seed=0)
     result = export(model, tmp_path / f"{name}.onnx", format="onnx")

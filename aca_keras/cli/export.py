@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import warnings
 
-        from aca_keras.exporting import export
+        from aca_keras.exporting.exporter import export
 
         samples = _load_samples(args.samples) if args.samples else None
         with warnings.catch_warnings(record=True) as caught:

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        from aca_keras.search_run import search
+        from aca_keras.searching.pipeline import search
 
         verbose = 0 if args.quiet else 2
         if args.resume:
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            strategy=args.strategy)
             run_dir = args.resume
         else:
-            from aca_keras.ops import OP_SETS
+            from aca_keras.layers.ops import OP_SETS
 
             ops = args.ops if args.ops in OP_SETS else args.ops.split(",")
             model = search(

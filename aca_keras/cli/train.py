@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        from aca_keras.training import train_run
+        from aca_keras.training.trainer import train_run
 
         result = train_run(
             args.run_dir, epochs=args.epochs, batch_size=args.batch_size, cells=args.cells,

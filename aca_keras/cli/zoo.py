@@ -189,7 +189,7 @@ def _export(args) -> int:
     from pathlib import Path
 
     from aca_keras import zoo
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     entry = zoo.info(args.name, zoo_dir=_zoo_dirs(args))
     model = zoo.load(args.name, zoo_dir=_zoo_dirs(args))

@@ -245,8 +245,8 @@ class EntryInfo:
         Raises:
             ZooError: the architecture document is invalid.
         """
-        from aca_keras.architecture import Architecture
         from aca_keras.errors import ArchitectureError
+        from aca_keras.space.architecture import Architecture
 
         try:
             return Architecture.from_dict(self.document["architecture"])

@@ -24,7 +24,7 @@ def build(entry: EntryInfo, *, seed: int | None = None):
     """A freshly initialised :class:`~aca_keras.derived.DerivedNetwork` of an entry."""
     import keras
 
-    from aca_keras.derived import build_model
+    from aca_keras.models.derived import build_model
 
     architecture = entry.architecture()
     if seed is not None:
@@ -37,7 +37,7 @@ def build(entry: EntryInfo, *, seed: int | None = None):
 
 def load_weights_file(entry: EntryInfo, compile: bool = False):
     """The model stored in the entry's ``keras`` artifact, checked against the entry."""
-    from aca_keras.derived import DerivedNetwork, load_model
+    from aca_keras.models.derived import DerivedNetwork, load_model
 
     path = entry.artifact_path("keras")
     try:

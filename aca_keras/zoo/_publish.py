@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aca_keras import checkpoint as ckpt
 from aca_keras.errors import AcaError, ZooError
+from aca_keras.io import checkpoint as ckpt
 from aca_keras.zoo import _registry
 from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
@@ -170,7 +170,7 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         from aca_keras.zoo._models import count_params
 
         if model is None:
-            from aca_keras.derived import build_model
+            from aca_keras.models.derived import build_model
 
             model = build_model(resolved.architecture, **_build_kwargs(resolved))
         params = count_params(model)
@@ -229,7 +229,7 @@ def _artifact(path: Path, kind: str, description: str) -> dict[str, Any]:
 
 
 def _export(model: Any, staging: Path, fmt: str, class_names: Sequence[str]) -> dict[str, Any]:
-    from aca_keras.exporting import export
+    from aca_keras.exporting.exporter import export
 
     out = staging / _EXPORT_FILES[fmt]
     tmp = staging / f".{fmt}-export"
@@ -263,7 +263,7 @@ def _zip_dir(directory: Path, archive: Path) -> None:
 
 def _document(name, version, title, summary, r: _Resolved, params, metrics, provenance,
               license, citation, tags, notes, artifacts, date) -> dict[str, Any]:
-    from aca_keras.search_run import package_versions
+    from aca_keras.searching.pipeline import package_versions
 
     all_metrics = list(r.metrics)
     for extra in metrics:
@@ -340,7 +340,7 @@ def _build_kwargs(r: _Resolved) -> dict[str, Any]:
 
 def _resolve(source: Any, dataset: Mapping[str, Any] | None,
              macro: Mapping[str, Any] | None) -> _Resolved:
-    from aca_keras.architecture import Architecture
+    from aca_keras.space.architecture import Architecture
 
     if isinstance(source, Architecture):
         return _from_architecture(source, dataset, macro)
@@ -349,7 +349,7 @@ def _resolve(source: Any, dataset: Mapping[str, Any] | None,
         if path.is_dir():
             return _from_run_dir(path, dataset, macro)
         if path.is_file():
-            from aca_keras.derived import load_model
+            from aca_keras.models.derived import load_model
 
             try:
                 model = load_model(path, compile=False)
@@ -379,7 +379,7 @@ def _macro_of(architecture: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _dataset_block(base: Mapping[str, Any], overrides: Mapping[str, Any] | None
                    ) -> dict[str, Any]:
-    from aca_keras import data as data_lib
+    from aca_keras.data import loading as data_lib
 
     block = {k: v for k, v in base.items() if v is not None}
     block.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -423,7 +423,7 @@ def _from_architecture(architecture, dataset, macro) -> _Resolved:
 
 
 def _from_model(model, dataset, macro, label: str) -> _Resolved:
-    from aca_keras.derived import DerivedNetwork
+    from aca_keras.models.derived import DerivedNetwork
 
     if not isinstance(model, DerivedNetwork):
         raise ZooError(f"Only aca_keras DerivedNetwork models can be published (got "
@@ -462,8 +462,8 @@ def _keras_config(path: Path) -> dict[str, Any]:
 
 
 def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
-    from aca_keras.architecture import Architecture
     from aca_keras.errors import ArchitectureError
+    from aca_keras.space.architecture import Architecture
 
     arch_file = run_dir / "architecture.json"
     if not arch_file.is_file():
@@ -492,7 +492,7 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
                                                       "trained.keras); architecture only"}
     model = None
     if trained.is_file():
-        from aca_keras.derived import load_model
+        from aca_keras.models.derived import load_model
 
         try:
             model = load_model(trained, compile=False)
@@ -563,7 +563,7 @@ def dataset_display_name(source: str) -> str:
         return source
     path = Path(source)
     if path.suffix.lower() == ".npz":
-        from aca_keras.data import _npz_name
+        from aca_keras.data.loading import _npz_name
 
         return _npz_name(path)
     return path.name or source

@@ -271,7 +271,7 @@ def _check_metric(rep: EntryReport, entry: EntryInfo, evaluate: Any, data_dir: A
 
     import numpy as np
 
-    from aca_keras import data as data_lib
+    from aca_keras.data import loading as data_lib
     from aca_keras.errors import DataError
     from aca_keras.zoo import _models
     from aca_keras.zoo._entry import sha256_file

@@ -70,9 +70,10 @@ def main() -> None:
     command = "python " + " ".join(shlex.quote(a) for a in
                                    [os.path.relpath(__file__, REPO), *sys.argv[1:]])
 
-    from aca_keras import data, zoo
-    from aca_keras.search_run import package_versions, search
-    from aca_keras.training import train_run
+    from aca_keras import zoo
+    from aca_keras.data import loading as data
+    from aca_keras.searching.pipeline import package_versions, search
+    from aca_keras.training.trainer import train_run
 
     machine = hardware()
     versions = {k: v for k, v in package_versions().items() if k != "machine"}

@@ -143,9 +143,10 @@ def main() -> None:
     parser.add_argument("--date", default=None, help="publication date (default: today)")
     args = parser.parse_args()
 
-    from aca_keras import data, zoo
-    from aca_keras.architecture import Architecture
-    from aca_keras.genotype import Genotype
+    from aca_keras import zoo
+    from aca_keras.data import loading as data
+    from aca_keras.space.architecture import Architecture
+    from aca_keras.space.genotype import Genotype
 
     cifar = data.KNOWN_DATASETS["cifar10"]
     dataset = {"name": "cifar10", "description": cifar.description, "input_shape": [32, 32, 3],

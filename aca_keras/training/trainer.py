@@ -44,9 +44,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras import checkpoint as ckpt
 from aca_keras import distribute as dist
 from aca_keras.errors import DataError, NumericalError, RunDirError
+from aca_keras.io import checkpoint as ckpt
 from aca_keras.optimizers import MomentumSGD
 
 __all__ = [
@@ -306,8 +306,8 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             over the replicas.
         StorageError: a checkpoint could not be written (the previous one is kept).
     """
-    from aca_keras.derived import DerivedNetwork, load_model
-    from aca_keras.search_run import package_versions
+    from aca_keras.models.derived import DerivedNetwork, load_model
+    from aca_keras.searching.pipeline import package_versions
 
     strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
     policy = dist.precision_policy(mixed_precision)
@@ -339,8 +339,8 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
            run_info: dict[str, Any]) -> TrainResult:
     """:func:`train` in its strategy scope and dtype policy (``run_info`` goes into
     ``train_config.json``)."""
-    from aca_keras import data as data_lib
-    from aca_keras.derived import DerivedNetwork, load_model
+    from aca_keras.data import loading as data_lib
+    from aca_keras.models.derived import DerivedNetwork, load_model
 
     tf.config.experimental.enable_op_determinism()  # reproducible on CPU with a seed
 
@@ -445,7 +445,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
             pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
         dist.multiworker_train_step(model, pipeline)
         recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
-        from aca_keras.progress import progress_callbacks, stdout_is_terminal
+        from aca_keras.callbacks import progress_callbacks, stdout_is_terminal
 
         progress = progress_callbacks(verbose)
         # Keras's progress bar shows no metrics when written to a file: one line per epoch
@@ -549,10 +549,10 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
         RunDirError: the directory, ``architecture.json`` or ``config.json`` is missing or
             invalid, or the run's data set cannot be reloaded (pass ``dataset``).
     """
-    from aca_keras import data as data_lib
-    from aca_keras.architecture import Architecture
-    from aca_keras.derived import build_model
+    from aca_keras.data import loading as data_lib
     from aca_keras.errors import ArchitectureError
+    from aca_keras.models.derived import build_model
+    from aca_keras.space.architecture import Architecture
 
     strategy = dist.get_strategy(strategy)  # before any TensorFlow work (multi-worker)
     run_path = Path(run_dir)

@@ -28,7 +28,7 @@ Every tunable setting is given the same way, as a constructor argument:
 Example::
 
     import keras_tuner as kt
-    from aca_keras.tuning import DerivedHyperModel
+    from aca_keras.tuning.tuner import DerivedHyperModel
 
     hypermodel = DerivedHyperModel(architecture, (32, 32, 3), 10, cells=(8, 14))
     tuner = kt.RandomSearch(hypermodel, objective=hypermodel.objective, max_trials=10)
@@ -51,8 +51,8 @@ import keras_tuner as kt
 import numpy as np
 import tensorflow as tf
 
-from aca_keras.architecture import Architecture
 from aca_keras.errors import ArchitectureError, NumericalError
+from aca_keras.space.architecture import Architecture
 
 __all__ = [
     "DEFAULT_SEARCH_SETTINGS",
@@ -336,7 +336,7 @@ class DerivedHyperModel(kt.HyperModel):
         """A hypermodel for a data set: ``input_shape``, ``num_classes``, ``mean`` and ``std``
         come from ``dataset`` (a :class:`~aca_keras.data.DataBundle` or anything
         :func:`aca_keras.data.load` accepts); other arguments are the constructor's."""
-        from aca_keras import data as data_lib
+        from aca_keras.data import loading as data_lib
 
         bundle = data_lib.load(dataset)
         return cls(architecture, bundle.input_shape, bundle.num_classes, mean=bundle.mean,
@@ -368,8 +368,8 @@ class DerivedHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         """Build and compile the derived network for the values in ``hp``."""
-        from aca_keras.derived import build_model
-        from aca_keras.training import L2SGD
+        from aca_keras.models.derived import build_model
+        from aca_keras.training.trainer import L2SGD
 
         v = self.settings(hp)
         auxiliary_weight = v.get("auxiliary_weight", 0.4)
@@ -435,7 +435,7 @@ def available_variants() -> tuple[str, ...]:
     import dataclasses
     import importlib
 
-    from aca_keras import search_run
+    from aca_keras.searching import pipeline as search_run
 
     fields = {f.name: f for f in dataclasses.fields(search_run.SearchConfig)}
     if "variant" not in fields:
@@ -482,8 +482,8 @@ class SearchSpace(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> dict[str, Any]:
         """Declare the hyperparameters in ``hp`` and return the search keyword arguments."""
-        from aca_keras import ops as ops_lib
-        from aca_keras.allocation import get_allocator, list_allocators
+        from aca_keras.channels.allocation import get_allocator, list_allocators
+        from aca_keras.layers import ops as ops_lib
 
         def check_ops(value: str) -> None:
             ops_lib.resolve_op_set(_ops_argument(value))
@@ -630,7 +630,7 @@ class SearchTuner(kt.Tuner):
             **load_options: passed to :func:`aca_keras.data.load` for ``dataset``
                 (``data_dir``, ``download``, ``image_size``, ...).
         """
-        from aca_keras import data as data_lib
+        from aca_keras.data import loading as data_lib
 
         bundle = data_lib.load(dataset, **load_options)
         holdout = None if validation_data is None else data_lib.load(validation_data)
@@ -648,8 +648,8 @@ class SearchTuner(kt.Tuner):
     def run_trial(self, trial: kt.engine.trial.Trial, bundle: Any, verbose: int = 1,
                   **kwargs: Any) -> dict[str, float]:
         """Search, derive, train briefly and score one trial (keras-tuner calls this)."""
-        from aca_keras.search_run import search
-        from aca_keras.training import train
+        from aca_keras.searching.pipeline import search
+        from aca_keras.training.trainer import train
 
         if kwargs:
             raise kt.errors.FatalTypeError(f"SearchTuner.search() got unexpected arguments "
@@ -702,7 +702,7 @@ class SearchTuner(kt.Tuner):
 
     def load_model(self, trial: kt.engine.trial.Trial) -> Any:
         """The trained derived network of a finished trial."""
-        from aca_keras.derived import load_model
+        from aca_keras.models.derived import load_model
 
         return load_model(self.trial_dir(trial) / TRAIN_DIR / "trained.keras")
 
@@ -737,7 +737,7 @@ class SearchTuner(kt.Tuner):
 
 def _tuning_bundle(bundle: Any, holdout: Any, fraction: float) -> Any:
     """``bundle``'s training split as a bundle whose test split is the validation set."""
-    from aca_keras.data import DataBundle
+    from aca_keras.data.loading import DataBundle
     from aca_keras.errors import DataError
 
     if holdout is not None:

@@ -66,11 +66,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras.allocation import ChannelScores
-from aca_keras.architecture import Architecture
+from aca_keras.channels.allocation import ChannelScores
 from aca_keras.errors import ArchitectureError
-from aca_keras.genotype import edge_index
-from aca_keras.supernet import EdgeTap
+from aca_keras.models.supernet import EdgeTap
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.genotype import edge_index
 
 CELL_TYPES = ("normal", "reduce")
 

@@ -38,8 +38,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras import ops as ops_lib
-from aca_keras.genotype import Genotype
+from aca_keras.layers import ops as ops_lib
+from aca_keras.space.genotype import Genotype
 
 #: keys the monitor adds to the epoch logs (and ``search`` to ``alphas.jsonl``)
 MONITOR_KEYS = ("hessian_eigenvalue", "skip_edges", "parameter_free_edges", "mean_skip_weight",

@@ -50,6 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras.errors import DataError, DatasetDownloadError, UnknownDatasetError
+from aca_keras.layers.preprocessing import preprocessing_layers
 
 __all__ = [
     "KNOWN_DATASETS",
@@ -489,25 +490,6 @@ def _check_epochs(epochs: Any, start_epoch: Any) -> None:
 # --------------------------------------------------------------------------------------
 # Normalisation
 # --------------------------------------------------------------------------------------
-
-
-def preprocessing_layers(mean: Sequence[float], std: Sequence[float]) -> list:
-    """``[Rescaling(1/255), Normalization(mean, std**2)]``: raw 0-255 images to
-    ``(x / 255 - mean) / std`` per channel (``mean``/``std`` on the 0-1 scale)."""
-    import keras
-
-    mean_array = np.asarray(mean, dtype=np.float64).reshape(-1)
-    std_array = np.asarray(std, dtype=np.float64).reshape(-1)
-    if mean_array.size == 0 or mean_array.shape != std_array.shape:
-        raise DataError(f"mean and std need one value per channel and the same length, got "
-                        f"{len(mean_array)} and {len(std_array)} values.")
-    if not (np.all(np.isfinite(std_array)) and np.all(std_array > 0)):
-        raise DataError(f"std must be positive per channel, got {tuple(std_array)}.")
-    return [
-        keras.layers.Rescaling(1.0 / 255.0),
-        keras.layers.Normalization(mean=mean_array.tolist(),
-                                   variance=np.square(std_array).tolist()),
-    ]
 
 
 def channel_stats(x: np.ndarray, chunk: int = 2048) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -27,9 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras import distribute as dist
-from aca_keras import ops as ops_lib
-from aca_keras.genotype import Genotype, derive_genotype
+from aca_keras.layers import ops as ops_lib
+from aca_keras.layers.preprocessing import preprocessing_layers
 from aca_keras.optimizers import MomentumSGD
+from aca_keras.space.genotype import Genotype, derive_genotype
 
 _PACKAGE = "aca_keras"
 
@@ -89,7 +90,7 @@ class MixedEdge(keras.layers.Layer):
             for i in self.op_indices
         ]
         if self.partial_k > 1:
-            from aca_keras.variants import ChannelShuffle
+            from aca_keras.searching.variants import ChannelShuffle
 
             self.split = ops_lib.ChannelSlice(0, op_channels)
             self.bypass = ops_lib.ChannelSlice(op_channels, channels)
@@ -302,7 +303,6 @@ class SearchNetwork(keras.Model):
                  std: Sequence[float] | None = None, partial_k: int = 1,
                  edge_normalization: bool = False, **kwargs):
         super().__init__(**kwargs)
-        from aca_keras.data import preprocessing_layers
 
         self.image_shape = tuple(int(d) for d in input_shape)
         if len(self.image_shape) != 3:
@@ -417,7 +417,7 @@ class SearchNetwork(keras.Model):
         normalisation."""
         if not self.edge_normalization:
             return None
-        from aca_keras.variants import node_softmax
+        from aca_keras.searching.variants import node_softmax
 
         return (node_softmax(self.beta_normal, self.nodes),
                 node_softmax(self.beta_reduce, self.nodes))

@@ -34,12 +34,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras import checkpoint as ckpt
 from aca_keras import distribute as dist
-from aca_keras import ops as ops_lib
 from aca_keras.errors import NumericalError, RunDirError
-from aca_keras.monitor import MONITOR_KEYS, CollapseMonitor
+from aca_keras.io import checkpoint as ckpt
+from aca_keras.layers import ops as ops_lib
 from aca_keras.optimizers import MomentumSGD
+from aca_keras.searching.monitor import MONITOR_KEYS, CollapseMonitor
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -117,7 +117,7 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
-        from aca_keras.variants import resolve_settings
+        from aca_keras.searching.variants import resolve_settings
 
         resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
                                     self.alpha_warmup_epochs, self.beta_decay_weight)
@@ -132,8 +132,8 @@ class SearchConfig:
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         ops_lib.resolve_op_set(self.ops)
-        from aca_keras.allocation import get_allocator
-        from aca_keras.importance import get_pooling, get_scorer
+        from aca_keras.channels.allocation import get_allocator
+        from aca_keras.channels.importance import get_pooling, get_scorer
 
         get_allocator(self.allocator)
         get_scorer(self.scorer)
@@ -152,7 +152,7 @@ class SearchConfig:
     def resolve_variant(self) -> SearchConfig:
         """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
         ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
-        from aca_keras.variants import resolve_settings
+        from aca_keras.searching.variants import resolve_settings
 
         for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
                                            self.alpha_warmup_epochs,
@@ -334,9 +334,9 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
         mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm),
         dtype_policy=dist.precision_policy(mixed_precision), **settings))
     say = _printer(verbose)
-    from aca_keras import data as data_lib
-    from aca_keras.progress import progress_callbacks, stdout_is_terminal
-    from aca_keras.supernet import reduction_indices as supernet_reductions
+    from aca_keras.callbacks import progress_callbacks, stdout_is_terminal
+    from aca_keras.data import loading as data_lib
+    from aca_keras.models.supernet import reduction_indices as supernet_reductions
 
     try:
         source = dataset if not isinstance(dataset, (str, os.PathLike)) else config.dataset
@@ -431,8 +431,8 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any]) -> tuple
 
 def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
     """The compiled supernet for ``config`` with DARTS's optimisers and cosine schedule."""
-    from aca_keras.supernet import SearchNetwork
-    from aca_keras.variants import get_variant
+    from aca_keras.models.supernet import SearchNetwork
+    from aca_keras.searching.variants import get_variant
 
     config.resolve_variant()
     keras.utils.set_random_seed(config.seed)
@@ -457,7 +457,7 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
 
 def _variant_callbacks(network, config: SearchConfig) -> list[keras.callbacks.Callback]:
     """The alpha warm-up and beta-decay schedules the variant needs (none for DARTS)."""
-    from aca_keras.variants import AlphaWarmup, BetaDecaySchedule
+    from aca_keras.searching.variants import AlphaWarmup, BetaDecaySchedule
 
     out: list[keras.callbacks.Callback] = []
     if config.alpha_warmup_epochs:
@@ -491,7 +491,7 @@ def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, call
         pipelines = bundle.search_pipelines(
             batch_size=config.batch_size, train_fraction=config.train_fraction,
             seed=config.seed, epochs=config.epochs, start_epoch=start_epoch)
-        from aca_keras.progress import EpochCSVLogger  # history.csv counts epochs from 1
+        from aca_keras.callbacks import EpochCSVLogger  # history.csv counts epochs from 1
 
         network.fit(
             dist.data_options(pipelines.dataset), epochs=config.epochs, initial_epoch=start_epoch,
@@ -521,10 +521,10 @@ def _collapse_monitor(network, bundle, config: SearchConfig, say) -> CollapseMon
 
 
 def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say):
-    from aca_keras.allocation import allocate
-    from aca_keras.architecture import Architecture
-    from aca_keras.derived import build_model
-    from aca_keras.importance import score_channels
+    from aca_keras.channels.allocation import allocate
+    from aca_keras.channels.importance import score_channels
+    from aca_keras.models.derived import build_model
+    from aca_keras.space.architecture import Architecture
 
     genotype = network.genotype()
     ckpt.atomic_write_text(run_path / GENOTYPE_FILE, genotype.to_json() + "\n")

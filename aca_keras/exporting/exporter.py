@@ -382,7 +382,7 @@ def _names_from_config(config: dict[str, Any]) -> list[str] | None:
             return [str(c) for c in holder["class_names"]]
     dataset = config.get("dataset")
     if isinstance(dataset, str):
-        from aca_keras import data
+        from aca_keras.data import loading as data
 
         name = data.DATASET_ALIASES.get(dataset.lower(), dataset.lower())
         known = data.KNOWN_DATASETS.get(name)
@@ -405,8 +405,8 @@ def _from_zoo(name: str) -> _Source:
 def _load_keras_file(path: Path) -> Any:
     import keras
 
-    import aca_keras.derived  # noqa: F401  (registers DerivedNetwork and its layers)
-    import aca_keras.ops  # noqa: F401
+    import aca_keras.layers.ops  # noqa: F401
+    import aca_keras.models.derived  # noqa: F401  (registers DerivedNetwork and its layers)
 
     if path.suffix.lower() not in (".keras", ".h5"):
         raise ExportError(f"{str(path)!r} is not a .keras model file; give a .keras file "

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from aca_keras.architecture import Architecture
 from aca_keras.errors import ArchitectureError
-from aca_keras.genotype import _is_int
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.genotype import _is_int
 
 __all__ = [
     "LOG_EPS_RELATIVE",

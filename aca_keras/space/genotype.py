@@ -320,7 +320,7 @@ def _as_edge_weights(beta: Any, num_edges: int, what: str) -> np.ndarray:
 
 def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(ops, str):
-        from aca_keras import ops as ops_lib  # lazy: imports Keras
+        from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
 
         return tuple(ops_lib.resolve_op_set(ops))
     names = tuple(ops)
@@ -406,7 +406,7 @@ def _check_concat(concat: Any, nodes: int, where: str) -> tuple[int, ...]:
 
 
 def _check_registered(names: Sequence[str], where: str) -> None:
-    from aca_keras import ops as ops_lib  # lazy: imports Keras
+    from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
 
     known = ops_lib.list_ops()
     unknown = [n for n in names if n not in known]

@@ -7,7 +7,7 @@ constructor arguments), so it saves as ``.keras``, exports, and trains with ``fi
 
 Macro structure (DARTS's evaluation network):
 
-* ``data.preprocessing_layers(mean, std)``: the model takes raw pixels (0-255);
+* ``layers.preprocessing.preprocessing_layers(mean, std)``: the model takes raw pixels (0-255);
 * stem: 3x3 convolution to ``stem_multiplier * C`` channels (no bias) and BatchNorm;
 * ``cells`` cells; the cells at :func:`~aca_keras.supernet.reduction_indices` are reduction
   cells and double the width. A cell preprocesses its two inputs (``FactorizedReduce`` on
@@ -44,11 +44,12 @@ from typing import Any
 import keras
 
 from aca_keras import distribute as dist
-from aca_keras import ops as ops_lib
 from aca_keras import training as _training  # noqa: F401  (registers L2SGD for trained.keras)
-from aca_keras.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.errors import ArchitectureError, RunDirError
-from aca_keras.supernet import reduction_indices
+from aca_keras.layers import ops as ops_lib
+from aca_keras.layers.preprocessing import preprocessing_layers
+from aca_keras.models.supernet import reduction_indices
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
 __all__ = [
     "DerivedNetwork",
@@ -239,7 +240,6 @@ class DerivedNetwork(keras.Model):
                  auxiliary: bool = True, auxiliary_weight: float = 0.4,
                  drop_path: float = 0.2, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, name: str | None = None, **kwargs):
-        from aca_keras.data import preprocessing_layers
 
         # === Arguments ===
         arch = _as_architecture(architecture)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from aca_keras.errors import ArchitectureError
-from aca_keras.genotype import (
+from aca_keras.space.genotype import (
     Genotype,
     _check_concat,
     _check_header,
@@ -440,7 +440,7 @@ class Architecture:
 
         The parent directory is created if needed. Returns the path written.
         """
-        from aca_keras.checkpoint import atomic_write_text
+        from aca_keras.io.checkpoint import atomic_write_text
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

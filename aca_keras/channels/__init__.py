@@ -1,0 +1,1 @@
+"""After the search: channel importance scores and channel allocation."""

@@ -1,0 +1,1 @@
+"""Files: atomic writes, exact checkpoints and the run directory layout (NumPy only)."""

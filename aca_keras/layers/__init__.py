@@ -1,0 +1,1 @@
+"""Keras layers: the operation registry and its operations, BatchNorm, channel layers."""

@@ -1,0 +1,1 @@
+"""Keras models: the search supernet and the derived (evaluation) network."""
