@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras.models.supernet import SearchNetwork, num_edges, reduction_indices
+from aca_keras.models.supernet import SearchNetwork
+from aca_keras.space.topology import num_edges_for as num_edges
+from aca_keras.space.topology import reduction_indices
 
 TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4, nodes=2)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from aca_keras.layers import channels
 from aca_keras.searching import variants
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import derive_genotype
@@ -42,15 +43,15 @@ def _batch(seed: int, n: int = 8):
 
 
 def test_channel_shuffle_is_the_documented_permutation():
-    perm = variants.shuffle_permutation(C, K)
+    perm = channels.shuffle_permutation(C, K)
     assert sorted(perm.tolist()) == list(range(C))
     assert perm.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
     x = np.random.default_rng(1).normal(size=(2, 3, 3, C)).astype("float32")
-    out = variants.ChannelShuffle(K)(x).numpy()
+    out = channels.ChannelShuffle(K)(x).numpy()
     np.testing.assert_array_equal(out, x[..., perm])
     # the inverse permutation restores the input
     np.testing.assert_array_equal(out[..., np.argsort(perm)], x)
-    restored = variants.ChannelShuffle.from_config(variants.ChannelShuffle(K).get_config())
+    restored = channels.ChannelShuffle.from_config(channels.ChannelShuffle(K).get_config())
     assert restored.groups == K
 
 
@@ -73,7 +74,7 @@ def test_bypass_channels_reach_only_their_shuffled_positions(stride):
     weights = _weights()
     x = np.random.default_rng(2).normal(size=(2, 6, 6, C)).astype("float32")
     base = edge(tf.constant(x), weights, training=False).numpy()
-    perm = variants.shuffle_permutation(C, K)
+    perm = channels.shuffle_permutation(C, K)
     position = np.argsort(perm)  # concat channel c lands at output position position[c]
     assert base.shape == (2, 6 // stride, 6 // stride, C)
     for c in range(C):

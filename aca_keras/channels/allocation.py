@@ -25,13 +25,12 @@ no Keras or TensorFlow import.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from aca_keras.channels.scores import ChannelScores, check_weight
 from aca_keras.errors import ArchitectureError
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import _is_int
@@ -63,76 +62,6 @@ class UnknownAllocatorError(ArchitectureError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
-
-
-# ---------------------------------------------------------------------------------- scores
-
-
-@dataclass(frozen=True, eq=False)
-class ChannelScores:
-    """Per-channel importance scores of the kept edges of both cell types.
-
-    Attributes:
-        normal: one array of shape ``(C,)`` per kept edge, in ``Architecture.normal.edges``
-            order. Stored as read-only float64 copies.
-        reduce: the same for the reduction cell.
-        normal_weights: the chosen operation's softmax weight per kept normal edge.
-        reduce_weights: the same for the reduction cell.
-        scorer: name of the scorer that produced the scores.
-        pooling: name of the rule that combined the occurrences of a cell type.
-        divide_weight: whether each edge's scores were divided by its operation's weight.
-
-    Compared by identity (it holds arrays).
-    """
-
-    normal: tuple[np.ndarray, ...]
-    reduce: tuple[np.ndarray, ...]
-    normal_weights: tuple[float, ...]
-    reduce_weights: tuple[float, ...]
-    scorer: str = "taylor"
-    pooling: str = "index"
-    divide_weight: bool = False
-
-    def __post_init__(self) -> None:
-        for cell in ("normal", "reduce"):
-            arrays = tuple(_score_array(s, f"{cell}[{k}]")
-                           for k, s in enumerate(getattr(self, cell)))
-            weights = tuple(_weight(w, f"{cell}_weights[{k}]")
-                            for k, w in enumerate(getattr(self, f"{cell}_weights")))
-            if len(weights) != len(arrays):
-                raise ArchitectureError(
-                    f"ChannelScores has {len(arrays)} {cell} score arrays but {len(weights)} "
-                    f"{cell}_weights; give one operation weight per kept edge.")
-            object.__setattr__(self, cell, arrays)
-            object.__setattr__(self, f"{cell}_weights", weights)
-        if not isinstance(self.scorer, str):
-            raise ArchitectureError(f"scorer must be a name, got {self.scorer!r}")
-
-
-def _score_array(scores: Any, where: str) -> np.ndarray:
-    try:
-        a = np.array(scores, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ArchitectureError(f"channel scores {where} must be numeric: {exc}") from None
-    if a.ndim != 1 or a.size == 0:
-        raise ArchitectureError(
-            f"channel scores {where} must have shape (C,), got shape {a.shape}")
-    if not np.all(np.isfinite(a)):
-        raise ArchitectureError(
-            f"channel scores {where} contain NaN or Inf; the scored supernet or batches are "
-            "broken (check the search run for divergence).")
-    a.setflags(write=False)
-    return a
-
-
-def _weight(w: Any, where: str) -> float:
-    try:
-        value = float(w)
-    except (TypeError, ValueError):
-        raise ArchitectureError(f"{where} must be a number, got {w!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ArchitectureError(f"{where} must be finite and >= 0, got {value}")
-    return value
 
 
 # -------------------------------------------------------------------------------- registry
@@ -289,7 +218,7 @@ def alpha(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float],
     """k_e = round(C * w_e / max_e w_e) (half up), clamped to [0, C]: the strongest edge of
     the cell type keeps every channel, the others in proportion to their operation weight."""
     _check_inputs(edge_scores, op_weights, channels, "alpha")
-    w = np.array([_weight(x, f"alpha: op_weights[{i}]") for i, x in enumerate(op_weights)])
+    w = np.array([check_weight(x, f"alpha: op_weights[{i}]") for i, x in enumerate(op_weights)])
     top = float(w.max())
     if top <= 0:
         raise ArchitectureError("alpha: every operation weight is 0; nothing to be proportional to")

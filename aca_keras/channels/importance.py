@@ -43,7 +43,7 @@ scores per kept edge:
   free: every occurrence contributes ranks in (0, 1]), sort within the edge, pool to C and
   average the occurrences.
 
-The result is a :class:`~aca_keras.allocation.ChannelScores` for the allocators.
+The result is a :class:`~aca_keras.channels.scores.ChannelScores` for the allocators.
 
 **PC-DARTS supernets** (``partial_k = K > 1``, see :mod:`aca_keras.variants`): a mixed edge's
 operations see and produce only ``C / K`` channels (``m * C / K`` in an occurrence of width
@@ -66,7 +66,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras.channels.allocation import ChannelScores
+from aca_keras.channels.scores import ChannelScores
 from aca_keras.errors import ArchitectureError
 from aca_keras.models.supernet import EdgeTap
 from aca_keras.space.architecture import Architecture

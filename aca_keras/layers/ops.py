@@ -26,6 +26,14 @@ import tensorflow as tf
 
 from aca_keras import distribute as dist
 from aca_keras.errors import UnknownOperationError
+from aca_keras.space.op_sets import (  # noqa: F401  (the op sets, re-exported here)
+    ACA_OPS,
+    DARTS_OPS,
+    OP_SETS,
+    RDARTS_OPS,
+    declare_operation,
+    resolve_op_set,
+)
 
 _PACKAGE = "aca_keras"
 
@@ -504,6 +512,7 @@ def register_op(name: str, *, description: str = "", parametric: bool = True,
             raise ValueError(f"Operation {name!r} is already registered; pass overwrite=True "
                              "to replace it.")
         _REGISTRY[name] = OpSpec(name, factory, description, parametric, channelwise)
+        declare_operation(name)
         return factory
 
     return decorator
@@ -576,44 +585,3 @@ register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN
 register_op("noise", description="standard normal noise in training, zero in inference "
             "(R-DARTS S4)", parametric=False, channelwise=True)(
     lambda ci, co, s, a: Noise(co, s))
-
-
-DARTS_OPS: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-                              "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
-ACA_OPS: tuple[str, ...] = tuple(op for op in DARTS_OPS if op != "skip_connect")
-#: R-DARTS's reduced search spaces (Zela et al., "Understanding and Robustifying
-#: Differentiable Architecture Search", ICLR 2020), in which DARTS collapses reliably, and
-#: their ACA forms (``-aca``: skip_connect removed). ``rdarts-s2-aca`` holds a single
-#: operation, so its search has nothing to choose and ACA nothing to rank; ``rdarts-s4`` has
-#: no skip_connect, so ``rdarts-s4-aca`` equals it.
-RDARTS_OPS: dict[str, tuple[str, ...]] = {
-    "rdarts-s2": ("skip_connect", "sep_conv_3x3"),
-    "rdarts-s3": ("none", "skip_connect", "sep_conv_3x3"),
-    "rdarts-s4": ("noise", "sep_conv_3x3"),
-}
-OP_SETS: dict[str, tuple[str, ...]] = {
-    "aca": ACA_OPS, "darts": DARTS_OPS, **RDARTS_OPS,
-    **{f"{name}-aca": tuple(op for op in ops if op != "skip_connect")
-       for name, ops in RDARTS_OPS.items()},
-}
-
-
-def resolve_op_set(ops: str | Sequence[str]) -> tuple[str, ...]:
-    """A named op set (``"aca"``, ``"darts"``) or a list of registered names, as a tuple."""
-    if isinstance(ops, str):
-        try:
-            return OP_SETS[ops]
-        except KeyError:
-            raise UnknownOperationError(
-                f"Unknown operation set {ops!r}. Named sets: {', '.join(OP_SETS)}; or pass a "
-                f"list of registered operations ({', '.join(_REGISTRY)}).") from None
-    names = tuple(ops)
-    if not names:
-        raise ValueError("The operation set is empty; give at least one operation.")
-    if len(set(names)) != len(names):
-        raise ValueError(f"The operation set has duplicates: {list(names)}")
-    for op in names:
-        get_op_spec(op)
-    if all(op == "none" for op in names):
-        raise ValueError("The operation set needs at least one operation other than 'none'.")
-    return names

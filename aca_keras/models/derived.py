@@ -9,7 +9,7 @@ Macro structure (DARTS's evaluation network):
 
 * ``layers.preprocessing.preprocessing_layers(mean, std)``: the model takes raw pixels (0-255);
 * stem: 3x3 convolution to ``stem_multiplier * C`` channels (no bias) and BatchNorm;
-* ``cells`` cells; the cells at :func:`~aca_keras.supernet.reduction_indices` are reduction
+* ``cells`` cells; the cells at :func:`~aca_keras.space.topology.reduction_indices` are reduction
   cells and double the width. A cell preprocesses its two inputs (``FactorizedReduce`` on
   input 0 when the previous cell reduced, else ReLU-Conv1x1-BN; ReLU-Conv1x1-BN on input 1),
   sums the kept edges into each intermediate node, and concatenates the ``concat`` states;
@@ -43,13 +43,13 @@ from typing import Any
 
 import keras
 
-from aca_keras import distribute as dist
-from aca_keras import training as _training  # noqa: F401  (registers L2SGD for trained.keras)
+from aca_keras import optimizers as _optimizers  # noqa: F401  (registers L2SGD: trained.keras)
 from aca_keras.errors import ArchitectureError, RunDirError
 from aca_keras.layers import ops as ops_lib
+from aca_keras.layers.drop_path import DropPath, check_rate
 from aca_keras.layers.preprocessing import preprocessing_layers
-from aca_keras.models.supernet import reduction_indices
 from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space.topology import reduction_indices
 
 __all__ = [
     "DerivedNetwork",
@@ -78,72 +78,6 @@ def edge_width(k_e: int, reference_channels: int, cell_channels: int) -> int:
 
 
 # ------------------------------------------------------------------------------ drop path
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class DropPath(keras.layers.Layer):
-    """Per-sample drop path (DARTS): in training, each sample of the batch is zeroed with
-    probability ``rate`` and kept samples are scaled by ``1 / (1 - rate)``; the identity when
-    ``training`` is false.
-
-    The current rate lives in a scalar variable that is *not* a layer weight (so it is neither
-    counted as a parameter nor saved): :meth:`set_rate` changes it between steps without
-    retracing. ``rate`` is the initial value.
-
-    Args:
-        rate: initial drop probability, ``0 <= rate < 1``.
-        seed: seed of the layer's random generator (``None``: from the global Keras seed).
-    """
-
-    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
-        super().__init__(**kwargs)
-        _check_rate(rate)
-        self.rate = float(rate)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        # Not tracked by Keras (object.__setattr__): the rate is schedule state, not a weight.
-        object.__setattr__(self, "_rate_variable", keras.Variable(
-            self.rate, dtype="float32", trainable=False, name="drop_path_rate"))
-
-    @property
-    def current_rate(self) -> float:
-        """The drop probability now in use."""
-        return float(keras.ops.convert_to_numpy(self._rate_variable))
-
-    def set_rate(self, rate: float) -> None:
-        """Set the drop probability (``0 <= rate < 1``)."""
-        _check_rate(rate)
-        self._rate_variable.assign(float(rate))
-
-    def call(self, inputs, training=None):
-        if not training:
-            return inputs
-        keep = 1.0 - keras.ops.cast(self._rate_variable, inputs.dtype)
-        rank = len(inputs.shape)
-        batch = keras.ops.shape(inputs)[0]
-        # Under a tf.distribute strategy every replica draws the masks of the whole global
-        # batch (same seed state) and keeps its own slice: the masks a single device draws.
-        replica, replicas = dist.replica_position()
-        shape = (batch * replicas,) + (1,) * (rank - 1)
-        noise = keras.random.uniform(shape, seed=self.seed_generator, dtype=inputs.dtype)
-        if replicas > 1:
-            noise = noise[replica * batch:(replica + 1) * batch]
-        mask = keras.ops.cast(noise < keep, inputs.dtype)
-        return inputs * (mask / keep)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
-
-
-def _check_rate(rate: float) -> None:
-    if not 0.0 <= float(rate) < 1.0:
-        raise ValueError(f"drop path rate must satisfy 0 <= rate < 1, got {rate}")
-
-
-# -------------------------------------------------------------------------- the network
 
 
 @dataclass
@@ -259,7 +193,7 @@ class DerivedNetwork(keras.Model):
                 f"nodes={nodes} does not match the architecture (normal cell: "
                 f"{arch.normal.nodes} nodes, reduction cell: {arch.reduce.nodes}); leave "
                 "nodes=None to take them from the architecture.")
-        _check_rate(drop_path)
+        check_rate(drop_path)
         in_channels = image_shape[-1]
         mean = tuple(float(m) for m in (mean if mean is not None else [0.5] * in_channels))
         std = tuple(float(s) for s in (std if std is not None else [0.5] * in_channels))
@@ -326,7 +260,7 @@ class DerivedNetwork(keras.Model):
 
     def set_drop_path_rate(self, rate: float) -> None:
         """Set the drop path probability of every edge (``0 <= rate < 1``); no retracing."""
-        _check_rate(rate)
+        check_rate(rate)
         for layer in self.drop_path_layers:
             layer.set_rate(rate)
 

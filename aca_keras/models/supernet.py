@@ -28,21 +28,20 @@ import tensorflow as tf
 
 from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
+from aca_keras.layers.channels import ChannelShuffle
 from aca_keras.layers.preprocessing import preprocessing_layers
 from aca_keras.optimizers import MomentumSGD
 from aca_keras.space.genotype import Genotype, derive_genotype
+from aca_keras.space.topology import node_slices, num_edges_for, reduction_indices
 
 _PACKAGE = "aca_keras"
 
 
-def num_edges(nodes: int) -> int:
-    """Edges in a cell with ``nodes`` intermediate nodes (node j has 2 + j inputs)."""
-    return sum(2 + j for j in range(nodes))
-
-
-def reduction_indices(cells: int) -> tuple[int, ...]:
-    """Indices of the reduction cells: at 1/3 and 2/3 of the depth (DARTS's rule)."""
-    return tuple(sorted({cells // 3, 2 * cells // 3}))
+def node_softmax(beta, nodes: int):
+    """Softmax of the edge logits ``beta`` (shape ``(num_edges,)``, DARTS edge order) over
+    the incoming edges of each intermediate node (PC-DARTS's edge normalisation)."""
+    parts = [keras.ops.softmax(beta[a:b], axis=0) for a, b in node_slices(nodes)]
+    return keras.ops.concatenate(parts, axis=0)
 
 
 @dataclasses.dataclass
@@ -90,8 +89,6 @@ class MixedEdge(keras.layers.Layer):
             for i in self.op_indices
         ]
         if self.partial_k > 1:
-            from aca_keras.searching.variants import ChannelShuffle
-
             self.split = ops_lib.ChannelSlice(0, op_channels)
             self.bypass = ops_lib.ChannelSlice(op_channels, channels)
             self.bypass_pool = (keras.layers.MaxPooling2D(2, strides=2, padding="same")
@@ -344,7 +341,7 @@ class SearchNetwork(keras.Model):
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = keras.layers.Dense(num_classes)
 
-        shape = (num_edges(self.nodes), len(self.op_names))
+        shape = (num_edges_for(self.nodes), len(self.op_names))
         init = keras.initializers.RandomNormal(stddev=1e-3)
         # never autocast: under a mixed policy they stay float32 (the variable dtype) and
         # their softmax is taken in float32
@@ -417,8 +414,6 @@ class SearchNetwork(keras.Model):
         normalisation."""
         if not self.edge_normalization:
             return None
-        from aca_keras.searching.variants import node_softmax
-
         return (node_softmax(self.beta_normal, self.nodes),
                 node_softmax(self.beta_reduce, self.nodes))
 
@@ -493,9 +488,9 @@ class SearchNetwork(keras.Model):
                 applied to every call of the step, so a resumed search computes exactly what
                 an uninterrupted one does.
             alpha_warmup: the architecture step checks ``alpha_frozen`` and is skipped while
-                it is 1 (set per epoch by :class:`aca_keras.variants.AlphaWarmup`).
+                it is 1 (set per epoch by :class:`aca_keras.searching.variants.AlphaWarmup`).
             beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
-                (ramped by :class:`aca_keras.variants.BetaDecaySchedule`), to the
+                (ramped by :class:`aca_keras.searching.variants.BetaDecaySchedule`), to the
                 architecture step.
         """
         if order not in (1, 2):

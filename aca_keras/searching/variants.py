@@ -24,13 +24,13 @@ every variant works with the ``"aca"`` op set (skip-free, with allocation) and w
       code does. The derived network is unaffected: there, pass-through channels of a
       stride-2 edge use ``FactorizedReduce`` as documented in :mod:`aca_keras.derived`.
     * **Channel shuffle** with ``groups = K`` after the concatenation
-      (:class:`ChannelShuffle`), so that the next edge's first ``C / K`` channels mix
+      (:class:`~aca_keras.layers.channels.ChannelShuffle`), so that the next edge's first ``C / K`` channels mix
       processed and bypassed channels. It is a fixed permutation of the channels.
     * **Edge normalisation.** One weight ``beta`` per edge and cell type, owned by the
       :class:`~aca_keras.supernet.SearchNetwork` (``beta_normal``, ``beta_reduce``, created
       with ``add_weight``, part of ``alpha_variables`` so the architecture step trains them).
       Each node's incoming edges are weighted by the softmax of their betas
-      (:func:`node_softmax`); the weights multiply the edge outputs in the node sum and, at
+      (:func:`~aca_keras.models.supernet.node_softmax`); the weights multiply the edge outputs in the node sum and, at
       derivation, the operation weights when the edges of a node are ranked
       (``edge_weights_normal`` / ``edge_weights_reduce`` of ``derive_genotype``).
     * **Warm-up.** The architecture weights (alphas and betas) stay frozen for the first
@@ -69,13 +69,9 @@ __all__ = [
     "VARIANTS",
     "AlphaWarmup",
     "BetaDecaySchedule",
-    "ChannelShuffle",
     "VariantSpec",
     "get_variant",
-    "node_softmax",
-    "node_softmax_numpy",
     "resolve_settings",
-    "shuffle_permutation",
 ]
 
 _PACKAGE = "aca_keras"
@@ -157,85 +153,6 @@ def resolve_settings(variant: str, epochs: int, partial_k: int | None,
         raise ValueError(f"beta_decay_weight must be finite and >= 0, got {beta_decay_weight}")
     return {"partial_k": partial_k, "alpha_warmup_epochs": alpha_warmup_epochs,
             "beta_decay_weight": beta_decay_weight}
-
-
-# ----------------------------------------------------------------------------- shuffle
-
-
-def shuffle_permutation(channels: int, groups: int) -> np.ndarray:
-    """The channel permutation of :class:`ChannelShuffle`: output channel ``i`` is input
-    channel ``perm[i]``. Input channels are viewed as ``(groups, channels // groups)``, the two
-    axes are swapped and flattened, so input channel ``g * (channels // groups) + j`` goes to
-    output position ``j * groups + g``."""
-    if groups < 1 or channels % groups:
-        raise ValueError(f"channels ({channels}) must be a multiple of groups ({groups})")
-    return np.arange(channels).reshape(groups, channels // groups).T.reshape(-1)
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class ChannelShuffle(keras.layers.Layer):
-    """ShuffleNet's channel shuffle of an NHWC tensor with ``groups`` groups (a permutation).
-
-    Args:
-        groups: number of groups; the channel count must be a multiple of it.
-    """
-
-    def __init__(self, groups: int, **kwargs):
-        super().__init__(**kwargs)
-        if groups < 1:
-            raise ValueError(f"groups must be >= 1, got {groups}")
-        self.groups = groups
-
-    def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is not None and channels % self.groups:
-            raise ValueError(f"ChannelShuffle: {channels} channels are not a multiple of "
-                             f"groups={self.groups}")
-        self.built = True
-
-    def call(self, inputs):
-        if self.groups == 1:
-            return inputs
-        shape = keras.ops.shape(inputs)
-        channels = inputs.shape[-1]
-        x = keras.ops.reshape(inputs, (shape[0], shape[1], shape[2], self.groups,
-                                       channels // self.groups))
-        x = keras.ops.transpose(x, (0, 1, 2, 4, 3))
-        return keras.ops.reshape(x, (shape[0], shape[1], shape[2], channels))
-
-    def compute_output_shape(self, input_shape):
-        return tuple(input_shape)
-
-    def get_config(self):
-        return {**super().get_config(), "groups": self.groups}
-
-
-# ----------------------------------------------------------------------- edge normalisation
-
-
-def _node_slices(nodes: int) -> list[tuple[int, int]]:
-    slices, start = [], 0
-    for node in range(nodes):
-        slices.append((start, start + node + 2))
-        start += node + 2
-    return slices
-
-
-def node_softmax(beta, nodes: int):
-    """Softmax of the edge logits ``beta`` (shape ``(num_edges,)``, DARTS edge order) over
-    the incoming edges of each intermediate node; a tensor of the same shape."""
-    parts = [keras.ops.softmax(beta[a:b], axis=0) for a, b in _node_slices(nodes)]
-    return keras.ops.concatenate(parts, axis=0)
-
-
-def node_softmax_numpy(beta: np.ndarray, nodes: int) -> np.ndarray:
-    """:func:`node_softmax` in numpy (float64)."""
-    beta = np.asarray(beta, dtype=np.float64)
-    out = np.empty_like(beta)
-    for a, b in _node_slices(nodes):
-        z = np.exp(beta[a:b] - beta[a:b].max())
-        out[a:b] = z / z.sum()
-    return out
 
 
 # ------------------------------------------------------------------------------- callbacks

@@ -35,14 +35,14 @@ import numpy as np
 from aca_keras.errors import ArchitectureError
 from aca_keras.space.genotype import (
     Genotype,
-    _check_concat,
-    _check_header,
-    _check_keys,
-    _check_registered,
     _is_int,
-    _parse_json,
-    _resolve_ops,
+    check_concat,
+    check_header,
+    check_keys,
+    operation_names,
+    parse_json,
 )
+from aca_keras.space.op_sets import check_known
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "Architecture", "CellSpec", "EdgeSpec"]
 
@@ -136,7 +136,7 @@ class CellSpec:
                 f"intermediate node(s) {missing} have no incoming edge; every node "
                 f"0..{nodes - 1} needs at least one (renumber the nodes or add edges).")
         object.__setattr__(self, "edges", ordered)
-        object.__setattr__(self, "concat", _check_concat(self.concat, nodes, "concat"))
+        object.__setattr__(self, "concat", check_concat(self.concat, nodes, "concat"))
 
     @property
     def nodes(self) -> int:
@@ -179,7 +179,7 @@ class CellSpec:
         """Parse a cell dict; errors name the location, e.g. ``normal.edges[3]``."""
         if not isinstance(data, Mapping):
             raise ArchitectureError(f"{where} must be an object with 'edges' and 'concat'")
-        _check_keys(data, ("edges", "concat"), (), f"'{where}' cell", header=False)
+        check_keys(data, ("edges", "concat"), (), f"'{where}' cell", header=False)
         raw_edges = data["edges"]
         if not isinstance(raw_edges, list):
             raise ArchitectureError(f"{where}.edges must be a list of edge objects")
@@ -188,7 +188,7 @@ class CellSpec:
             loc = f"{where}.edges[{k}]"
             if not isinstance(raw, Mapping):
                 raise ArchitectureError(f"{loc} must be an object with node, input, op, channels")
-            _check_keys(raw, ("node", "input", "op", "channels"), (), f"edge {loc}",
+            check_keys(raw, ("node", "input", "op", "channels"), (), f"edge {loc}",
                         header=False)
             edges.append(_located(loc, EdgeSpec, raw["node"], raw["input"], raw["op"],
                                   raw["channels"]))
@@ -276,7 +276,7 @@ class Architecture:
             if not isinstance(cell, CellSpec):
                 raise ArchitectureError(f"{cell_name} must be a CellSpec, got {cell!r}")
         edge_ops = [e.op for cell in (self.normal, self.reduce) for e in cell.edges]
-        _check_registered(tuple(dict.fromkeys(list(self.ops) + edge_ops)), "architecture")
+        check_known(tuple(dict.fromkeys(list(self.ops) + edge_ops)), "architecture")
         for cell_name in ("normal", "reduce"):
             for k, e in enumerate(getattr(self, cell_name).edges):
                 if e.op not in self.ops:
@@ -343,7 +343,7 @@ class Architecture:
         if not _is_int(reference_channels) or reference_channels < 1:
             raise ArchitectureError(
                 f"reference_channels must be a positive integer, got {reference_channels!r}")
-        names = _resolve_ops(ops)
+        names = operation_names(ops)
         cells = {}
         for cell in ("normal", "reduce"):
             edges = getattr(genotype, cell)
@@ -407,8 +407,8 @@ class Architecture:
             ArchitectureError: wrong format tag, missing or unknown key (named), bad node
                 index, k_e out of range, concat out of range, ...
         """
-        _check_header(data, FORMAT, SCHEMA_VERSION, "architecture")
-        _check_keys(data, ("reference_channels", "ops", "normal", "reduce"),
+        check_header(data, FORMAT, SCHEMA_VERSION, "architecture")
+        check_keys(data, ("reference_channels", "ops", "normal", "reduce"),
                     ("name", "provenance", "scores"), "architecture document")
         ops = data["ops"]
         if not isinstance(ops, list):
@@ -433,7 +433,7 @@ class Architecture:
     @classmethod
     def from_json(cls, text: str | bytes) -> Architecture:
         """Parse JSON text (strict, see :meth:`from_dict`)."""
-        return cls.from_dict(_parse_json(text, "architecture"))
+        return cls.from_dict(parse_json(text, "architecture"))
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the JSON document atomically (temporary file, then ``os.replace``).

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from aca_keras.errors import ArchitectureError, SchemaVersionError, UnknownOperationError
+from aca_keras.errors import ArchitectureError, SchemaVersionError
+from aca_keras.space.op_sets import check_known, resolve_op_set
+from aca_keras.space.topology import edge_index, nodes_for_edges, num_edges_for
 
 __all__ = [
     "FORMAT",
@@ -40,44 +42,6 @@ FORMAT = "aca_keras.genotype"
 SCHEMA_VERSION = 1
 
 Edge = tuple[str, int]
-
-
-# ------------------------------------------------------------------------------ edge indexing
-
-
-def num_edges_for(nodes: int) -> int:
-    """Number of edges of a cell with ``nodes`` intermediate nodes (node j has 2 + j inputs)."""
-    if not _is_int(nodes) or nodes < 0:
-        raise ArchitectureError(f"nodes must be a non-negative integer, got {nodes!r}")
-    return nodes * (nodes + 3) // 2
-
-
-def edge_index(node: int, input: int) -> int:
-    """Row of the edge ``input -> node`` in an alpha matrix (DARTS edge order).
-
-    Args:
-        node: intermediate node, 0-based (node ``j`` is state ``2 + j``).
-        input: input state index, ``0 <= input < node + 2``.
-    """
-    if not _is_int(node) or node < 0:
-        raise ArchitectureError(f"node must be a non-negative integer, got {node!r}")
-    if not _is_int(input) or not 0 <= input < node + 2:
-        raise ArchitectureError(
-            f"input must be an integer with 0 <= input < node + 2 = {node + 2}, got {input!r}")
-    return num_edges_for(node) + input
-
-
-def nodes_for_edges(num_edges: int) -> int:
-    """Inverse of :func:`num_edges_for`; raises :class:`ArchitectureError` if there is none."""
-    nodes = 0
-    while num_edges_for(nodes) < num_edges:
-        nodes += 1
-    if num_edges_for(nodes) != num_edges or nodes == 0:
-        valid = ", ".join(str(num_edges_for(n)) for n in range(1, 7))
-        raise ArchitectureError(
-            f"{num_edges} edges do not form a DARTS cell: a cell with n intermediate nodes has "
-            f"n * (n + 3) / 2 edges ({valid}, ... for n = 1, 2, ...). Check the alpha shape.")
-    return nodes
 
 
 def _edges_of_node(node: int, edges_per_node: int) -> int:
@@ -124,7 +88,7 @@ class Genotype:
             edges, n = _check_cell_edges(getattr(self, cell), self.edges_per_node, cell)
             object.__setattr__(self, cell, edges)
             nodes[cell] = n
-            concat = _check_concat(getattr(self, f"{cell}_concat"), n, f"{cell}_concat")
+            concat = check_concat(getattr(self, f"{cell}_concat"), n, f"{cell}_concat")
             object.__setattr__(self, f"{cell}_concat", concat)
         if nodes["normal"] != nodes["reduce"]:
             raise ArchitectureError(
@@ -172,10 +136,10 @@ class Genotype:
             UnknownOperationError: an operation name that is not registered.
             ArchitectureError: any other problem (format tag, missing key, bad index, ...).
         """
-        _check_header(data, FORMAT, SCHEMA_VERSION, "genotype")
+        check_header(data, FORMAT, SCHEMA_VERSION, "genotype")
         required = ("normal", "normal_concat", "reduce", "reduce_concat")
         optional = ("edges_per_node",)
-        _check_keys(data, required, optional, "genotype")
+        check_keys(data, required, optional, "genotype")
         kwargs: dict[str, Any] = {}
         for cell in ("normal", "reduce"):
             kwargs[cell] = _parse_edge_list(data[cell], cell)
@@ -192,7 +156,7 @@ class Genotype:
     @classmethod
     def from_json(cls, text: str | bytes) -> Genotype:
         """Parse JSON text written by :meth:`to_json` (strict, see :meth:`from_dict`)."""
-        return cls.from_dict(_parse_json(text, "genotype"))
+        return cls.from_dict(parse_json(text, "genotype"))
 
 
 # ------------------------------------------------------------------------------- derivation
@@ -233,7 +197,7 @@ def derive_genotype(
             from ``len(ops)``, non-finite values, or an operation list with nothing but
             ``none``.
     """
-    names = _resolve_ops(ops)
+    names = operation_names(ops)
     candidates = [c for c, op in enumerate(names) if op != "none"]
     if not candidates:
         raise ArchitectureError(
@@ -318,11 +282,11 @@ def _as_edge_weights(beta: Any, num_edges: int, what: str) -> np.ndarray:
     return b[:, None]
 
 
-def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
+def operation_names(ops: str | Sequence[str]) -> tuple[str, ...]:
+    """A named op set or a list of operation names as a tuple (names are not checked against
+    the registry here; :func:`~aca_keras.space.op_sets.check_known` does that)."""
     if isinstance(ops, str):
-        from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
-
-        return tuple(ops_lib.resolve_op_set(ops))
+        return resolve_op_set(ops)
     names = tuple(ops)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ArchitectureError(f"ops must be a non-empty list of operation names, got {ops!r}")
@@ -332,7 +296,7 @@ def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
 
 
 # -------------------------------------------------------------------------- shared validators
-# (also used by aca_keras.architecture)
+# (public: aca_keras.space.architecture validates its documents with them too)
 
 
 def _is_int(value: Any) -> bool:
@@ -390,7 +354,7 @@ def _check_cell_edges(edges: Any, edges_per_node: int, where: str) -> tuple[tupl
     return tuple(out), nodes
 
 
-def _check_concat(concat: Any, nodes: int, where: str) -> tuple[int, ...]:
+def check_concat(concat: Any, nodes: int, where: str) -> tuple[int, ...]:
     if isinstance(concat, (str, bytes)) or not isinstance(concat, Sequence) or not concat:
         raise ArchitectureError(f"{where} must be a non-empty sequence of state indices")
     out = []
@@ -406,18 +370,10 @@ def _check_concat(concat: Any, nodes: int, where: str) -> tuple[int, ...]:
 
 
 def _check_registered(names: Sequence[str], where: str) -> None:
-    from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
-
-    known = ops_lib.list_ops()
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UnknownOperationError(
-            f"The {where} uses unknown operation(s) {unknown}. Registered operations: "
-            f"{', '.join(known)}. Register custom operations with aca_keras.ops.register_op "
-            "before loading.")
+    check_known(names, where)
 
 
-def _check_header(data: Any, fmt: str, version: int, what: str) -> None:
+def check_header(data: Any, fmt: str, version: int, what: str) -> None:
     """Check a document's ``format`` tag and ``version`` (shared by the JSON documents)."""
     if not isinstance(data, Mapping):
         raise ArchitectureError(
@@ -441,7 +397,7 @@ def _check_header(data: Any, fmt: str, version: int, what: str) -> None:
             "this aca_keras reads; upgrade aca_keras to load it.")
 
 
-def _check_keys(data: Mapping[str, Any], required: Sequence[str], optional: Sequence[str],
+def check_keys(data: Mapping[str, Any], required: Sequence[str], optional: Sequence[str],
                 where: str, header: bool = True) -> None:
     """Missing required keys or unknown keys in a document -> :class:`ArchitectureError`.
 
@@ -458,7 +414,7 @@ def _check_keys(data: Mapping[str, Any], required: Sequence[str], optional: Sequ
             "(check the spelling).")
 
 
-def _parse_json(text: str | bytes, what: str) -> Any:
+def parse_json(text: str | bytes, what: str) -> Any:
     """``json.loads`` with a clear :class:`ArchitectureError` on invalid JSON."""
     try:
         return json.loads(text)
