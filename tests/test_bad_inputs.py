@@ -20,8 +20,7 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras.io import checkpoint as ckpt
-from aca_keras.data import loading as data
+from aca_keras import data
 from aca_keras import distribute as dist
 from aca_keras.errors import (
     DataError,
@@ -33,6 +32,7 @@ from aca_keras.errors import (
     UnknownDatasetError,
     UnknownOperationError,
 )
+from aca_keras.io import checkpoint as ckpt
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras.data import loading as data
+from aca_keras import data
+from aca_keras.data import catalog
+from aca_keras.data import tfds as tfds_source
 from aca_keras.errors import DataError, DatasetDownloadError, UnknownDatasetError
 
 RNG = np.random.default_rng(0)
@@ -40,7 +42,7 @@ def _same(a, b) -> bool:
 @pytest.fixture
 def reachable(monkeypatch):
     """Pretend the download hosts answer (mock_data makes the download a no-op)."""
-    monkeypatch.setattr(data, "_download_reachable", lambda url, timeout=None: True)
+    monkeypatch.setattr(tfds_source, "download_reachable", lambda url, timeout=None: True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,8 +114,8 @@ def test_npz_cifar_sample_and_known_statistics(cifar_sample_path):
         assert bundle.mean[c] == pytest.approx(values.mean(), abs=1e-9)
         assert bundle.std[c] == pytest.approx(values.std(), abs=1e-9)
     # ... and the published CIFAR-10 statistics agree with this real sample
-    np.testing.assert_allclose(bundle.mean, data.CIFAR10.mean, atol=0.02)
-    np.testing.assert_allclose(bundle.std, data.CIFAR10.std, atol=0.02)
+    np.testing.assert_allclose(bundle.mean, catalog.CIFAR10.mean, atol=0.02)
+    np.testing.assert_allclose(bundle.std, catalog.CIFAR10.std, atol=0.02)
 
 
 def test_npz_with_test_arrays_and_missing_keys(tmp_path):
@@ -187,7 +189,7 @@ def test_tfds_sources_through_mock_data(reachable):
     assert cifar.x_train.shape == (12, 32, 32, 3) and cifar.x_train.dtype == np.uint8
     assert cifar.num_test == 12 and cifar.y_train.dtype == np.int32
     assert cifar.num_classes == 10 and cifar.class_names == data.CIFAR10_CLASS_NAMES
-    assert cifar.mean == data.CIFAR10.mean and cifar.std == data.CIFAR10.std and cifar.flip
+    assert cifar.mean == catalog.CIFAR10.mean and cifar.std == catalog.CIFAR10.std and cifar.flip
     assert mnist.x_train.shape == (12, 28, 28, 1) and mnist.input_shape == (28, 28, 1)
     assert mnist.x_test is None and mnist.class_names == tuple("0123456789")
     assert mnist.mean == (0.1307,) and not mnist.flip
@@ -212,7 +214,7 @@ def test_download_false_fails_at_once(tmp_path):
 
 
 def test_offline_download_fails_fast(tmp_path):
-    if data._download_reachable(data.CIFAR10.probe_url):
+    if tfds_source.download_reachable(catalog.CIFAR10.probe_url):
         pytest.skip("the CIFAR-10 host is reachable here; the offline path cannot be tested")
     start = time.monotonic()
     with pytest.raises(DatasetDownloadError, match=r"'cifar10'.*cannot be reached.*digits"):
@@ -226,7 +228,7 @@ def test_probe_never_hangs(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", stuck)
     start = time.monotonic()
-    assert data._download_reachable("https://example.invalid/", timeout=0.3) is False
+    assert tfds_source.download_reachable("https://example.invalid/", timeout=0.3) is False
     assert time.monotonic() - start < 3
 
 
