@@ -1,5 +1,8 @@
-"""Progress lines for logs: what ``aca-search`` and ``aca-train`` print when their output goes
-to a file or a pipe instead of a terminal.
+"""Keras callbacks shared by the search and the training: progress lines for logs, epochs
+counted from 1 in CSV histories, and a stop at the first non-finite loss.
+
+Progress lines are what ``aca-search`` and ``aca-train`` print when their output goes to a file
+or a pipe instead of a terminal.
 
 Keras's progress bar redraws one terminal line; sent to a file it shows nothing until an
 epoch ends (minutes, at the default sizes on a CPU). :class:`ProgressLogger` prints a plain
@@ -9,6 +12,10 @@ line every few percent of an epoch instead::
 
 :func:`progress_callbacks` returns it when progress output is on (``verbose``) and standard
 output is not a terminal; ``ACA_PROGRESS=1`` forces it on, ``ACA_PROGRESS=0`` off.
+
+:class:`StopOnNonFinite` stops a run at the first NaN/Inf loss with a
+:class:`~aca_keras.errors.NumericalError` naming the last good checkpoint
+(:func:`last_good_checkpoint` describes it).
 """
 
 from __future__ import annotations
@@ -17,9 +24,26 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO, Any
 
 import keras
+
+from aca_keras.errors import NumericalError
+from aca_keras.io.checkpoint import read_checkpoint_meta
+
+__all__ = [
+    "ENV_VAR",
+    "EpochCSVLogger",
+    "ProgressLogger",
+    "StopOnNonFinite",
+    "format_duration",
+    "last_good_checkpoint",
+    "progress_callbacks",
+    "stdout_is_terminal",
+    "wanted",
+]
 
 #: Environment variable: "1" always prints progress lines, "0" never.
 ENV_VAR = "ACA_PROGRESS"
@@ -129,3 +153,61 @@ class EpochCSVLogger(keras.callbacks.CSVLogger):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch + 1, logs)
+
+
+def last_good_checkpoint(path: str | os.PathLike | None, epoch_key: str = "epoch",
+                         missing: str = "no epoch had finished, so there is no checkpoint"
+                         ) -> str:
+    """``"the last good checkpoint is <path> (epoch <n>)"``, read now from the checkpoint's
+    ``meta[epoch_key]``; ``missing`` when there is no checkpoint file, and a sentence saying
+    so when ``path`` is ``None`` (nothing is written)."""
+    if path is None:
+        return "no run_dir was given, so there is no checkpoint"
+    path = Path(path)
+    if not path.is_file():
+        return missing
+    return f"the last good checkpoint is {path} (epoch {read_checkpoint_meta(path).get(epoch_key)})"
+
+
+class StopOnNonFinite(keras.callbacks.Callback):
+    """Stops a run at the first NaN/Inf value of a watched loss (after a batch, and at the end
+    of an epoch) with a :class:`~aca_keras.errors.NumericalError` that names the last good
+    checkpoint. The losses Keras reports are the epoch's running means: one bad batch shows.
+
+    Put it before the callbacks that write checkpoints, so that no checkpoint of a diverged
+    epoch is written.
+
+    Args:
+        keys: the log entries to watch (``"loss"``; the search also ``"alpha_loss"``).
+        checkpoint: what to say about the last good checkpoint: a sentence, or a function
+            returning one when the error is raised (e.g. a ``functools.partial`` of
+            :func:`last_good_checkpoint`).
+        advice: the last sentence of the message: what to do now.
+    """
+
+    def __init__(self, keys: Sequence[str] = ("loss",),
+                 checkpoint: str | Callable[[], str] = "there is no checkpoint",
+                 advice: str = ("Lower the learning rate or check the input data, then resume "
+                                "or restart the run.")):
+        super().__init__()
+        self.keys = tuple(keys)
+        self.checkpoint = checkpoint
+        self.advice = advice
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._check(logs, f"at step {batch + 1} of epoch {self.epoch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, f"after epoch {epoch + 1}")
+
+    def _check(self, logs, when: str) -> None:
+        for key in self.keys:
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(float(value)):
+                last = self.checkpoint() if callable(self.checkpoint) else self.checkpoint
+                raise NumericalError(f"The {key} became {float(value)} {when}: the run "
+                                     f"diverged; {last}. {self.advice}")

@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aca_keras.io.checkpoint import atomic_write_bytes
+from aca_keras.io.atomic import atomic_write_bytes
+from aca_keras.io.run_dir import RunDir
 from aca_keras.space.genotype import nodes_for_edges, num_edges_for, softmax_rows
+from aca_keras.space.op_sets import resolve_op_set
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -42,9 +44,6 @@ if TYPE_CHECKING:
     from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
 __all__ = [
-    "CELL_FILES",
-    "ALPHAS_FILE",
-    "MONITOR_FILE",
     "draw_cell",
     "edge_label",
     "graphviz_available",
@@ -52,10 +51,6 @@ __all__ = [
     "write_run_pictures",
 ]
 
-CELL_FILES = {"normal": "cell_normal.png", "reduce": "cell_reduce.png"}
-ALPHAS_FILE = "alphas.png"
-MONITOR_FILE = "collapse.png"
-_ALPHAS_JSONL = "alphas.jsonl"
 _DPI = 150
 
 # Fixed colours for the DARTS operations (the same in the cell pictures and the alpha plots);
@@ -145,7 +140,7 @@ def draw_cell(cell: CellSpec, reference_channels: int, path: str | os.PathLike, 
         if not graphviz_available():
             raise ImportError("renderer='graphviz' needs the graphviz Python package "
                               "(pip install graphviz) and the dot program (apt install graphviz)")
-        import graphviz
+        import graphviz  # optional: the graphviz package and its dot program
 
         source = cell_to_dot(cell, reference_channels, title=title, reduction=reduction)
         data = graphviz.Source(source).pipe(format="png")
@@ -198,7 +193,7 @@ def _subtitle(reference_channels: int, reduction: bool) -> str:
 
 
 def _figure_png(fig: Figure) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # heavy: only when drawing
 
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -330,7 +325,7 @@ def _route(pos: Mapping[Any, tuple[float, float]], edges: Sequence[tuple[Any, An
 
 
 def _cell_figure(cell: CellSpec, reference_channels: int, title: str, reduction: bool) -> Figure:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when drawing
     from matplotlib.patches import Circle, FancyArrowPatch
 
     pos = _positions(cell)
@@ -508,9 +503,7 @@ def plot_alpha_history(alphas_jsonl_path: str | os.PathLike, ops: str | Sequence
 
 def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
     if isinstance(ops, str):
-        from aca_keras.layers import ops as ops_lib  # lazy: imports Keras
-
-        return tuple(ops_lib.resolve_op_set(ops))
+        return resolve_op_set(ops)
     names = tuple(ops)
     if not names or not all(isinstance(n, str) and n for n in names):
         raise ValueError(f"ops must be a non-empty list of operation names, got {ops!r}")
@@ -519,7 +512,7 @@ def _resolve_ops(ops: str | Sequence[str]) -> tuple[str, ...]:
 
 def _alpha_figure(histories: Mapping[str, tuple[np.ndarray, np.ndarray]],
                   names: Sequence[str], last: Mapping[str, Any]) -> Figure:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when drawing
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
@@ -585,7 +578,7 @@ def plot_collapse_monitor(alphas_jsonl_path: str | os.PathLike, path: str | os.P
     Raises:
         ValueError: the file holds no epoch with monitor figures.
     """
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # heavy: only when drawing
     from matplotlib.ticker import MaxNLocator
 
     records = read_alpha_history(alphas_jsonl_path)
@@ -632,16 +625,16 @@ def write_run_pictures(run_dir: str | os.PathLike, architecture: Architecture) -
     holds a non-empty ``alphas.jsonl``, and ``collapse.png`` (see
     :func:`plot_collapse_monitor`) when its lines carry the collapse monitor's figures.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     written = [
         draw_cell(architecture.normal, architecture.reference_channels,
-                  run_dir / CELL_FILES["normal"], reduction=False),
+                  run.cell_picture("normal"), reduction=False),
         draw_cell(architecture.reduce, architecture.reference_channels,
-                  run_dir / CELL_FILES["reduce"], reduction=True),
+                  run.cell_picture("reduce"), reduction=True),
     ]
-    history = run_dir / _ALPHAS_JSONL
+    history = run.alphas
     if history.is_file() and read_alpha_history(history):
-        written.append(plot_alpha_history(history, architecture.ops, run_dir / ALPHAS_FILE))
+        written.append(plot_alpha_history(history, architecture.ops, run.alphas_picture))
         if any(r.get("skip_edges") is not None for r in read_alpha_history(history)):
-            written.append(plot_collapse_monitor(history, run_dir / MONITOR_FILE))
+            written.append(plot_collapse_monitor(history, run.collapse_picture))
     return written

@@ -42,7 +42,6 @@ import argparse
 import base64
 import dataclasses
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -170,6 +169,11 @@ def search_key(config: StudyConfig, kind: str, seed: int) -> str:
 def _snapshot_callback(run_dir: Path, epochs: Sequence[int]):
     import keras
 
+    from aca_keras.io.atomic import atomic_copy_file
+    from aca_keras.io.run_dir import RunDir
+
+    run = RunDir(run_dir)
+
     class Snapshots(keras.callbacks.Callback):
         """Copies the epoch's checkpoint at each snapshot epoch; times the epochs."""
 
@@ -184,25 +188,23 @@ def _snapshot_callback(run_dir: Path, epochs: Sequence[int]):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(round(time.perf_counter() - self._start, 2))
             if epoch + 1 in epochs:  # search() wrote this epoch's checkpoint already
-                target = run_dir / f"checkpoint-e{epoch + 1}.npz"
-                tmp = target.with_suffix(".tmp")
-                shutil.copyfile(run_dir / "checkpoint.npz", tmp)
-                os.replace(tmp, target)
+                atomic_copy_file(run.checkpoint, run.snapshot(epoch + 1))
 
     return Snapshots()
 
 
 def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path, log) -> Path:
     """Run or resume one search; returns the path of its JSON record."""
-    from aca_keras.io import checkpoint as ckpt
-    from aca_keras.searching.pipeline import CONFIG_FILE, search
+    from aca_keras.io.atomic import atomic_write_json
+    from aca_keras.io.run_dir import RunDir
+    from aca_keras.searching.pipeline import search
 
     key = search_key(config, kind, seed)
     record_path = results / f"{key}.json"
     if record_path.is_file():
         return record_path
     run_dir = results / "runs" / key
-    resume = (run_dir / CONFIG_FILE).is_file()
+    resume = RunDir(run_dir).holds_search()
     log(f"search {key} ({'resume' if resume else 'new'})")
     callback = _snapshot_callback(run_dir, config.snapshot_epochs(kind))
     start = time.perf_counter()
@@ -219,7 +221,7 @@ def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path,
               "seconds_this_session": round(seconds, 1), "epoch_seconds": callback.seconds,
               "snapshot_epochs": list(config.snapshot_epochs(kind)),
               "split": split_description(config), "settings": config.search}
-    ckpt.atomic_write_json(record_path, record)
+    atomic_write_json(record_path, record)
     log(f"  done in {seconds:.0f} s")
     return record_path
 
@@ -257,21 +259,23 @@ def training_units(config: StudyConfig) -> list[Unit]:
 
 def architecture_for(config: StudyConfig, unit: Unit, bundle, results: Path):
     """Derive and allocate the architecture of ``unit`` from its search's snapshot."""
-    from aca_keras.io import checkpoint as ckpt
     from aca_keras.channels.allocation import allocate
-    from aca_keras.space.architecture import Architecture
     from aca_keras.channels.importance import score_channels
-    from aca_keras.searching.pipeline import CONFIG_FILE, SearchConfig, build_search_network
+    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.io.atomic import read_json
+    from aca_keras.io.run_dir import RunDir
+    from aca_keras.searching.pipeline import SearchConfig, build_search_network
+    from aca_keras.space.architecture import Architecture
 
     kind, scorer, pooling, divide, allocator = METHODS[unit.method]
-    run_dir = results / "runs" / search_key(config, kind, unit.seed)
-    search_config = SearchConfig.from_dict(ckpt.read_json(run_dir / CONFIG_FILE))
+    run = RunDir(results / "runs" / search_key(config, kind, unit.seed))
+    search_config = SearchConfig.from_dict(read_json(run.config))
     pipelines = bundle.search_pipelines(
         batch_size=search_config.batch_size, train_fraction=search_config.train_fraction,
         seed=search_config.seed, epochs=1, start_epoch=0, augment=False)
     network = build_search_network(bundle, search_config, pipelines.steps_per_epoch)
     network.ensure_built()
-    ckpt.load_checkpoint(run_dir / f"checkpoint-e{unit.epoch}.npz", network,
+    ckpt.load_checkpoint(run.snapshot(unit.epoch), network,
                          {"optimizer": network.optimizer,
                           "alpha_optimizer": network.alpha_optimizer})
     provenance = {"study": config.name, "method": unit.method, "search": kind,
@@ -310,17 +314,17 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
     has not reached the snapshot yet)."""
     import keras
 
-    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.io.atomic import atomic_write_json
+    from aca_keras.io.run_dir import RunDir
     from aca_keras.models.derived import build_model
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     key = unit.key(config)
     record_path = results / f"{key}.json"
     if record_path.is_file():
         return record_path
     kind = METHODS[unit.method][0]
-    snapshot = results / "runs" / search_key(config, kind, unit.seed) / \
-        f"checkpoint-e{unit.epoch}.npz"
+    snapshot = RunDir(results / "runs" / search_key(config, kind, unit.seed)).snapshot(unit.epoch)
     if not snapshot.is_file():
         return None
     log(f"train {key}")
@@ -335,7 +339,7 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
     run_dir = results / "runs" / key
     result = train(model, train_bundle, epochs=t["epochs"], batch_size=t["batch_size"],
                    cutout=t["cutout"], drop_path=0.0, seed=unit.seed, run_dir=run_dir,
-                   resume=(run_dir / "train_config.json").is_file(), verbose=0)
+                   resume=RunDir(run_dir).train_config.is_file(), verbose=0)
     x_test, y_test = test_arrays
     logits = result.model.inference_model().predict(x_test, batch_size=500, verbose=0)
     correct = np.argmax(logits, axis=-1) == y_test
@@ -357,7 +361,7 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
         "seconds": round(time.perf_counter() - start, 1),
         "split": split_description(config), "recipe": t,
     }
-    ckpt.atomic_write_json(record_path, record)
+    atomic_write_json(record_path, record)
     log(f"  {key}: accuracy {record['accuracy']:.4f}, k_normal {record['k_normal']}, "
         f"{record['seconds']:.0f} s")
     keras.backend.clear_session()

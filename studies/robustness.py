@@ -60,6 +60,8 @@ END = "<!-- results:end -->"
 #: method -> (op set, allocator of the epoch sweep)
 METHODS: dict[str, tuple[str, str]] = {"darts": ("darts", "none"), "aca": ("aca", "adaptive")}
 ABLATION_ALLOCATORS = ("adaptive", "fixed", "alpha", "none")
+#: The study's own file in a search run directory: the search's wall time.
+SEARCH_SECONDS_FILE = "search_seconds.json"
 
 
 @dataclass(frozen=True)
@@ -199,9 +201,12 @@ def load_study_data(path: str | os.PathLike, grid: Grid):
 def _callbacks(run_dir: Path, snapshot_epochs: Sequence[int]):
     """Keras callbacks for a study search: wall time per epoch (the first includes tracing),
     and a copy of the epoch's checkpoint at each epoch in ``snapshot_epochs``."""
-    import shutil
-
     import keras
+
+    from aca_keras.io.atomic import atomic_copy_file
+    from aca_keras.io.run_dir import RunDir
+
+    run = RunDir(run_dir)
 
     class StudyCallback(keras.callbacks.Callback):
         def __init__(self):
@@ -215,10 +220,7 @@ def _callbacks(run_dir: Path, snapshot_epochs: Sequence[int]):
         def on_epoch_end(self, epoch, logs=None):
             self.seconds.append(round(time.perf_counter() - self._start, 2))
             if epoch + 1 in snapshot_epochs:  # search() wrote this epoch's checkpoint already
-                target = run_dir / f"checkpoint-e{epoch + 1}.npz"
-                tmp = target.with_suffix(".tmp")
-                shutil.copyfile(run_dir / "checkpoint.npz", tmp)
-                os.replace(tmp, target)
+                atomic_copy_file(run.checkpoint, run.snapshot(epoch + 1))
 
     return StudyCallback()
 
@@ -236,18 +238,19 @@ def search_plan(cell: Cell, grid: Grid) -> tuple[str, int, int]:
 
 def _run_search(cell: Cell, grid: Grid, bundle, results: Path, log) -> Path:
     """Run (or resume, or reuse) the search of ``cell``; returns its run directory."""
-    from aca_keras.io import checkpoint as ckpt
-    from aca_keras.searching.pipeline import ARCHITECTURE_FILE, CONFIG_FILE, search
+    from aca_keras.io.atomic import atomic_write_json
+    from aca_keras.io.run_dir import RunDir
+    from aca_keras.searching.pipeline import search
 
     key, epochs, seed = search_plan(cell, grid)
     run_dir = results / "runs" / key
-    if (run_dir / ARCHITECTURE_FILE).is_file():
+    if RunDir(run_dir).architecture.is_file():
         return run_dir
     start = time.perf_counter()
     settings = dict(grid.search)
     if cell.variant == "pc_darts":
         settings["alpha_warmup_epochs"] = int(grid.warmup_fraction * epochs)
-    resume = (run_dir / CONFIG_FILE).is_file()
+    resume = RunDir(run_dir).holds_search()
     log(f"  search {key} ({'resume' if resume else 'new'})")
     callback = _callbacks(run_dir, grid.epochs if grid.snapshots else ())
     if resume:
@@ -258,8 +261,8 @@ def _run_search(cell: Cell, grid: Grid, bundle, results: Path, log) -> Path:
                eval_cells=grid.train["cells"], eval_channels=grid.train["channels"],
                auxiliary=False, drop_path=0.0, verbose=0, callbacks=[callback], **settings)
     seconds = time.perf_counter() - start
-    ckpt.atomic_write_json(run_dir / "search_seconds.json",
-                           {"seconds": seconds, "epoch_seconds": callback.seconds})
+    atomic_write_json(run_dir / SEARCH_SECONDS_FILE,
+                      {"seconds": seconds, "epoch_seconds": callback.seconds})
     log(f"  searched in {seconds:.0f} s (epochs: {callback.seconds})")
     return run_dir
 
@@ -271,18 +274,21 @@ def _snapshot_network(run_dir: Path, epochs: int, bundle):
     """The trained supernet of ``run_dir`` at ``epochs`` (cached for the allocators that
     share it) and its validation batches."""
     from aca_keras.io import checkpoint as ckpt
-    from aca_keras.searching.pipeline import CONFIG_FILE, SearchConfig, build_search_network
+    from aca_keras.io.atomic import read_json
+    from aca_keras.io.run_dir import RunDir
+    from aca_keras.searching.pipeline import SearchConfig, build_search_network
 
+    run = RunDir(run_dir)
     key = f"{run_dir}@{epochs}"
     if key not in _NETWORKS:
         _NETWORKS.clear()
-        config = SearchConfig.from_dict(ckpt.read_json(run_dir / CONFIG_FILE))
+        config = SearchConfig.from_dict(read_json(run.config))
         pipelines = bundle.search_pipelines(
             batch_size=config.batch_size, train_fraction=config.train_fraction,
             seed=config.seed, epochs=1, start_epoch=0, augment=False)
         network = build_search_network(bundle, config, pipelines.steps_per_epoch)
-        snapshot = run_dir / f"checkpoint-e{epochs}.npz"
-        ckpt.load_checkpoint(snapshot if snapshot.is_file() else run_dir / "checkpoint.npz",
+        snapshot = run.snapshot(epochs)
+        ckpt.load_checkpoint(snapshot if snapshot.is_file() else run.checkpoint,
                              network, {"optimizer": network.optimizer,
                                        "alpha_optimizer": network.alpha_optimizer})
         _NETWORKS[key] = (config, network, pipelines.dataset)
@@ -294,22 +300,23 @@ def _search_architecture(cell: Cell, grid: Grid, bundle, results: Path, log) -> 
     result when it matches (same epochs and allocator), otherwise the genotype of the
     supernet at ``cell.epochs`` re-scored and allocated with ``cell.allocator``."""
     from aca_keras.channels.allocation import allocate
-    from aca_keras.space.architecture import Architecture
     from aca_keras.channels.importance import score_channels
-    from aca_keras.searching.pipeline import ARCHITECTURE_FILE
+    from aca_keras.io.run_dir import RunDir
+    from aca_keras.space.architecture import Architecture
 
     run_dir = _run_search(cell, grid, bundle, results, log)
-    timing = run_dir / "search_seconds.json"
+    run = RunDir(run_dir)
+    timing = run_dir / SEARCH_SECONDS_FILE
     seconds = float(json.loads(timing.read_text())["seconds"]) if timing.is_file() else 0.0
     _, search_epochs, _ = search_plan(cell, grid)
     if cell.epochs == search_epochs and cell.allocator == METHODS[cell.method][1]:
-        return Architecture.load(run_dir / ARCHITECTURE_FILE), seconds
-    own = Architecture.load(run_dir / ARCHITECTURE_FILE)
+        return Architecture.load(run.architecture), seconds
+    own = Architecture.load(run.architecture)
     provenance = {**own.provenance, "snapshot_epoch": cell.epochs}
     if cell.allocator == "none":  # no scores needed: the genotype logged at that epoch
         from aca_keras.space.genotype import Genotype
 
-        for line in (run_dir / "alphas.jsonl").read_text().splitlines():
+        for line in run.alphas.read_text().splitlines():
             record = json.loads(line)
             if record["epoch"] == cell.epochs:
                 genotype = Genotype.from_dict(record["genotype"])
@@ -330,7 +337,7 @@ def run_cell(cell: Cell, grid: Grid, bundle, results: Path, log=print) -> dict[s
     import keras
 
     from aca_keras.models.derived import build_model
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     architecture, search_seconds = _search_architecture(cell, grid, bundle, results, log)
     t = grid.train
@@ -379,7 +386,7 @@ def result_path(results: Path, cell: Cell) -> Path:
 
 def run_grid(grid: Grid, data: str | os.PathLike, results: Path, log=print) -> list[Path]:
     """Run every unfinished cell of ``grid``; returns the result files of the grid."""
-    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.io.atomic import atomic_write_json
 
     results.mkdir(parents=True, exist_ok=True)
     cells = grid_cells(grid)
@@ -392,7 +399,7 @@ def run_grid(grid: Grid, data: str | os.PathLike, results: Path, log=print) -> l
         start = time.perf_counter()
         log(f"[{number}/{len(todo)}] {cell.key}")
         record = run_cell(cell, grid, bundle, results, log)
-        ckpt.atomic_write_json(result_path(results, cell), record)
+        atomic_write_json(result_path(results, cell), record)
         log(f"  done in {time.perf_counter() - start:.0f} s: acc {record['test_accuracy']:.3f}, "
             f"skip {record['skip_connect']}, identity channels {record['identity_channels']}, "
             f"params {record['params']}")
@@ -465,7 +472,7 @@ def _style(ax, title: str, xlabel: str) -> None:
 
 
 def _save_png(fig, path: Path) -> Path:
-    from aca_keras.io.checkpoint import atomic_write_bytes
+    from aca_keras.io.atomic import atomic_write_bytes
 
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -548,13 +555,14 @@ def trajectories(results: Path, grid_name: str) -> list[dict[str, Any]]:
     the parameter-free edges (pools, skip) of its normal cell, and the mean softmax weight of
     ``skip_connect`` over the normal cell's edges (``nan`` for op sets without it). No
     training: this is the collapse signal itself, epoch by epoch."""
-    from aca_keras.space.genotype import softmax_rows
-    from aca_keras.layers.ops import resolve_op_set
+    from aca_keras.io.run_dir import RunDir
     from aca_keras.plots import read_alpha_history
+    from aca_keras.space.genotype import softmax_rows
+    from aca_keras.space.op_sets import resolve_op_set
 
     rows = []
     for run in sorted((results / "runs").glob(f"{grid_name}-*")):
-        log, config_path = run / "alphas.jsonl", run / "config.json"
+        log, config_path = RunDir(run).alphas, RunDir(run).config
         if not (log.is_file() and config_path.is_file()):
             continue
         config = json.loads(config_path.read_text())
@@ -628,7 +636,7 @@ def trajectory_table(rows: Sequence[dict[str, Any]], epochs: Sequence[int]) -> s
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> Path:
-    from aca_keras.io.checkpoint import atomic_write_text
+    from aca_keras.io.atomic import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -648,7 +656,7 @@ def _relative(path: Path, base: Path) -> str:
 def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
     """Write the combined CSV and the plot from the raw results and refresh the generated
     section of ``readme`` (created with a skeleton when missing)."""
-    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.io.atomic import atomic_write_text
 
     records = read_results(results, grid.name)
     if not records:
@@ -687,7 +695,7 @@ def report(grid: Grid, results: Path, readme: Path = README) -> dict[str, Path]:
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    ckpt.atomic_write_text(readme, text)
+    atomic_write_text(readme, text)
     return {**paths, "readme": readme}
 
 

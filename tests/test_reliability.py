@@ -20,8 +20,8 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras.io import checkpoint as ckpt
 from aca_keras.errors import NumericalError, RunDirError
+from aca_keras.io import checkpoint as ckpt
 
 HERE = Path(__file__).resolve()
 REPO = HERE.parents[1]
@@ -49,8 +49,8 @@ def _train_bundle():
 
 
 def _train_model(seed: int = 1):
-    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
     from aca_keras.models.derived import build_model
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
     ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
            "dil_conv_3x3", "dil_conv_5x5")
@@ -103,7 +103,7 @@ def _child_main(mode: str, run_dir: Path, marker: Path) -> None:
 
         search(_search_arrays(), run_dir=run_dir, callbacks=[pause], **SEARCH)
     else:
-        from aca_keras.training.trainer import train
+        from aca_keras.training import train
 
         train(_train_model(), _train_bundle(), run_dir=run_dir, callbacks=[pause], **TRAIN)
 
@@ -177,7 +177,7 @@ def uninterrupted_search(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def uninterrupted_training(tmp_path_factory):
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     run_dir = tmp_path_factory.mktemp("reliability") / "train"
     result = train(_train_model(), _train_bundle(), run_dir=run_dir, **TRAIN)
@@ -208,7 +208,7 @@ def test_search_killed_mid_epoch_resumes_exactly(uninterrupted_search, tmp_path)
 
 
 def test_training_killed_mid_epoch_resumes_exactly(uninterrupted_training, tmp_path):
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     expected_dir, expected = uninterrupted_training
     run_dir = tmp_path / "run"
@@ -246,6 +246,35 @@ def test_checkpoint_temporaries_and_corruption(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b)
 
 
+def test_atomic_writes_and_model_saves_keep_the_old_file(tmp_path):
+    import errno
+
+    from aca_keras.errors import StorageError
+    from aca_keras.io import atomic
+
+    atomic.atomic_write_json(tmp_path / "a.json", {"a": 1})
+    assert atomic.read_json(tmp_path / "a.json") == {"a": 1}
+    (tmp_path / "source.bin").write_bytes(b"snapshot")
+    atomic.atomic_copy_file(tmp_path / "source.bin", tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == b"snapshot"
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    saved = atomic.atomic_save_model(model, tmp_path / "model.keras")
+    for a, b in zip(keras.saving.load_model(saved).variables, model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    before = saved.read_bytes()
+
+    class DiskFull:
+        def save(self, path, overwrite=True):
+            Path(path).write_bytes(b"PK\x03\x04 part of an archive")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StorageError, match="previous version of the file is intact"):
+        atomic.atomic_save_model(DiskFull(), saved)
+    assert saved.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.json", "copy.bin", "model.keras", "source.bin"]  # no temporary left
+
+
 def test_search_is_reproducible_and_recorded(uninterrupted_search, tmp_path):
     from aca_keras.searching.pipeline import search
 
@@ -262,7 +291,7 @@ def test_search_is_reproducible_and_recorded(uninterrupted_search, tmp_path):
 
 
 def test_training_is_reproducible_and_recorded(uninterrupted_training, tmp_path):
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     expected_dir, expected = uninterrupted_training
     again = train(_train_model(), _train_bundle(), run_dir=tmp_path / "again", **TRAIN)
@@ -291,7 +320,7 @@ def test_nan_stops_search_naming_the_checkpoint(tmp_path):
 
 
 def test_nan_stops_training_naming_the_checkpoint(tmp_path):
-    from aca_keras.training.trainer import train
+    from aca_keras.training import train
 
     run_dir = tmp_path / "run"
     with pytest.raises(NumericalError) as info:

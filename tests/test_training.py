@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
 
 import keras
 import numpy as np
 import pytest
 
-from aca_keras.data import loading as data
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.callbacks import StopOnNonFinite, last_good_checkpoint
 from aca_keras.cli.train import main as cli_main
+from aca_keras.data import loading as data
+from aca_keras.errors import NumericalError, RunDirError
+from aca_keras.io import checkpoint as ckpt
+from aca_keras.models.cloning import clone_model
 from aca_keras.models.derived import DerivedNetwork, build_model, load_model
-from aca_keras.errors import RunDirError
-from aca_keras.training.trainer import L2SGD, effective_cutout, train, train_run
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space.validation import is_int
+from aca_keras.training import L2SGD, effective_cutout, train, train_run
 
 C = 4
 EPOCHS = 2
@@ -93,6 +98,38 @@ def test_l2sgd_is_pytorch_sgd_with_coupled_weight_decay():
         w = w - lr * buf
     np.testing.assert_allclose(var.numpy(), w, rtol=1e-6)
     assert L2SGD.from_config(opt.get_config()).l2 == wd
+
+
+def test_is_int_counts_integers_not_bools():
+    assert is_int(3) and is_int(np.int64(3))
+    assert not any(is_int(v) for v in (True, np.bool_(True), 3.0, "3", None))
+
+
+def test_stop_on_non_finite_names_the_last_good_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    stop = StopOnNonFinite(("loss", "alpha_loss"), checkpoint=functools.partial(
+        last_good_checkpoint, path, "epochs_done"), advice="Resume.")
+    stop.on_epoch_begin(1)
+    stop.on_train_batch_end(0, {"loss": 1.0, "alpha_loss": 2.0})
+    with pytest.raises(NumericalError, match="alpha_loss became nan at step 3 of epoch 2: "
+                       "the run diverged; no epoch had finished"):
+        stop.on_train_batch_end(2, {"loss": 1.0, "alpha_loss": float("nan")})
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    ckpt.save_checkpoint(path, model, {}, {"epochs_done": 1})
+    with pytest.raises(NumericalError, match=r"loss became inf after epoch 2: .*checkpoint is "
+                       r".*checkpoint.npz \(epoch 1\)\. Resume\.$"):
+        stop.on_epoch_end(1, {"loss": float("inf")})
+
+
+def test_clone_model_copies_every_variable():
+    bundle = _bundle()
+    model = _model(0, bundle)
+    for v in model.non_trainable_variables:  # BatchNorm statistics and random states too
+        v.assign(v.numpy() + 1)
+    copy = clone_model(model)
+    assert type(copy) is DerivedNetwork and copy is not model
+    for a, b in zip(copy.variables, model.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 
 
 def test_effective_cutout():

@@ -23,18 +23,18 @@ With ``run_dir`` the run writes ``train_config.json`` (settings and seed),
 ``train_checkpoint/checkpoint.npz`` after every epoch (all model variables including BatchNorm
 statistics and random-generator states, and the optimiser's variables; written atomically),
 ``train_history.csv``, ``train_result.json`` and the trained model ``trained.keras``.
-``resume=True`` continues from the last checkpoint; the data pipeline is a function of
-``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+(:class:`~aca_keras.io.run_dir.RunDir` names these files.) ``resume=True`` continues from the
+last checkpoint; the data pipeline is a function of ``(seed, epoch)``, so a resumed run
+repeats an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
-import math
 import os
 import random
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,77 +45,39 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras import distribute as dist
-from aca_keras.errors import DataError, NumericalError, RunDirError
+from aca_keras.callbacks import (
+    StopOnNonFinite,
+    last_good_checkpoint,
+    progress_callbacks,
+    stdout_is_terminal,
+)
+from aca_keras.data import DataBundle
+from aca_keras.data import load as load_data
+from aca_keras.data.arrays import split_digest
+from aca_keras.errors import ArchitectureError, DataError, RunDirError
 from aca_keras.io import checkpoint as ckpt
-from aca_keras.optimizers import MomentumSGD
+from aca_keras.io.atomic import (
+    atomic_save_model,
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+)
+from aca_keras.io.run_dir import RunDir
+from aca_keras.models.cloning import clone_model
+from aca_keras.models.derived import DerivedNetwork, build_model, load_model
+from aca_keras.optimizers import L2SGD
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.validation import is_int
+from aca_keras.versions import package_versions
 
 __all__ = [
-    "CHECKPOINT_DIR",
-    "HISTORY_FILE",
     "L2SGD",
     "TrainResult",
-    "TRAINED_MODEL_FILE",
     "effective_cutout",
     "evaluate",
     "train",
     "train_run",
 ]
-
-_PACKAGE = "aca_keras"
-
-CHECKPOINT_DIR = "train_checkpoint"
-CHECKPOINT_FILE = "checkpoint.npz"
-HISTORY_FILE = "train_history.csv"
-TRAIN_CONFIG_FILE = "train_config.json"
-RESULT_FILE = "train_result.json"
-TRAINED_MODEL_FILE = "trained.keras"
-RUN_CONFIG_FILE = "config.json"
-ARCHITECTURE_FILE = "architecture.json"
-
-
-# ------------------------------------------------------------------------------ optimiser
-
-
-@keras.saving.register_keras_serializable(package=_PACKAGE)
-class L2SGD(MomentumSGD):
-    """SGD with coupled L2 weight decay, as ``torch.optim.SGD(weight_decay=...)``.
-
-    ``l2 * w`` is added to each (already clipped) gradient before the momentum update, so the
-    decay goes through the momentum buffer. All other arguments are Keras SGD's.
-
-    Args:
-        l2: the coupled weight decay coefficient (DARTS: 3e-4).
-    """
-
-    def __init__(self, learning_rate=0.01, momentum: float = 0.0, l2: float = 0.0, **kwargs):
-        super().__init__(learning_rate=learning_rate, momentum=float(momentum), **kwargs)
-        if l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {l2}")
-        self.l2 = float(l2)
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.l2:
-            gradient = keras.ops.add(
-                keras.ops.cast(gradient, variable.dtype),
-                keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
-        super().update_step(gradient, variable, learning_rate)
-
-    def _clip_gradients(self, grads):
-        # Keras clips each replica's gradient before summing them across replicas; under a
-        # strategy the global norm must be that of the summed gradient: sum here, clip, and
-        # hand on 1/replicas of it (Keras's own sum then restores the clipped total).
-        context = tf.distribute.get_replica_context()
-        if (self.global_clipnorm and context is not None
-                and context.num_replicas_in_sync > 1):
-            total = dist.all_reduce_sum(grads)
-            clipped, _ = tf.clip_by_global_norm(total, self.global_clipnorm)
-            count = float(context.num_replicas_in_sync)
-            return [None if g is None else g / count for g in clipped]
-        return super()._clip_gradients(grads)
-
-    def get_config(self):
-        return {**super().get_config(), "l2": self.l2}
-
 
 # -------------------------------------------------------------------------------- results
 
@@ -165,57 +127,21 @@ class _DropPathSchedule(keras.callbacks.Callback):
         self.network.set_drop_path_rate(self.rate * epoch / self.epochs)
 
 
-def _diverged(value: float, when: str, run_path: Path | None) -> str:
-    """The message of a non-finite training loss, naming the last good checkpoint."""
-    path = None if run_path is None else run_path / CHECKPOINT_DIR / CHECKPOINT_FILE
-    if path is None:
-        last = "no run_dir was given, so there is no checkpoint"
-    elif path.is_file():
-        last = (f"the last good checkpoint is {path} (epoch "
-                f"{ckpt.read_checkpoint_meta(path).get('epoch')})")
-    else:
-        last = f"no epoch had finished, so there is no checkpoint in {run_path}"
-    return (f"The training loss became {value} {when}: training diverged; {last}. Lower the "
-            "learning rate or check the data, then resume (resume=True, CLI --resume) or "
-            "restart.")
-
-
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """Stops training at the first NaN/Inf loss with an error naming the last good
-    checkpoint (the loss Keras reports is the epoch's running mean: one bad batch shows)."""
-
-    def __init__(self, run_path: Path | None):
-        super().__init__()
-        self.run_path = run_path
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        value = (logs or {}).get("loss")
-        if value is not None and not math.isfinite(float(value)):
-            raise NumericalError(_diverged(float(value), f"at step {batch + 1} of epoch "
-                                           f"{self.epoch + 1}", self.run_path))
-
-
 class _EpochRecorder(keras.callbacks.Callback):
-    """Checks the loss, records the epoch's numbers, writes history and checkpoint."""
+    """Records the epoch's numbers, writes history and checkpoint (after
+    :class:`~aca_keras.callbacks.StopOnNonFinite` has checked the loss)."""
 
     def __init__(self, network, optimizer, history: dict[str, list[float]],
-                 run_path: Path | None, meta: dict[str, Any]):
+                 run: RunDir | None, meta: dict[str, Any]):
         super().__init__()
         self.network = network
         self.opt = optimizer
         self.history = history
-        self.run_path = run_path
+        self.run = run
         self.meta = meta
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        loss = float(logs.get("loss", float("nan")))
-        if not math.isfinite(loss):
-            raise NumericalError(_diverged(loss, f"after epoch {epoch + 1}", self.run_path))
         row = {"epoch": epoch + 1}
         for key in sorted(logs):
             # one name for the main accuracy, with or without the auxiliary head
@@ -224,10 +150,10 @@ class _EpochRecorder(keras.callbacks.Callback):
         row["drop_path_rate"] = self.network.drop_path_rate
         for key, value in row.items():
             self.history.setdefault(key, []).append(value)
-        if self.run_path is not None:
-            _write_history(self.run_path / HISTORY_FILE, self.history)
+        if self.run is not None:
+            _write_history(self.run.train_history, self.history)
             ckpt.save_checkpoint(
-                self.run_path / CHECKPOINT_DIR / CHECKPOINT_FILE, self.network,
+                self.run.train_checkpoint, self.network,
                 {"optimizer": self.opt},
                 {**self.meta, "epoch": epoch + 1, "history": self.history})
 
@@ -240,7 +166,7 @@ def _write_history(path: Path, history: Mapping[str, list[float]]) -> None:
     writer.writerow(keys)
     for i in range(rows):
         writer.writerow([history[k][i] if i < len(history[k]) else "" for k in keys])
-    ckpt.atomic_write_text(path, out.getvalue())
+    atomic_write_text(path, out.getvalue())
 
 
 # ---------------------------------------------------------------------------------- train
@@ -306,9 +232,6 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             over the replicas.
         StorageError: a checkpoint could not be written (the previous one is kept).
     """
-    from aca_keras.models.derived import DerivedNetwork, load_model
-    from aca_keras.searching.pipeline import package_versions
-
     strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
     policy = dist.precision_policy(mixed_precision)
     described = dist.describe_strategy(strategy_obj)
@@ -318,7 +241,7 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             model = load_model(model, compile=False)
         elif isinstance(model, DerivedNetwork) and (strategy_obj is not None
                                                     or policy != "float32"):
-            model = dist.clone_model(model)
+            model = clone_model(model)
         run_info = {"strategy": described["kind"], "replicas": described["replicas"],
                     "sync_batch_norm": bool(sync_batch_norm),
                     "mixed_precision": policy != "float32", "dtype_policy": policy,
@@ -339,9 +262,6 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
            run_info: dict[str, Any]) -> TrainResult:
     """:func:`train` in its strategy scope and dtype policy (``run_info`` goes into
     ``train_config.json``)."""
-    from aca_keras.data import loading as data_lib
-    from aca_keras.models.derived import DerivedNetwork, load_model
-
     tf.config.experimental.enable_op_determinism()  # reproducible on CPU with a seed
 
     if isinstance(model, (str, os.PathLike)):
@@ -349,33 +269,36 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
     if not isinstance(model, DerivedNetwork):
         raise TypeError(f"train() needs a DerivedNetwork (aca_keras.derived.build_model), got "
                         f"{type(model).__name__}")
-    if isinstance(dataset, data_lib.DataBundle):
+    if isinstance(dataset, DataBundle):
         bundle = dataset
     elif data_dir is not None:
-        bundle = data_lib.load(dataset, data_dir=data_dir)
+        bundle = load_data(dataset, data_dir=data_dir)
     else:
-        bundle = data_lib.load(dataset)
+        bundle = load_data(dataset)
     if tuple(bundle.input_shape) != tuple(model.image_shape):
         raise DataError(f"The data's images are {bundle.input_shape} but the model takes "
                         f"{model.image_shape}; build the model with the data's input_shape.")
     if bundle.num_classes != model.num_classes:
         raise DataError(f"The data has {bundle.num_classes} classes but the model predicts "
                         f"{model.num_classes}; build the model with the data's num_classes.")
-    if not isinstance(epochs, int) or epochs < 1:
+    if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    epochs = int(epochs)
     drop_path = model.drop_path if drop_path is None else float(drop_path)
     auxiliary_weight = (model.auxiliary_weight if auxiliary_weight is None
                         else float(auxiliary_weight))
     cut = effective_cutout(int(cutout), bundle.input_shape)
 
     run_path = Path(run_dir) if run_dir is not None else None
-    checkpoint_path = None if run_path is None else run_path / CHECKPOINT_DIR / CHECKPOINT_FILE
+    run = None if run_path is None else RunDir(run_path)
+    checkpoint_path = None if run is None else run.train_checkpoint
     resuming = bool(resume and checkpoint_path is not None and checkpoint_path.is_file())
     if resume and run_path is None:
         raise RunDirError("resume=True needs run_dir, the directory of the run to continue.")
     if run_path is not None and not resume and checkpoint_path.exists():
-        raise RunDirError(f"{run_path} already holds a training run ({CHECKPOINT_DIR}/). Resume "
-                          "it with resume=True (CLI: --resume), or choose another run directory.")
+        raise RunDirError(f"{run_path} already holds a training run "
+                          f"({RunDir.TRAIN_CHECKPOINT_DIR}/). Resume it with resume=True (CLI: "
+                          "--resume), or choose another run directory.")
     if resuming:
         saved = ckpt.read_checkpoint_meta(checkpoint_path)
         if seed is not None and int(seed) != saved["seed"]:
@@ -429,7 +352,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
     if run_path is not None:
         try:
             run_path.mkdir(parents=True, exist_ok=True)
-            ckpt.atomic_write_json(run_path / TRAIN_CONFIG_FILE, settings)
+            atomic_write_json(run.train_config, settings)
         except OSError as error:
             raise RunDirError(f"Cannot write the run directory {run_path}: {error}. Choose a "
                               "writable run_dir.") from None
@@ -444,9 +367,14 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         if model.auxiliary:
             pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
         dist.multiworker_train_step(model, pipeline)
-        recorder = _EpochRecorder(model, optimizer, history, run_path, settings)
-        from aca_keras.callbacks import progress_callbacks, stdout_is_terminal
-
+        recorder = _EpochRecorder(model, optimizer, history, run, settings)
+        stop = StopOnNonFinite(
+            ("loss",),
+            checkpoint=functools.partial(
+                last_good_checkpoint, checkpoint_path, "epoch",
+                f"no epoch had finished, so there is no checkpoint in {run_path}"),
+            advice=("Lower the learning rate or check the data, then resume (resume=True, "
+                    "CLI --resume) or restart."))
         progress = progress_callbacks(verbose)
         # Keras's progress bar shows no metrics when written to a file: one line per epoch
         # there, and progress lines during the epoch
@@ -454,14 +382,14 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
                   verbose=fit_verbose, shuffle=False,
                   callbacks=[_DropPathSchedule(model, drop_path, epochs),
-                             _StopOnNonFinite(run_path), recorder, *progress, *callbacks])
+                             stop, recorder, *progress, *callbacks])
 
     test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
     if test_accuracy is not None:
         say(f"test accuracy: {test_accuracy:.4f}", flush=True)
     if run_path is not None:
-        _save_model_atomic(model, run_path / TRAINED_MODEL_FILE)
-        ckpt.atomic_write_json(run_path / RESULT_FILE, {
+        atomic_save_model(model, run.trained_model)
+        atomic_write_json(run.train_result, {
             "test_accuracy": test_accuracy, "epochs": epochs,
             "params": int(model.inference_model().count_params()),
             "flops": int(model.flops()), "seed": seed,
@@ -471,7 +399,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
                 "data": (os.fspath(dataset) if isinstance(dataset, (str, os.PathLike))
                          else bundle.name),
                 "images": int(len(bundle.y_test)),
-                "split_sha256": data_lib.split_digest(bundle.x_test, bundle.y_test)},
+                "split_sha256": split_digest(bundle.x_test, bundle.y_test)},
         })
     return TrainResult(history=history, test_accuracy=test_accuracy, run_dir=run_path,
                        model=model)
@@ -511,17 +439,6 @@ def _seed_drop_path(model, seed: int) -> None:
         state.assign(keras.ops.cast(value, state.dtype))
 
 
-def _save_model_atomic(model, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ------------------------------------------------------------------------ run directories
 
 
@@ -549,24 +466,20 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
         RunDirError: the directory, ``architecture.json`` or ``config.json`` is missing or
             invalid, or the run's data set cannot be reloaded (pass ``dataset``).
     """
-    from aca_keras.data import loading as data_lib
-    from aca_keras.errors import ArchitectureError
-    from aca_keras.models.derived import build_model
-    from aca_keras.space.architecture import Architecture
-
     strategy = dist.get_strategy(strategy)  # before any TensorFlow work (multi-worker)
     run_path = Path(run_dir)
+    run = RunDir(run_path)
     if not run_path.is_dir():
         raise RunDirError(f"The run directory {str(run_path)!r} does not exist; give the "
                           "directory of a search run (it holds architecture.json and "
                           "config.json).")
-    arch_path = run_path / ARCHITECTURE_FILE
+    arch_path = run.architecture
     if not arch_path.is_file():
-        raise RunDirError(f"The run directory {str(run_path)!r} has no {ARCHITECTURE_FILE}; "
+        raise RunDirError(f"The run directory {str(run_path)!r} has no {RunDir.ARCHITECTURE}; "
                           "the search did not finish. Finish or resume the search first.")
-    config = ckpt.read_json(run_path / RUN_CONFIG_FILE, "run config")
+    config = read_json(run.config, "run config")
     if not isinstance(config, dict):
-        raise RunDirError(f"{run_path / RUN_CONFIG_FILE} must hold a JSON object.")
+        raise RunDirError(f"{run.config} must hold a JSON object.")
     try:
         architecture = Architecture.load(arch_path)
     except ArchitectureError as error:
@@ -576,7 +489,7 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
         dataset = config.get("dataset")
         if not isinstance(dataset, str) or not dataset or dataset.startswith("<"):
             raise RunDirError(
-                f"{run_path / RUN_CONFIG_FILE} names no reloadable data set (dataset="
+                f"{run.config} names no reloadable data set (dataset="
                 f"{dataset!r}: the search ran on in-memory data); pass the data set explicitly "
                 "(CLI: --dataset NAME_OR_PATH).")
     if data_dir is None:
@@ -588,8 +501,8 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
     auxiliary = bool(auxiliary if auxiliary is not None else config.get("auxiliary", True))
     drop_path = float(drop_path if drop_path is not None else config.get("drop_path", 0.2))
 
-    bundle = (data_lib.load(dataset, data_dir=data_dir) if data_dir is not None
-              else data_lib.load(dataset))
+    bundle = (load_data(dataset, data_dir=data_dir) if data_dir is not None
+              else load_data(dataset))
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     model = build_model(architecture, bundle.input_shape, bundle.num_classes, cells=cells,
