@@ -35,11 +35,16 @@ class SchemaVersionError(ArchitectureError):
     """A document written by a newer aca_keras than this one."""
 
 
-class UnknownOperationError(ArchitectureError, KeyError):
-    """An operation name that is not in the operation registry."""
+class UnknownNameError(AcaError, KeyError, ValueError):
+    """A name that no :class:`~aca_keras.registry.Registry` holds (a scorer, a pooling rule,
+    a variant...); the message lists the registered names."""
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class UnknownOperationError(UnknownNameError, ArchitectureError):
+    """An operation name that is not in the operation registry."""
 
 
 class RunDirError(AcaError, ValueError):

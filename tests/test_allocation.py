@@ -17,8 +17,8 @@ from aca_keras.channels.allocation import (
     otsu_threshold,
     register_allocator,
 )
-from aca_keras.space.architecture import Architecture
 from aca_keras.errors import ArchitectureError
+from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import Genotype
 
 C = 8
@@ -197,7 +197,8 @@ def test_allocate_adaptive_records_provenance_and_scores():
     b = allocate(a, scores)
     assert b.normal.channels == (C, 5, 0) and b.reduce.channels == (C, 5, 0)
     assert b.provenance == {"variant": "darts", "allocator": "adaptive",
-                            "allocator_options": {}, "scorer": "magnitude"}
+                            "allocator_options": {}, "scorer": "magnitude",
+                            "pooling": "index", "divide_weight": False}
     assert b.scores["normal"]["k"] == [C, 5, 0]
     assert b.scores["normal"]["threshold"] == pytest.approx(adaptive_threshold(scores.normal))
     assert b.scores["reduce"]["mean"][2] == pytest.approx(float(scores.reduce[2].mean()))

@@ -305,7 +305,7 @@ def test_construction_checks_structure():
 
 
 def test_cheap_import():
-    code = ("import sys, aca_keras.genotype, aca_keras.architecture, aca_keras.allocation; "
+    code = ("import sys, aca_keras.space.genotype, aca_keras.space.architecture, aca_keras.channels.allocation; "
             "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()

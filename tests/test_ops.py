@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 import pytest
+import tensorflow as tf
 
-from aca_keras.layers import ops
 from aca_keras.errors import UnknownOperationError
+from aca_keras.layers import ops
 
 X = np.random.default_rng(0).normal(size=(2, 9, 9, 8)).astype("float32")
 
@@ -110,7 +110,8 @@ def test_registering_a_custom_op():
         assert tuple(out.shape) == (2, 5, 5, 5)
         assert ops.resolve_op_set(["none", name]) == ("none", name)
     finally:
-        ops._REGISTRY.pop(name)
+        ops.unregister_op(name)
+    assert name not in ops.list_ops()
 
 
 @pytest.mark.parametrize("affine", [True, False])

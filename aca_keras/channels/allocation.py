@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from aca_keras.channels.scores import ChannelScores, check_weight
-from aca_keras.errors import ArchitectureError
+from aca_keras.errors import ArchitectureError, UnknownNameError
+from aca_keras.registry import Registry
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import _is_int
 
@@ -57,16 +58,15 @@ Allocator = Callable[..., list[int]]
 LOG_EPS_RELATIVE = 1e-12
 
 
-class UnknownAllocatorError(ArchitectureError, KeyError):
+class UnknownAllocatorError(UnknownNameError, ArchitectureError):
     """An allocator name that is not registered."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 # -------------------------------------------------------------------------------- registry
 
-_REGISTRY: dict[str, Allocator] = {}
+_ALLOCATORS: Registry[Allocator] = Registry(
+    "allocator", UnknownAllocatorError,
+    "Register new ones with aca_keras.allocation.register_allocator.")
 
 
 def register_allocator(name: str, *, overwrite: bool = False) -> Callable[[Allocator], Allocator]:
@@ -75,22 +75,12 @@ def register_allocator(name: str, *, overwrite: bool = False) -> Callable[[Alloc
     The allocator decides k_e for every kept edge of ONE cell type and returns a list of
     ints in ``0..channels``, one per edge.
     """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"allocator name must be a non-empty string, got {name!r}")
-
-    def decorator(fn: Allocator) -> Allocator:
-        if name in _REGISTRY and not overwrite:
-            raise ValueError(f"Allocator {name!r} is already registered; pass overwrite=True "
-                             "to replace it.")
-        _REGISTRY[name] = fn
-        return fn
-
-    return decorator
+    return _ALLOCATORS.decorator(name, overwrite=overwrite)
 
 
 def list_allocators() -> list[str]:
     """Names of the registered allocators, in registration order."""
-    return list(_REGISTRY)
+    return _ALLOCATORS.names()
 
 
 def get_allocator(name: str) -> Allocator:
@@ -99,12 +89,7 @@ def get_allocator(name: str) -> Allocator:
     Raises:
         UnknownAllocatorError: no such allocator (the message lists the registered ones).
     """
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise UnknownAllocatorError(
-            f"Unknown allocator {name!r}. Registered allocators: {', '.join(_REGISTRY)}. "
-            "Register new ones with aca_keras.allocation.register_allocator.") from None
+    return _ALLOCATORS.get(name)
 
 
 # ------------------------------------------------------------------------------------ Otsu

@@ -69,6 +69,7 @@ import tensorflow as tf
 from aca_keras.channels.scores import ChannelScores
 from aca_keras.errors import ArchitectureError
 from aca_keras.models.supernet import EdgeTap
+from aca_keras.registry import Registry
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import edge_index
 
@@ -121,29 +122,24 @@ def _magnitude(a, grad, x, w, stride):
     return tf.reduce_mean(tf.abs(a), axis=(0, 1, 2))
 
 
-_SCORERS: dict[str, Scorer] = {}
+_SCORERS: Registry[Scorer] = Registry(
+    "channel scorer", hint="Register new ones with aca_keras.importance.register_scorer.")
 
 
 def register_scorer(scorer: Scorer, overwrite: bool = False) -> Scorer:
     """Add a scorer to the registry."""
-    if scorer.name in _SCORERS and not overwrite:
-        raise ValueError(f"Scorer {scorer.name!r} is already registered; pass overwrite=True.")
-    _SCORERS[scorer.name] = scorer
-    return scorer
+    return _SCORERS.register(scorer.name, scorer, overwrite=overwrite)
 
 
 def list_scorers() -> list[str]:
     """Names of the registered scorers."""
-    return list(_SCORERS)
+    return _SCORERS.names()
 
 
 def get_scorer(name: str) -> Scorer:
-    """The scorer called ``name`` (clear error listing the known ones)."""
-    try:
-        return _SCORERS[name]
-    except KeyError:
-        raise ValueError(f"Unknown channel scorer {name!r}; choose one of "
-                         f"{', '.join(_SCORERS)}.") from None
+    """The scorer called ``name`` (:class:`~aca_keras.errors.UnknownNameError` listing the
+    known ones)."""
+    return _SCORERS.get(name)
 
 
 register_scorer(Scorer("taylor", _taylor, needs_gradient=True,
@@ -163,33 +159,24 @@ register_scorer(Scorer("alpha", None, needs_gradient=False, needs_forward=False,
 #: one ``(edges, width)`` array per occurrence of the cell type (width ``m * C / K``).
 Pooling = Callable[[Sequence[np.ndarray], int, int], np.ndarray]
 
-_POOLINGS: dict[str, Pooling] = {}
+_POOLINGS: Registry[Pooling] = Registry(
+    "channel pooling", hint="Register new ones with aca_keras.importance.register_pooling.")
 
 
 def register_pooling(name: str, *, overwrite: bool = False) -> Callable[[Pooling], Pooling]:
     """Decorator registering a pooling rule across the occurrences of a cell type."""
-
-    def decorator(fn: Pooling) -> Pooling:
-        if name in _POOLINGS and not overwrite:
-            raise ValueError(f"Pooling {name!r} is already registered; pass overwrite=True.")
-        _POOLINGS[name] = fn
-        return fn
-
-    return decorator
+    return _POOLINGS.decorator(name, overwrite=overwrite)
 
 
 def list_poolings() -> list[str]:
     """Names of the registered pooling rules."""
-    return list(_POOLINGS)
+    return _POOLINGS.names()
 
 
 def get_pooling(name: str) -> Pooling:
-    """The pooling rule called ``name`` (clear error listing the known ones)."""
-    try:
-        return _POOLINGS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown channel pooling {name!r}; choose one of "
-                         f"{', '.join(_POOLINGS)}.") from None
+    """The pooling rule called ``name`` (:class:`~aca_keras.errors.UnknownNameError` listing
+    the known ones)."""
+    return _POOLINGS.get(name)
 
 
 def _to_reference(vector: np.ndarray, channels: int, partial_k: int = 1) -> np.ndarray:

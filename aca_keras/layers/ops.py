@@ -26,12 +26,14 @@ import tensorflow as tf
 
 from aca_keras import distribute as dist
 from aca_keras.errors import UnknownOperationError
+from aca_keras.registry import Registry
 from aca_keras.space.op_sets import (  # noqa: F401  (the op sets, re-exported here)
     ACA_OPS,
     DARTS_OPS,
     OP_SETS,
     RDARTS_OPS,
     declare_operation,
+    forget_operation,
     resolve_op_set,
 )
 
@@ -500,7 +502,8 @@ class OpSpec:
     channelwise: bool = False  # output channel c depends on input channel c only (pools, skip)
 
 
-_REGISTRY: dict[str, OpSpec] = {}
+_OPERATIONS: Registry[OpSpec] = Registry(
+    "operation", UnknownOperationError, "Register new ones with aca_keras.ops.register_op.")
 
 
 def register_op(name: str, *, description: str = "", parametric: bool = True,
@@ -508,29 +511,29 @@ def register_op(name: str, *, description: str = "", parametric: bool = True,
     """Decorator registering ``factory(channels_in, channels_out, stride, affine) -> Layer``."""
 
     def decorator(factory: OpFactory) -> OpFactory:
-        if name in _REGISTRY and not overwrite:
-            raise ValueError(f"Operation {name!r} is already registered; pass overwrite=True "
-                             "to replace it.")
-        _REGISTRY[name] = OpSpec(name, factory, description, parametric, channelwise)
+        _OPERATIONS.register(name, OpSpec(name, factory, description, parametric, channelwise),
+                             overwrite=overwrite)
         declare_operation(name)
         return factory
 
     return decorator
 
 
+def unregister_op(name: str) -> OpSpec:
+    """Remove a registered operation (custom operations in tests and notebooks)."""
+    spec = _OPERATIONS.unregister(name)
+    forget_operation(name)
+    return spec
+
+
 def list_ops() -> list[str]:
     """Names of all registered operations, in registration order."""
-    return list(_REGISTRY)
+    return _OPERATIONS.names()
 
 
 def get_op_spec(name: str) -> OpSpec:
     """The :class:`OpSpec` of a registered operation (clear error for unknown names)."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownOperationError(
-            f"Unknown operation {name!r}. Registered operations: {', '.join(_REGISTRY)}. "
-            "Register new ones with aca_keras.ops.register_op.") from None
+    return _OPERATIONS.get(name)
 
 
 def create_op(name: str, channels_in: int, channels_out: int | None = None, stride: int = 1,

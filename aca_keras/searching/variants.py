@@ -63,14 +63,17 @@ from typing import Any
 import keras
 import numpy as np
 
+from aca_keras.registry import Registry
+
 __all__ = [
     "DEFAULT_PARTIAL_K",
     "PC_DARTS_WARMUP_EPOCHS",
-    "VARIANTS",
     "AlphaWarmup",
     "BetaDecaySchedule",
     "VariantSpec",
     "get_variant",
+    "list_variants",
+    "register_variant",
     "resolve_settings",
 ]
 
@@ -102,24 +105,32 @@ class VariantSpec:
     description: str = ""
 
 
-VARIANTS: dict[str, VariantSpec] = {
-    "darts": VariantSpec("darts", description="DARTS (first or second order)"),
-    "pc_darts": VariantSpec("pc_darts", partial=True, edge_normalization=True,
-                            default_warmup=PC_DARTS_WARMUP_EPOCHS,
-                            description="PC-DARTS: partial channels, shuffle, edge "
-                                        "normalisation, alpha warm-up"),
-    "beta_darts": VariantSpec("beta_darts", beta_decay=True,
-                              description="DARTS with beta-decay regularisation of the alphas"),
-}
+_VARIANTS: Registry[VariantSpec] = Registry("search variant")
+
+
+def register_variant(spec: VariantSpec, overwrite: bool = False) -> VariantSpec:
+    """Add a search variant to the registry."""
+    return _VARIANTS.register(spec.name, spec, overwrite=overwrite)
+
+
+register_variant(VariantSpec("darts", description="DARTS (first or second order)"))
+register_variant(VariantSpec("pc_darts", partial=True, edge_normalization=True,
+                             default_warmup=PC_DARTS_WARMUP_EPOCHS,
+                             description="PC-DARTS: partial channels, shuffle, edge "
+                                         "normalisation, alpha warm-up"))
+register_variant(VariantSpec("beta_darts", beta_decay=True,
+                             description="DARTS with beta-decay regularisation of the alphas"))
+
+
+def list_variants() -> list[str]:
+    """Names of the registered search variants."""
+    return _VARIANTS.names()
 
 
 def get_variant(name: str) -> VariantSpec:
-    """The :class:`VariantSpec` called ``name`` (``ValueError`` naming the known ones)."""
-    try:
-        return VARIANTS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown search variant {name!r}; choose one of "
-                         f"{', '.join(VARIANTS)}.") from None
+    """The :class:`VariantSpec` called ``name`` (:class:`~aca_keras.errors.UnknownNameError`,
+    a ``ValueError``, naming the known ones)."""
+    return _VARIANTS.get(name)
 
 
 def resolve_settings(variant: str, epochs: int, partial_k: int | None,

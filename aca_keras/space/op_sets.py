@@ -39,6 +39,12 @@ def declare_operation(name: str) -> None:
         _DECLARED.append(name)
 
 
+def forget_operation(name: str) -> None:
+    """Undo :func:`declare_operation` (the layer registry calls this when unregistering)."""
+    if name in _DECLARED:
+        _DECLARED.remove(name)
+
+
 def known_operations() -> list[str]:
     """Names of the declared operations, in declaration order."""
     return list(_DECLARED)
