@@ -40,7 +40,6 @@ __all__ = [
     "apply_global_gradients",
     "batch_norm_sync",
     "check_global_batch",
-    "clone_model",
     "data_options",
     "describe_strategy",
     "dtype_policy",
@@ -422,23 +421,3 @@ def dtype_policy(name: str) -> Iterator[str]:
 
 
 # ------------------------------------------------------------------------------- models
-
-
-def clone_model(model: Any) -> Any:
-    """A copy of ``model`` built in the current strategy scope and dtype policy: same class
-    and configuration, every variable copied (weights, BatchNorm statistics, random states).
-
-    Raises:
-        StrategyError: the copy does not have the same variables.
-    """
-    clone = type(model).from_config(model.get_config())
-    if not clone.built:
-        clone.build((None,) + tuple(model.input_shape[1:]))
-    source, target = list(model.variables), list(clone.variables)
-    if len(source) != len(target) or any(
-            tuple(a.shape) != tuple(b.shape) for a, b in zip(source, target)):
-        raise StrategyError(f"Could not copy {type(model).__name__} into the strategy scope: "
-                            "its rebuilt copy has other variables.")
-    for src, dst in zip(source, target):
-        dst.assign(keras.ops.convert_to_numpy(src))
-    return clone

@@ -34,7 +34,7 @@ from aca_keras.channels.scores import ChannelScores, check_weight
 from aca_keras.errors import ArchitectureError, UnknownNameError
 from aca_keras.registry import Registry
 from aca_keras.space.architecture import Architecture
-from aca_keras.space.genotype import _is_int
+from aca_keras.space.validation import is_int
 
 __all__ = [
     "LOG_EPS_RELATIVE",
@@ -155,7 +155,7 @@ def adaptive_threshold(edge_scores: Sequence[np.ndarray]) -> float | None:
 
 def _check_inputs(edge_scores: Sequence[Any], op_weights: Sequence[float], channels: int,
                   name: str) -> None:
-    if not _is_int(channels) or channels < 1:
+    if not is_int(channels) or channels < 1:
         raise ArchitectureError(f"{name}: channels must be a positive integer, got {channels!r}")
     if len(op_weights) != len(edge_scores):
         raise ArchitectureError(
@@ -192,7 +192,7 @@ def fixed(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float], channe
           k: int = 4) -> list[int]:
     """k_e = C // k on every edge (the v1-style partial refill; ``k=4`` keeps a quarter)."""
     _check_inputs(edge_scores, op_weights, channels, "fixed")
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
         raise ArchitectureError(f"fixed: k must be a positive integer, got {k!r}")
     return [channels // int(k)] * len(edge_scores)
 
@@ -308,7 +308,7 @@ def _check_result(k: Any, edges: int, channels: int, method: str, cell: str) -> 
             f"of {edges} integers (one k_e per kept edge).")
     out = []
     for x in k:
-        if not _is_int(x) or not 0 <= x <= channels:
+        if not is_int(x) or not 0 <= x <= channels:
             raise ArchitectureError(
                 f"allocator {method!r} returned k_e = {x!r} for the {cell} cell; every k_e must "
                 f"be an integer in 0..{channels}.")

@@ -18,168 +18,52 @@ channels, and returns the static derived Keras model. Everything lands in a run 
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as _dt
+import functools
 import json
-import math
 import os
-import platform
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from aca_keras import data as data_lib
 from aca_keras import distribute as dist
-from aca_keras.errors import NumericalError, RunDirError
-from aca_keras.io import checkpoint as ckpt
-from aca_keras.layers import ops as ops_lib
+from aca_keras.callbacks import (
+    EpochCSVLogger,
+    StopOnNonFinite,
+    last_good_checkpoint,
+    progress_callbacks,
+    stdout_is_terminal,
+)
+from aca_keras.channels.allocation import allocate
+from aca_keras.channels.importance import score_channels
+from aca_keras.errors import RunDirError
+from aca_keras.io.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    read_json,
+    remove_stale_temporaries,
+)
+from aca_keras.io.checkpoint import load_checkpoint, save_checkpoint
+from aca_keras.io.run_dir import RunDir
+from aca_keras.models.derived import DerivedNetwork, build_model
+from aca_keras.models.supernet import SearchNetwork
 from aca_keras.optimizers import MomentumSGD
+from aca_keras.plots import write_run_pictures
+from aca_keras.searching.config import SearchConfig
 from aca_keras.searching.monitor import MONITOR_KEYS, CollapseMonitor
+from aca_keras.searching.variants import AlphaWarmup, BetaDecaySchedule, get_variant
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.topology import reduction_indices
+from aca_keras.versions import package_versions
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.npz"
-HISTORY_FILE = "history.csv"
-ALPHAS_FILE = "alphas.jsonl"
-GENOTYPE_FILE = "genotype.json"
-ARCHITECTURE_FILE = "architecture.json"
-MODEL_FILE = "model.keras"
-
-
-@dataclass
-class SearchConfig:
-    """All settings of a search; saved as ``config.json`` and reloaded on resume.
-
-    Defaults follow the published DARTS search setting (see ``../shared/design/ACA.md``).
-    """
-
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    download: bool = True
-    epochs: int = 50
-    ops: str | list[str] = "aca"
-    order: int = 1
-    variant: str = "darts"
-    partial_k: int | None = None
-    alpha_warmup_epochs: int | None = None
-    beta_decay_weight: float | None = None
-    cells: int = 8
-    channels: int = 16
-    nodes: int = 4
-    stem_multiplier: int = 3
-    batch_size: int = 64
-    train_fraction: float = 0.5
-    learning_rate: float = 0.025
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    alpha_learning_rate: float = 3e-4
-    alpha_weight_decay: float = 1e-3
-    grad_clip: float = 5.0
-    scorer: str = "taylor"
-    pooling: str = "index"
-    divide_weight: bool = False
-    allocator: str = "adaptive"
-    score_batches: int = 16
-    # collapse monitor (aca_keras.monitor): Hessian eigenvalue every N epochs (0: off)
-    hessian_every: int = 1
-    hessian_iterations: int = 20
-    eval_cells: int = 20
-    eval_channels: int = 36
-    auxiliary: bool = True
-    drop_path: float = 0.2
-    seed: int | None = None
-    jit_compile: bool = False
-    # tf.distribute: the kind ("default", "mirrored", "multiworker") and replica count of the
-    # last session (a resume may use other devices); the strategy object itself is not JSON
-    strategy: str = "default"
-    replicas: int = 1
-    # BatchNorm statistics of the global batch under a multi-replica strategy (the results of
-    # one device) or of each replica's share (cheaper graph, other results)
-    sync_batch_norm: bool = True
-    # mixed precision: the Keras dtype policy of the supernet ("float32", "mixed_bfloat16",
-    # "mixed_float16"); a resume keeps it
-    mixed_precision: bool = False
-    dtype_policy: str = "float32"
-    versions: dict[str, str] = field(default_factory=dict)
-
-    def validate(self) -> SearchConfig:
-        """Check ranges, raising ``ValueError`` with the offending setting named."""
-        positive = ("epochs", "cells", "channels", "nodes", "stem_multiplier", "batch_size",
-                    "score_batches", "eval_cells", "eval_channels")
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.order not in (1, 2):
-            raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
-        from aca_keras.searching.variants import resolve_settings
-
-        resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
-                                    self.alpha_warmup_epochs, self.beta_decay_weight)
-        if self.channels % resolved["partial_k"]:
-            raise ValueError(f"channels ({self.channels}) must be a multiple of partial_k "
-                             f"({resolved['partial_k']}) for variant {self.variant!r}")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
-        if self.dtype_policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(f"dtype_policy must be float32, mixed_float16 or mixed_bfloat16, "
-                             f"got {self.dtype_policy!r}")
-        if not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
-        ops_lib.resolve_op_set(self.ops)
-        from aca_keras.channels.allocation import get_allocator
-        from aca_keras.channels.importance import get_pooling, get_scorer
-
-        get_allocator(self.allocator)
-        get_scorer(self.scorer)
-        get_pooling(self.pooling)
-        if self.divide_weight and self.scorer == "alpha":
-            raise ValueError("divide_weight with scorer 'alpha' makes every channel score "
-                             "equal; use scorer 'refill', 'taylor' or 'magnitude'.")
-        if not isinstance(self.hessian_every, int) or self.hessian_every < 0:
-            raise ValueError(f"hessian_every must be an integer >= 0 (0: off), got "
-                             f"{self.hessian_every!r}")
-        if not isinstance(self.hessian_iterations, int) or self.hessian_iterations < 1:
-            raise ValueError(f"hessian_iterations must be a positive integer, got "
-                             f"{self.hessian_iterations!r}")
-        return self
-
-    def resolve_variant(self) -> SearchConfig:
-        """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
-        ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
-        from aca_keras.searching.variants import resolve_settings
-
-        for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
-                                           self.alpha_warmup_epochs,
-                                           self.beta_decay_weight).items():
-            setattr(self, key, value)
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SearchConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RunDirError(f"config.json has unknown settings {unknown}; was it written by a "
-                              "newer aca_keras? Upgrade aca_keras.")
-        return cls(**data)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the packages that determine a run's results."""
-    import aca_keras
-
-    return {"aca_keras": aca_keras.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "python": platform.python_version(), "machine": platform.machine()}
+__all__ = ["SearchConfig", "build_derived", "build_search_network", "derive_architecture",
+           "search", "search_supernet"]
 
 
 def _default_run_dir(dataset: str) -> Path:
@@ -197,7 +81,7 @@ def _describe_source(dataset: Any) -> str:
 class _RunDirWriter(keras.callbacks.Callback):
     """Per epoch: append alphas and genotype to ``alphas.jsonl``; write the checkpoint."""
 
-    def __init__(self, run_dir: Path, network, steps_per_epoch: int):
+    def __init__(self, run_dir: RunDir, network, steps_per_epoch: int):
         super().__init__()
         self.run_dir = run_dir
         self.network = network
@@ -217,71 +101,66 @@ class _RunDirWriter(keras.callbacks.Callback):
         betas = self.network.betas()
         if betas is not None:  # PC-DARTS edge normalisation (node-wise softmax)
             record["edge_weights"] = {k: v.tolist() for k, v in betas.items()}
-        with open(self.run_dir / ALPHAS_FILE, "a", encoding="utf-8") as handle:
+        with open(self.run_dir.alphas, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
-        ckpt.save_checkpoint(
-            self.run_dir / CHECKPOINT_FILE, self.network,
+        save_checkpoint(
+            self.run_dir.checkpoint, self.network,
             {"optimizer": self.network.optimizer, "alpha_optimizer": self.network.alpha_optimizer},
             {"epochs_done": epoch + 1, "steps_per_epoch": self.steps_per_epoch,
              "data_position": {"epoch": epoch + 1, "step": 0}})
 
 
-class _StopOnNonFinite(keras.callbacks.Callback):
-    """Stops a run at the first NaN/Inf loss with an error naming the last good checkpoint."""
-
-    def __init__(self, run_dir: Path):
-        super().__init__()
-        self.run_dir = run_dir
-
-    def on_train_batch_end(self, batch, logs=None):
-        for key in ("loss", "alpha_loss"):
-            value = (logs or {}).get(key)
-            if value is not None and not math.isfinite(float(value)):
-                path = self.run_dir / CHECKPOINT_FILE
-                last = (f"the last good checkpoint is {path} (epoch "
-                        f"{ckpt.read_checkpoint_meta(path)['epochs_done']})" if path.is_file()
-                        else "no epoch had finished, so there is no checkpoint")
-                raise NumericalError(
-                    f"The {key} became {value} at step {batch + 1}; {last}. Lower the learning "
-                    "rates or check the input data, then resume or restart the run.")
+def _stop_on_non_finite(run_dir: RunDir) -> StopOnNonFinite:
+    """Stops at the first NaN/Inf loss, naming the last good search checkpoint."""
+    return StopOnNonFinite(
+        keys=("loss", "alpha_loss"),
+        checkpoint=functools.partial(last_good_checkpoint, run_dir.checkpoint, "epochs_done"),
+        advice="Lower the learning rates or check the input data, then resume or restart "
+               "the run.")
 
 
-def _history_rows(run_dir: Path) -> int:
-    path = run_dir / HISTORY_FILE
+def _history_rows(run_dir: RunDir) -> int:
+    path = run_dir.history
     if not path.is_file():
         return 0
     return max(0, len(path.read_text().strip().splitlines()) - 1)
 
 
-def _truncate_logs(run_dir: Path, epochs_done: int) -> None:
+def _truncate_logs(run_dir: RunDir, epochs_done: int) -> None:
     """Drop per-epoch records written after the checkpoint (a kill between the two writes)."""
-    path = run_dir / ALPHAS_FILE
+    path = run_dir.alphas
     if path.is_file():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        ckpt.atomic_write_text(path, "".join(ln + "\n" for ln in lines[:epochs_done]))
-    path = run_dir / HISTORY_FILE
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines[:epochs_done]))
+    path = run_dir.history
     if path.is_file():
         lines = path.read_text().splitlines()
-        ckpt.atomic_write_text(path, "".join(ln + "\n" for ln in lines[: epochs_done + 1]))
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines[: epochs_done + 1]))
 
 
-def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Sequence[str] = "aca",
-           order: int = 1, cells: int = 8, channels: int = 16, nodes: int = 4,
-           batch_size: int = 64, seed: int | None = None, run_dir: str | os.PathLike | None = None,
-           resume: bool = False, data_dir: str | None = None, download: bool = True,
-           verbose: int | str = 1, callbacks: Sequence[keras.callbacks.Callback] = (),
+def search(dataset: Any = None, *, epochs: int | None = None,
+           ops: str | Sequence[str] | None = None, order: int | None = None,
+           cells: int | None = None, channels: int | None = None, nodes: int | None = None,
+           batch_size: int | None = None, seed: int | None = None,
+           run_dir: str | os.PathLike | None = None, resume: bool = False,
+           data_dir: str | None = None, download: bool | None = None, verbose: int | str = 1,
+           callbacks: Sequence[keras.callbacks.Callback] = (),
            strategy: str | tf.distribute.Strategy | None = None,
-           mixed_precision: bool | str = False, sync_batch_norm: bool = True,
-           **settings: Any) -> keras.Model:
+           mixed_precision: bool | str = False, sync_batch_norm: bool | None = None,
+           **settings: Any) -> DerivedNetwork:
     """Search a cell with DARTS + ACA and return the derived static Keras model.
+
+    Every setting left ``None`` takes its default from :class:`SearchConfig` (the one
+    place the defaults are written; on resume, the run's own ``config.json``).
 
     Args:
         dataset: a data source for :func:`aca_keras.data.load`: a TFDS name (``"cifar10"``),
             ``"digits"`` (bundled, no download), ``(x, y)`` arrays, an ``.npz`` path, a
             ``tf.data.Dataset`` or an image folder.
-        epochs: search epochs (default 50, as DARTS). On resume, the run's own count unless a
-            larger one is given (to extend a finished or interrupted run).
-        ops: operation set, ``"aca"`` (no skip_connect, default) or ``"darts"``, or a list.
+        epochs: search epochs (DARTS: 50). On resume, the run's own count unless a larger
+            one is given (to extend a finished or interrupted run).
+        ops: operation set: ``"aca"`` (no skip_connect, the default), ``"darts"``, R-DARTS's
+            ``"rdarts-s2"``/``"-s3"``/``"-s4"`` and their ``-aca`` forms, or a list.
         order: 1 (first-order DARTS) or 2 (unrolled second-order hypergradient).
         cells: supernet cells (DARTS: 8).
         channels: supernet initial channels C (DARTS: 16).
@@ -315,69 +194,64 @@ def search(dataset: Any = "cifar10", *, epochs: int | None = None, ops: str | Se
             ``alpha_learning_rate``, ``train_fraction``, ``scorer``, ``allocator``,
             ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...). The search
             variant: ``variant``, ``"darts"`` (default), ``"pc_darts"`` or ``"beta_darts"``
-            (see :mod:`aca_keras.variants`), with ``partial_k`` (PC-DARTS's K, default 4),
+            (see :mod:`aca_keras.searching.variants`), with ``partial_k`` (PC-DARTS's K, default 4),
             ``alpha_warmup_epochs`` (epochs with frozen architecture weights, default 15 for
             PC-DARTS clipped to ``epochs - 1``, else 0) and ``beta_decay_weight`` (the
             beta-decay ramp end, default 1 for beta-DARTS, else 0). Other settings keep
             DARTS's defaults for every variant.
 
     Returns:
-        The derived :class:`~aca_keras.derived.DerivedNetwork`, with ``model.architecture``.
+        The derived :class:`~aca_keras.models.derived.DerivedNetwork`, with ``model.architecture``.
     """
     # first: a multi-worker strategy must exist before TensorFlow runs anything
     strategy_obj = dist.get_strategy(strategy)
     described = dist.describe_strategy(strategy_obj)
-    run_path, config = _prepare(dataset, run_dir, resume, dict(
-        epochs=epochs, ops=ops if isinstance(ops, str) else list(ops), order=order, cells=cells,
-        channels=channels, nodes=nodes, batch_size=batch_size, seed=seed, data_dir=data_dir,
-        download=download, strategy=described["kind"], replicas=described["replicas"],
-        mixed_precision=bool(mixed_precision), sync_batch_norm=bool(sync_batch_norm),
-        dtype_policy=dist.precision_policy(mixed_precision), **settings))
+    given = dict(epochs=epochs, ops=ops if ops is None or isinstance(ops, str) else list(ops),
+                 order=order, cells=cells, channels=channels, nodes=nodes,
+                 batch_size=batch_size, seed=seed, data_dir=data_dir, download=download,
+                 sync_batch_norm=sync_batch_norm, **settings)
+    run, config = _prepare(dataset, run_dir, resume,
+                           {k: v for k, v in given.items() if v is not None},
+                           devices=dict(strategy=described["kind"],
+                                        replicas=described["replicas"]),
+                           mixed_precision=mixed_precision)
     say = _printer(verbose)
-    from aca_keras.callbacks import progress_callbacks, stdout_is_terminal
-    from aca_keras.data import loading as data_lib
-    from aca_keras.models.supernet import reduction_indices as supernet_reductions
-
     try:
-        source = dataset if not isinstance(dataset, (str, os.PathLike)) else config.dataset
+        source = config.dataset if dataset is None or isinstance(dataset, (str, os.PathLike)) \
+            else dataset
         bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download)
         say(f"aca_keras search: {bundle.name} {bundle.input_shape} x{bundle.num_train}, "
             f"{config.epochs} epochs, variant={config.variant}, ops={config.ops}, "
-            f"order={config.order}, seed={config.seed} "
-            f"-> {run_path}")
-        if len(supernet_reductions(config.cells)) == config.cells:
+            f"order={config.order}, seed={config.seed} -> {run.path}")
+        if len(reduction_indices(config.cells)) == config.cells:
             say(f"note: with cells={config.cells} every supernet cell is a reduction cell; the "
                 "normal cell's alphas get no gradient and the derived normal cell comes from "
                 "their initial values (use cells >= 3 to search it)")
-        # the supernet is created, compiled and trained in the strategy's scope and dtype
-        # policy; the derived model is built afterwards, outside both (float32, no strategy)
-        with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy_obj), \
-                dist.batch_norm_sync(config.sync_batch_norm):
-            # Keras's progress bar shows no metrics in a file: one line per epoch there,
-            # and progress lines during the epoch
-            fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
-            network = _search_supernet(bundle, config, run_path, fit_verbose,
-                                       [*callbacks, *progress_callbacks(verbose)], say)
+        # Keras's progress bar shows no metrics in a file: one line per epoch there, and
+        # progress lines during the epoch
+        fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
+        network = search_supernet(bundle, config, run, verbose=fit_verbose,
+                                  callbacks=[*callbacks, *progress_callbacks(verbose)],
+                                  strategy=strategy_obj, say=say)
     except BaseException:
         # a new run that failed before its first checkpoint leaves nothing behind, so the
         # same run directory can be used again
-        if not resume and not (run_path / CHECKPOINT_FILE).exists():
-            _remove_unstarted_run(run_path)
+        if not resume and not run.checkpoint.exists():
+            _remove_unstarted_run(run)
         raise
-    return _derive_and_build(network, bundle, config, run_path, say)
+    architecture = derive_architecture(network, bundle, config, run, say=say)
+    return build_derived(architecture, bundle, config, run, say=say)
 
 
-def _remove_unstarted_run(run_path: Path) -> None:
+def _remove_unstarted_run(run: RunDir) -> None:
     """Delete what a new run wrote before its first checkpoint (config, logs, temporaries)
     and the run directory itself when that leaves it empty."""
-    import contextlib
-
-    for name in (CONFIG_FILE, HISTORY_FILE, ALPHAS_FILE, CHECKPOINT_FILE):
-        ckpt.remove_stale_temporaries(run_path / name)
+    for path in (run.config, run.history, run.alphas, run.checkpoint):
+        remove_stale_temporaries(path)
         with contextlib.suppress(OSError):
-            (run_path / name).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        run_path.rmdir()  # only when empty
+        run.path.rmdir()  # only when empty
 
 
 def _printer(verbose):
@@ -388,52 +262,53 @@ def _printer(verbose):
     return say
 
 
-def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any]) -> tuple[Path, SearchConfig]:
+def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any], *,
+             devices: dict[str, Any], mixed_precision: bool | str) -> tuple[RunDir, SearchConfig]:
+    """The run directory and the settings of a new or resumed run (``config.json`` written)."""
     if resume:
         if run_dir is None:
             raise RunDirError("resume=True needs run_dir, the directory of the run to continue.")
-        run_path = Path(run_dir)
-        if not run_path.is_dir():
-            raise RunDirError(f"Cannot resume: {run_path} is not a directory.")
-        config = SearchConfig.from_dict(ckpt.read_json(run_path / CONFIG_FILE, "run config"))
+        run = RunDir(run_dir)
+        if not run.path.is_dir():
+            raise RunDirError(f"Cannot resume: {run.path} is not a directory.")
+        config = SearchConfig.from_dict(read_json(run.config, "run config"))
         if overrides.get("epochs") is not None:
             if overrides["epochs"] < config.epochs:
-                raise ValueError(f"The run in {run_path} was set up for {config.epochs} epochs; "
+                raise ValueError(f"The run in {run.path} was set up for {config.epochs} epochs; "
                                  "resume can keep or raise that, not lower it.")
             config.epochs = overrides["epochs"]
         # the devices of this session (the dtype policy stays the run's own)
-        config.strategy, config.replicas = overrides["strategy"], overrides["replicas"]
-        if config.dataset.startswith("<") and isinstance(dataset, (str, os.PathLike)):
+        config.strategy, config.replicas = devices["strategy"], devices["replicas"]
+        if config.dataset.startswith("<") and (dataset is None
+                                               or isinstance(dataset, (str, os.PathLike))):
             raise RunDirError(
-                f"The run in {run_path} searched in-memory data ({config.dataset}); pass the same "
-                "data again as `dataset` to resume it.")
+                f"The run in {run.path} searched in-memory data ({config.dataset}); pass the "
+                "same data again as `dataset` to resume it.")
     else:
         if overrides.get("seed") is None:
             overrides["seed"] = random.SystemRandom().randrange(2**31)
-        if overrides.get("epochs") is None:
-            overrides["epochs"] = SearchConfig.epochs
-        config = SearchConfig(dataset=_describe_source(dataset), **overrides)
-        run_path = Path(run_dir) if run_dir is not None else _default_run_dir(config.dataset)
-        if (run_path / CONFIG_FILE).exists():
-            raise RunDirError(f"{run_path} already holds a run. Resume it with resume=True "
+        source = _describe_source(dataset) if dataset is not None else SearchConfig.dataset
+        config = SearchConfig(dataset=source, **devices,
+                              mixed_precision=bool(mixed_precision),
+                              dtype_policy=dist.precision_policy(mixed_precision), **overrides)
+        run = RunDir(run_dir if run_dir is not None else _default_run_dir(config.dataset))
+        if run.holds_search():
+            raise RunDirError(f"{run.path} already holds a run. Resume it with resume=True "
                               "(CLI: --resume), or choose another run directory.")
     config.validate()
     config.resolve_variant()
     config.versions = package_versions()
     try:
-        run_path.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_json(run_path / CONFIG_FILE, config.to_dict())
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.config, config.to_dict())
     except OSError as error:
-        raise RunDirError(f"Cannot write the run directory {run_path}: {error.strerror}. Choose "
-                          "a writable run_dir.") from None
-    return run_path, config
+        raise RunDirError(f"Cannot write the run directory {run.path}: {error.strerror}. "
+                          "Choose a writable run_dir.") from None
+    return run, config
 
 
-def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
+def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int) -> SearchNetwork:
     """The compiled supernet for ``config`` with DARTS's optimisers and cosine schedule."""
-    from aca_keras.models.supernet import SearchNetwork
-    from aca_keras.searching.variants import get_variant
-
     config.resolve_variant()
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
@@ -457,8 +332,6 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int):
 
 def _variant_callbacks(network, config: SearchConfig) -> list[keras.callbacks.Callback]:
     """The alpha warm-up and beta-decay schedules the variant needs (none for DARTS)."""
-    from aca_keras.searching.variants import AlphaWarmup, BetaDecaySchedule
-
     out: list[keras.callbacks.Callback] = []
     if config.alpha_warmup_epochs:
         out.append(AlphaWarmup(network, config.alpha_warmup_epochs))
@@ -467,7 +340,25 @@ def _variant_callbacks(network, config: SearchConfig) -> list[keras.callbacks.Ca
     return out
 
 
-def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, callbacks, say):
+def search_supernet(bundle, config: SearchConfig, run_dir: str | os.PathLike | RunDir, *,
+                    verbose: int | str = 1,
+                    callbacks: Sequence[keras.callbacks.Callback] = (),
+                    strategy: tf.distribute.Strategy | None = None, say=None) -> SearchNetwork:
+    """Stage 1 of :func:`search`: build the supernet and train weights and alphas in turns,
+    resuming from ``run_dir``'s checkpoint if there is one; per epoch it writes the
+    checkpoint, ``alphas.jsonl`` (with the collapse monitor) and ``history.csv``.
+
+    Runs in ``strategy``'s scope, ``config``'s dtype policy and BatchNorm synchronisation;
+    returns the trained supernet.
+    """
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    say = say or _printer(verbose)
+    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy), \
+            dist.batch_norm_sync(config.sync_batch_norm):
+        return _train_supernet(bundle, config, run, verbose, callbacks, say)
+
+
+def _train_supernet(bundle, config: SearchConfig, run: RunDir, verbose, callbacks, say):
     tf.config.experimental.enable_op_determinism()
     probe = bundle.search_pipelines(batch_size=config.batch_size,
                                     train_fraction=config.train_fraction, seed=config.seed,
@@ -477,30 +368,27 @@ def _search_supernet(bundle, config: SearchConfig, run_path: Path, verbose, call
     network = build_search_network(bundle, config, steps)
     optimizers = {"optimizer": network.optimizer, "alpha_optimizer": network.alpha_optimizer}
     start_epoch = 0
-    checkpoint_path = run_path / CHECKPOINT_FILE
-    if checkpoint_path.is_file():
-        meta = ckpt.load_checkpoint(checkpoint_path, network, optimizers)
+    if run.checkpoint.is_file():
+        meta = load_checkpoint(run.checkpoint, network, optimizers)
         start_epoch = int(meta["epochs_done"])
         if meta.get("steps_per_epoch") != steps:
-            raise RunDirError(f"The checkpoint in {run_path} was written with "
+            raise RunDirError(f"The checkpoint in {run.path} was written with "
                               f"{meta.get('steps_per_epoch')} steps per epoch, this data gives "
                               f"{steps}; resume with the same data.")
-        _truncate_logs(run_path, start_epoch)
+        _truncate_logs(run, start_epoch)
         say(f"resuming after epoch {start_epoch} of {config.epochs}")
     if start_epoch < config.epochs:
         pipelines = bundle.search_pipelines(
             batch_size=config.batch_size, train_fraction=config.train_fraction,
             seed=config.seed, epochs=config.epochs, start_epoch=start_epoch)
-        from aca_keras.callbacks import EpochCSVLogger  # history.csv counts epochs from 1
-
         network.fit(
             dist.data_options(pipelines.dataset), epochs=config.epochs, initial_epoch=start_epoch,
             steps_per_epoch=steps, verbose=verbose, shuffle=False,
-            callbacks=[*_variant_callbacks(network, config), _StopOnNonFinite(run_path),
+            callbacks=[*_variant_callbacks(network, config), _stop_on_non_finite(run),
                        _collapse_monitor(network, bundle, config, say),
-                       _RunDirWriter(run_path, network, steps),
-                       EpochCSVLogger(str(run_path / HISTORY_FILE),
-                                                 append=_history_rows(run_path) > 0),
+                       _RunDirWriter(run, network, steps),
+                       # history.csv counts epochs from 1
+                       EpochCSVLogger(str(run.history), append=_history_rows(run) > 0),
                        *callbacks])
     return network
 
@@ -520,14 +408,19 @@ def _collapse_monitor(network, bundle, config: SearchConfig, say) -> CollapseMon
                            iterations=config.hessian_iterations, verbose=say.enabled)
 
 
-def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say):
-    from aca_keras.channels.allocation import allocate
-    from aca_keras.channels.importance import score_channels
-    from aca_keras.models.derived import build_model
-    from aca_keras.space.architecture import Architecture
-
+def derive_architecture(network: SearchNetwork, bundle, config: SearchConfig,
+                        run_dir: str | os.PathLike | RunDir | None = None, *,
+                        say=None) -> Architecture:
+    """Stage 2 of :func:`search`: the genotype of the trained supernet, its channels scored
+    (``config.scorer``, ``pooling``, ``divide_weight``, ``score_batches``) on the
+    alpha-validation split and allocated (``config.allocator``); the provenance records the
+    settings. With ``run_dir``, writes ``genotype.json`` and ``architecture.json``."""
+    run = None if run_dir is None else (run_dir if isinstance(run_dir, RunDir)
+                                        else RunDir(run_dir))
+    say = say or _printer(0)
     genotype = network.genotype()
-    ckpt.atomic_write_text(run_path / GENOTYPE_FILE, genotype.to_json() + "\n")
+    if run is not None:
+        atomic_write_text(run.genotype, genotype.to_json() + "\n")
     provenance = {
         "variant": config.variant, "partial_k": config.partial_k,
         "alpha_warmup_epochs": config.alpha_warmup_epochs,
@@ -550,18 +443,31 @@ def _derive_and_build(network, bundle, config: SearchConfig, run_path: Path, say
                             pooling=config.pooling, divide_weight=config.divide_weight,
                             max_batches=config.score_batches, verbose=say.enabled)
     architecture = allocate(architecture, scores, method=config.allocator)
-    architecture.save(run_path / ARCHITECTURE_FILE)
+    if run is not None:
+        architecture.save(run.architecture)
     say(f"allocation ({config.allocator}): normal k_e={list(architecture.normal.channels)}, "
         f"reduce k_e={list(architecture.reduce.channels)} of C={config.channels}")
+    return architecture
+
+
+def build_derived(architecture: Architecture, bundle, config: SearchConfig,
+                  run_dir: str | os.PathLike | RunDir | None = None, *,
+                  say=None) -> DerivedNetwork:
+    """Stage 3 of :func:`search`: the derived network at the evaluation macro settings
+    (``config.eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``). With
+    ``run_dir``, saves it as ``model.keras`` with the run's pictures and sets
+    ``model.run_dir``."""
+    say = say or _printer(0)
     model = build_model(architecture, bundle.input_shape, bundle.num_classes,
                         cells=config.eval_cells, channels=config.eval_channels,
                         auxiliary=config.auxiliary, drop_path=config.drop_path,
                         mean=bundle.mean, std=bundle.std)
-    model.save(run_path / MODEL_FILE)
-    from aca_keras import plots
-
-    pictures = plots.write_run_pictures(run_path, architecture)
+    if run_dir is None:
+        return model
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    model.save(run.model)
+    pictures = write_run_pictures(run.path, architecture)
     say(f"pictures: {', '.join(p.name for p in pictures)}")
-    say(f"derived model: {model.count_params():,} parameters, saved to {run_path / MODEL_FILE}")
-    model.run_dir = str(run_path)
+    say(f"derived model: {model.count_params():,} parameters, saved to {run.model}")
+    model.run_dir = str(run.path)
     return model

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from aca_keras.errors import ArchitectureError
+from aca_keras.io.atomic import atomic_write_text
 from aca_keras.space.genotype import (
     Genotype,
-    _is_int,
     check_concat,
     check_header,
     check_keys,
@@ -43,6 +43,7 @@ from aca_keras.space.genotype import (
     parse_json,
 )
 from aca_keras.space.op_sets import check_known
+from aca_keras.space.validation import is_int
 
 __all__ = ["FORMAT", "SCHEMA_VERSION", "Architecture", "CellSpec", "EdgeSpec"]
 
@@ -73,9 +74,9 @@ class EdgeSpec:
     channels: int
 
     def __post_init__(self) -> None:
-        if not _is_int(self.node) or self.node < 0:
+        if not is_int(self.node) or self.node < 0:
             raise ArchitectureError(f"edge node must be a non-negative integer, got {self.node!r}")
-        if not _is_int(self.input) or not 0 <= self.input < self.node + 2:
+        if not is_int(self.input) or not 0 <= self.input < self.node + 2:
             raise ArchitectureError(
                 f"edge input {self.input!r} is out of range for node {self.node} (state "
                 f"{self.node + 2}): inputs must satisfy 0 <= input < {self.node + 2}.")
@@ -85,7 +86,7 @@ class EdgeSpec:
             raise ArchitectureError(
                 f"edge {self.input} -> node {self.node} has op 'none'; a kept edge needs a "
                 "real operation (drop the edge instead).")
-        if not _is_int(self.channels) or self.channels < 0:
+        if not is_int(self.channels) or self.channels < 0:
             raise ArchitectureError(
                 f"edge {self.input} -> node {self.node}: channels (k_e) must be an integer "
                 f">= 0, got {self.channels!r}")
@@ -261,7 +262,7 @@ class Architecture:
             ArchitectureError: anything else (k_e out of range, an edge op not in ``ops``, ...).
         """
         c = self.reference_channels
-        if not _is_int(c) or c < 1:
+        if not is_int(c) or c < 1:
             raise ArchitectureError(f"reference_channels must be a positive integer, got {c!r}")
         object.__setattr__(self, "reference_channels", int(c))
         if not self.ops or not all(isinstance(op, str) and op for op in self.ops):
@@ -340,7 +341,7 @@ class Architecture:
         """
         if not isinstance(genotype, Genotype):
             raise ArchitectureError(f"expected a Genotype, got {type(genotype).__name__}")
-        if not _is_int(reference_channels) or reference_channels < 1:
+        if not is_int(reference_channels) or reference_channels < 1:
             raise ArchitectureError(
                 f"reference_channels must be a positive integer, got {reference_channels!r}")
         names = operation_names(ops)
@@ -440,8 +441,6 @@ class Architecture:
 
         The parent directory is created if needed. Returns the path written.
         """
-        from aca_keras.io.checkpoint import atomic_write_text
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, self.to_json() + "\n")

@@ -16,7 +16,6 @@ node 1 has inputs 0, 1, 2 (edges 2, 3, 4), and so on; see :func:`edge_index`.
 from __future__ import annotations
 
 import json
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 from aca_keras.errors import ArchitectureError, SchemaVersionError
 from aca_keras.space.op_sets import check_known, resolve_op_set
 from aca_keras.space.topology import edge_index, nodes_for_edges, num_edges_for
+from aca_keras.space.validation import is_int
 
 __all__ = [
     "FORMAT",
@@ -79,7 +79,7 @@ class Genotype:
 
     def __post_init__(self) -> None:
         epn = self.edges_per_node
-        if not _is_int(epn) or epn < 1:
+        if not is_int(epn) or epn < 1:
             raise ArchitectureError(
                 f"edges_per_node must be a positive integer, got {epn!r}")
         object.__setattr__(self, "edges_per_node", int(epn))
@@ -145,7 +145,7 @@ class Genotype:
             kwargs[cell] = _parse_edge_list(data[cell], cell)
             kwargs[f"{cell}_concat"] = _parse_int_list(data[f"{cell}_concat"], f"{cell}_concat")
         epn = data.get("edges_per_node", 2)
-        if not _is_int(epn):
+        if not is_int(epn):
             raise ArchitectureError(f"genotype 'edges_per_node' must be an integer, got {epn!r}")
         return cls(**kwargs, edges_per_node=epn).validate()
 
@@ -203,7 +203,7 @@ def derive_genotype(
         raise ArchitectureError(
             f"The operation list {list(names)} has no operation other than 'none'; "
             "nothing can be derived.")
-    if not _is_int(edges_per_node) or edges_per_node < 1:
+    if not is_int(edges_per_node) or edges_per_node < 1:
         raise ArchitectureError(
             f"edges_per_node must be a positive integer, got {edges_per_node!r}")
     cells = {}
@@ -299,9 +299,6 @@ def operation_names(ops: str | Sequence[str]) -> tuple[str, ...]:
 # (public: aca_keras.space.architecture validates its documents with them too)
 
 
-def _is_int(value: Any) -> bool:
-    """An integer that is not a bool (JSON 16.0 or true are not channel counts)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _count_nodes(num_edges: int, edges_per_node: int) -> int:
@@ -318,7 +315,7 @@ def _check_cell_edges(edges: Any, edges_per_node: int, where: str) -> tuple[tupl
     pairs: list[Edge] = []
     for k, edge in enumerate(edges):
         if (isinstance(edge, (str, bytes)) or not isinstance(edge, Sequence) or len(edge) != 2
-                or not isinstance(edge[0], str) or not edge[0] or not _is_int(edge[1])):
+                or not isinstance(edge[0], str) or not edge[0] or not is_int(edge[1])):
             raise ArchitectureError(
                 f"{where}[{k}] must be an (op_name, input_state_index) pair, got {edge!r}")
         pairs.append((edge[0], int(edge[1])))
@@ -359,7 +356,7 @@ def check_concat(concat: Any, nodes: int, where: str) -> tuple[int, ...]:
         raise ArchitectureError(f"{where} must be a non-empty sequence of state indices")
     out = []
     for c in concat:
-        if not _is_int(c) or not 0 <= c < nodes + 2:
+        if not is_int(c) or not 0 <= c < nodes + 2:
             raise ArchitectureError(
                 f"{where} index {c!r} is out of range: a cell with {nodes} intermediate nodes "
                 f"has states 0..{nodes + 1}.")
@@ -388,7 +385,7 @@ def check_header(data: Any, fmt: str, version: int, what: str) -> None:
             f"The document's format is {data['format']!r}, not {fmt!r}; load it with the "
             "matching class.")
     v = data["version"]
-    if not _is_int(v) or v < 1:
+    if not is_int(v) or v < 1:
         raise ArchitectureError(f"The {what} document's version must be a positive integer, "
                                 f"got {v!r}")
     if v > version:
@@ -428,7 +425,7 @@ def _parse_edge_list(value: Any, where: str) -> list[Edge]:
     out = []
     for k, item in enumerate(value):
         if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
-                or not _is_int(item[1])):
+                or not is_int(item[1])):
             raise ArchitectureError(
                 f"genotype {where}[{k}] must be an [op_name, input_index] pair, got {item!r}")
         out.append((item[0], item[1]))
@@ -436,6 +433,6 @@ def _parse_edge_list(value: Any, where: str) -> list[Edge]:
 
 
 def _parse_int_list(value: Any, where: str) -> list[int]:
-    if not isinstance(value, list) or not all(_is_int(v) for v in value):
+    if not isinstance(value, list) or not all(is_int(v) for v in value):
         raise ArchitectureError(f"genotype {where!r} must be a list of integers, got {value!r}")
     return value

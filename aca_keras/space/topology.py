@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import numpy as np
 
 from aca_keras.errors import ArchitectureError
+from aca_keras.space.validation import is_int
 
 __all__ = ["edge_index", "node_slices", "node_softmax_numpy", "nodes_for_edges", "num_edges_for",
            "reduction_indices"]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def num_edges_for(nodes: int) -> int:
     """Number of edges of a cell with ``nodes`` intermediate nodes (node j has 2 + j inputs)."""
-    if not _is_int(nodes) or nodes < 0:
+    if not is_int(nodes) or nodes < 0:
         raise ArchitectureError(f"nodes must be a non-negative integer, got {nodes!r}")
     return nodes * (nodes + 3) // 2
 
@@ -31,9 +27,9 @@ def edge_index(node: int, input: int) -> int:
         node: intermediate node, 0-based (node ``j`` is state ``2 + j``).
         input: input state index, ``0 <= input < node + 2``.
     """
-    if not _is_int(node) or node < 0:
+    if not is_int(node) or node < 0:
         raise ArchitectureError(f"node must be a non-negative integer, got {node!r}")
-    if not _is_int(input) or not 0 <= input < node + 2:
+    if not is_int(input) or not 0 <= input < node + 2:
         raise ArchitectureError(
             f"input must be an integer with 0 <= input < node + 2 = {node + 2}, got {input!r}")
     return num_edges_for(node) + input

@@ -72,7 +72,8 @@ def main() -> None:
 
     from aca_keras import zoo
     from aca_keras.data import loading as data
-    from aca_keras.searching.pipeline import package_versions, search
+    from aca_keras.searching.pipeline import search
+    from aca_keras.versions import package_versions
     from aca_keras.training.trainer import train_run
 
     machine = hardware()
