@@ -87,7 +87,7 @@ def prepare(workdir: Path, cells: int, channels: int) -> dict[str, Any]:
     """Build the model, save it, export it to every format; returns facts about them."""
     import numpy as np
 
-    from aca_keras.exporting import exporter as exporting
+    from aca_keras.exporting import export
     from aca_keras.models.derived import build_model
 
     model = build_model(searched_like_architecture(), (32, 32, 3), 10, cells=cells,
@@ -103,7 +103,7 @@ def prepare(workdir: Path, cells: int, channels: int) -> dict[str, Any]:
     for fmt, name in (("savedmodel", "saved_model"), ("onnx", "model.onnx"),
                       ("tflite", "model.tflite")):
         start = time.perf_counter()
-        result = exporting.export(model, workdir / name, fmt, sample_inputs=sample)
+        result = export(model, workdir / name, fmt, sample_inputs=sample)
         size = (sum(f.stat().st_size for f in result.path.rglob("*") if f.is_file())
                 if result.path.is_dir() else result.path.stat().st_size)
         facts["exports"][fmt] = {"seconds": round(time.perf_counter() - start, 2),
@@ -150,7 +150,7 @@ def _make_runner(backend: str, artifact: Path, threads: int, tf_threads: int):
     if backend in ("keras_predict", "tf_function"):
         import keras
 
-        import aca_keras.derived  # noqa: F401  (registers the layers)
+        import aca_keras.models.derived  # noqa: F401  (registers the layers)
 
         model = keras.saving.load_model(artifact, compile=False).inference_model()
         if backend == "keras_predict":

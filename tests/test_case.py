@@ -168,21 +168,22 @@ def check_onnx(model: keras.Model, inputs: list[np.ndarray], path: Path) -> None
     with Keras's."""
     import onnxruntime as ort
 
-    from aca_keras.exporting import exporter as exporting
+    from aca_keras.exporting.metadata import INPUT_NAME
+    from aca_keras.exporting.onnx import write_onnx
 
     assert len(inputs) == 1 and len(model.outputs) == 1, (
         "the ONNX check takes single-input, single-output layers")
     shape = tuple(inputs[0].shape[1:])
     # exporting's input name; the model is re-wired on an input of that name
-    images = keras.Input(shape=shape, name=exporting.INPUT_NAME)
+    images = keras.Input(shape=shape, name=INPUT_NAME)
     graph = keras.Model(images, model(images))
     metadata = {"aca_keras_version": "test", "input_shape": list(shape), "class_names": None,
                 "architecture": None}
-    exporting._write_onnx(graph, path, shape, None, "output", None, metadata)
+    write_onnx(graph, path, shape, None, "output", None, metadata)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    got = session.run(["output"], {exporting.INPUT_NAME: inputs[0]})[0]
+    got = session.run(["output"], {INPUT_NAME: inputs[0]})[0]
     expected = _predict(graph, inputs)[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=ONNX_ATOL, rtol=ONNX_RTOL,

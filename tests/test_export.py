@@ -6,7 +6,6 @@ Exports are slow (seconds each), so the exported files are made once per module 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -19,13 +18,15 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras.exporting import exporter as exporting
-from aca_keras.layers import ops
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+import aca_keras.exporting as exporting
+from aca_keras import zoo
 from aca_keras.cli.export import main as cli_main
-from aca_keras.data.loading import CIFAR10_CLASS_NAMES
-from aca_keras.models.derived import build_model
+from aca_keras.data import CIFAR10_CLASS_NAMES
 from aca_keras.errors import ExportError, RunDirError
+from aca_keras.exporting import verify as export_verify
+from aca_keras.layers import ops
+from aca_keras.models.derived import build_model
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("onnx", "savedmodel", "tflite")
@@ -399,31 +400,36 @@ def test_unknown_format_and_bad_arguments(cases, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_sources(tmp_path, monkeypatch):
+def test_missing_sources(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="No file or directory"):
         exporting.export(tmp_path / "missing.keras", tmp_path / "m.onnx")
     with pytest.raises(RunDirError, match="neither trained.keras nor model.keras"):
         exporting.export(tmp_path, tmp_path / "m.onnx")
-    if importlib.util.find_spec("aca_keras.zoo") is not None:
-        with pytest.raises(FileNotFoundError, match="nor a zoo entry"):
-            exporting.export("no-such-entry", tmp_path / "m.onnx")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "aca_keras.zoo" else real(name, *a))
-    with pytest.raises(FileNotFoundError, match="aca_keras.zoo is not part"):
+    # exporting sits below the zoo: a zoo name is refused, with the call that does it
+    with pytest.raises(FileNotFoundError,
+                       match=r"load it first: aca_keras.export\(aca_keras.zoo.load\("
+                             r"'darts-v2-cifar10'\)"):
         exporting.export("darts-v2-cifar10", tmp_path / "m.onnx")
+    # the command resolves zoo names, and says when a name is neither a path nor an entry
+    assert cli_main(["no-such-entry", "--output", str(tmp_path / "m.onnx")]) == 1
+    assert "nor a zoo entry" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow
-def test_zoo_name_exports(tmp_path):
-    pytest.importorskip("aca_keras.zoo")
+def test_zoo_name_exports(tmp_path, monkeypatch, capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # architecture-only entries warn about their weights
-        result = exporting.export("darts-v2-cifar10", tmp_path / "zoo.onnx")
+        result = exporting.export(zoo.load("darts-v2-cifar10"), tmp_path / "zoo.onnx")
     assert result.max_abs_diff <= TOL
     assert result.metadata["class_names"] == list(CIFAR10_CLASS_NAMES)
     assert result.metadata["source"] == "zoo:darts-v2-cifar10"
+    # aca-export NAME: the entry, written as NAME.onnx in the current directory
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["darts-v2-cifar10"]) == 0, capsys.readouterr().err
+    written = tmp_path / "darts-v2-cifar10.onnx"
+    assert f"exported: {written}" in capsys.readouterr().out
+    assert exporting.read_metadata(written)["source"] == "zoo:darts-v2-cifar10"
 
 
 def test_corrupt_keras_file(tmp_path):
@@ -496,12 +502,12 @@ def test_existing_output_needs_overwrite(cases, tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "savedmodel"])
 def test_failed_verification_leaves_no_file(cases, tmp_path, monkeypatch, fmt):
     model, results = cases[0]
-    real = exporting._run_exported
+    real = export_verify.run_exported
 
     def perturbed(fmt_, path, batches, output):
         return [y + 1e-3 for y in real(fmt_, path, batches, output)]
 
-    monkeypatch.setattr(exporting, "_run_exported", perturbed)
+    monkeypatch.setattr(export_verify, "run_exported", perturbed)
     fresh = tmp_path / "fresh"
     with pytest.raises(ExportError, match="does not match Keras"):
         exporting.export(model, fresh / SUFFIX[fmt], fmt)

@@ -11,17 +11,17 @@ import keras_tuner as kt
 import numpy as np
 import pytest
 
-from aca_keras.data import loading as data
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras import data
 from aca_keras.models.derived import DerivedNetwork, build_model
-from aca_keras.tuning.tuner import (
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.tuning import (
     OBJECTIVE,
     SEARCH_OBJECTIVE,
     DerivedHyperModel,
     SearchSpace,
     SearchTuner,
-    _tuning_bundle,
 )
+from aca_keras.tuning.tuner import _tuning_bundle
 
 OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
        "dil_conv_5x5")

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 
 from aca_keras import zoo
-from aca_keras.space.architecture import Architecture
 from aca_keras.cli.zoo import main as cli_main
 from aca_keras.errors import ZooError
+from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import Genotype
 from aca_keras.zoo import _entry, _registry, _schema
 
@@ -92,13 +92,13 @@ def tiny_run(tmp_path_factory):
     model saved as trained.keras, train_config.json and train_result.json."""
     import keras
 
-    from aca_keras.io import checkpoint as ckpt
+    from aca_keras.io import atomic
     from aca_keras.models.derived import build_model
 
     run_dir = tmp_path_factory.mktemp("zoo") / "run"
     arch = _tiny_architecture()
     arch.save(run_dir / "architecture.json")
-    ckpt.atomic_write_json(run_dir / "config.json", {
+    atomic.atomic_write_json(run_dir / "config.json", {
         "dataset": "digits", "epochs": 2, "ops": "aca", "order": 1, "cells": 3, "channels": 4,
         "nodes": 2, "seed": 7, "eval_cells": 3, "eval_channels": 6, "auxiliary": True,
         "drop_path": 0.1, "versions": {"aca_keras": "0.1.0", "keras": keras.__version__}})
@@ -107,10 +107,10 @@ def tiny_run(tmp_path_factory):
                         drop_path=0.1, mean=[0.3], std=[0.4])
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.save(run_dir / "trained.keras")
-    ckpt.atomic_write_json(run_dir / "train_config.json", {
+    atomic.atomic_write_json(run_dir / "train_config.json", {
         "dataset": "digits", "epochs": 3, "batch_size": 32, "learning_rate": 0.025,
         "seed": 9, "cutout": 4})
-    ckpt.atomic_write_json(run_dir / "train_result.json", {
+    atomic.atomic_write_json(run_dir / "train_result.json", {
         "test_accuracy": 0.4321, "epochs": 3, "params": 1, "seed": 9})
     images = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 1)).astype("float32")
     logits = np.asarray(model.inference_model()(images, training=False))
@@ -240,7 +240,7 @@ def test_load_of_an_architecture_only_entry_warns_and_builds_fresh_weights():
 
 
 def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, capsys):
-    from aca_keras.exporting.exporter import export
+    from aca_keras.exporting import export
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", zoo.NoWeightsWarning)
@@ -260,7 +260,7 @@ def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, c
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEED_NAMES)
 def test_seed_entries_export_to_onnx_with_parity(name, tmp_path):
-    from aca_keras.exporting.exporter import export
+    from aca_keras.exporting import export
 
     model = zoo.load(name, weights=False, seed=0)
     result = export(model, tmp_path / f"{name}.onnx", format="onnx")

@@ -10,6 +10,7 @@ name its own options, while the Python API keeps its Pythonic messages.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -41,7 +42,7 @@ def quiet_startup() -> None:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 2)
         try:
-            import tensorflow  # noqa: F401
+            import tensorflow  # noqa: F401  (the point: imported here, with stderr redirected)
         except ImportError:
             pass  # the command reports it (aca_keras._backend) with the fix
         finally:
@@ -49,11 +50,9 @@ def quiet_startup() -> None:
                 os.dup2(saved, 2)
                 os.close(saved)
                 os.close(null)
-    import logging
-
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
-        from absl import logging as absl_logging
+        from absl import logging as absl_logging  # comes with TensorFlow, imported above
 
         absl_logging.set_verbosity(absl_logging.ERROR)
     except ImportError:  # pragma: no cover - absl comes with TensorFlow

@@ -7,6 +7,8 @@ Examples::
     aca-export RUN_DIR --format savedmodel --probabilities --samples test_images.npz
 
 A thin front end over :func:`aca_keras.exporting.export`; errors print one line and exit 1.
+A zoo name is resolved here (:func:`resolve_source`: ``aca_keras.zoo.load``), not by
+:func:`~aca_keras.exporting.export`, which sits below the zoo and takes the loaded model.
 """
 
 from __future__ import annotations
@@ -14,13 +16,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from aca_keras import zoo
 from aca_keras.cli import cli_message, quiet_startup
 from aca_keras.errors import AcaError
 
+# the formats of aca_keras.exporting.FORMATS, spelled here because importing exporting loads
+# TensorFlow, which the CLI imports only after quiet_startup() (and not at all for --help)
 FORMATS = ("onnx", "savedmodel", "tflite")
+#: Default output name of a zoo entry's export in the current directory, after the name.
+_ZOO_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}
 
 
 def _batch_size(text: str) -> int | None:
@@ -67,8 +78,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_samples(path: str):
-    import numpy as np
-
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"No samples file {path!r}.")
@@ -94,6 +103,44 @@ def _class_names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",")]
 
 
+def is_zoo_name(text: str) -> bool:
+    """Whether ``text`` may name a zoo entry: no file or directory of that name exists and it
+    is a bare name (no path separator)."""
+    return bool(text) and not Path(text).exists() and not (os.sep in text or "/" in text)
+
+
+def zoo_export_path(name: str, fmt: str, output: str | os.PathLike | None) -> Path:
+    """``output``, or ``<name>.onnx`` (``.tflite``, ``<name>_saved_model``) in the current
+    directory."""
+    return Path(output) if output else Path.cwd() / f"{name}{_ZOO_SUFFIX[fmt]}"
+
+
+def resolve_source(text: str, fmt: str, output: str | None,
+                   zoo_dir: Sequence[str] | None = None) -> tuple[Any, str | Path | None]:
+    """What to give :func:`aca_keras.exporting.export` for the command's source argument:
+    ``(source, output)``. A path stays a path (``export`` resolves files and run
+    directories); a zoo name becomes the entry's model (``aca_keras.zoo.load``, class names
+    included) with the default output ``NAME.onnx`` in the current directory.
+
+    Args:
+        text: the source argument.
+        fmt: the export format, already checked (``aca_keras.exporting.exporter.check_format``).
+        output: the ``--output`` argument.
+        zoo_dir: private zoo directories searched first.
+
+    Raises:
+        FileNotFoundError: ``text`` is neither a file, a directory nor a zoo entry.
+    """
+    if not is_zoo_name(text):
+        return text, output
+    try:
+        model = zoo.load(text, zoo_dir=zoo_dir)
+    except LookupError as exc:  # zoo.UnknownEntryError is a KeyError
+        raise FileNotFoundError(f"{text!r} is not a file or directory, nor a zoo entry: "
+                                f"{exc}") from None
+    return model, zoo_export_path(text, fmt, output)
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, (AcaError, OSError, ValueError)):
@@ -108,14 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     quiet_startup()
     try:
-        import warnings
+        # imported after quiet_startup(): exporting imports TensorFlow, whose start-up lines
+        # are silenced only then
+        from aca_keras.exporting.exporter import check_format, export
 
-        from aca_keras.exporting.exporter import export
-
+        fmt = check_format(args.format)
         samples = _load_samples(args.samples) if args.samples else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            result = export(args.source, args.output, args.format, opset=args.opset,
+            source, output = resolve_source(args.source, fmt, args.output)
+            result = export(source, output, fmt, opset=args.opset,
                             batch_size=args.batch_size,
                             output="probabilities" if args.probabilities else "logits",
                             verify=not args.no_verify, tolerance=args.tolerance,

@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
+        # imported after run_cli's quiet_startup(): the search imports TensorFlow, whose
+        # start-up lines are silenced only then
         from aca_keras.searching.pipeline import search
 
         verbose = 0 if args.quiet else 2
@@ -108,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            strategy=args.strategy)
             run_dir = args.resume
         else:
-            from aca_keras.layers.ops import OP_SETS
+            from aca_keras.layers.ops import OP_SETS  # a Keras module: after quiet_startup()
 
             ops = args.ops if args.ops in OP_SETS else args.ops.split(",")
             model = search(

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from aca_keras.cli import run_cli
+from aca_keras.io.run_dir import RunDir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,33 +16,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aca-train",
         description="Train the derived network of a search run directory with DARTS's "
                     "evaluation recipe (SGD + cosine, cutout, drop path, auxiliary head), "
-                    "writing the checkpoint, history and trained.keras into that directory.")
+                    f"writing the checkpoint, history and {RunDir.TRAINED_MODEL} into that "
+                    "directory.")
     parser.add_argument("run_dir", metavar="RUN_DIR",
-                        help="search run directory holding architecture.json and config.json")
+                        help=f"search run directory holding {RunDir.ARCHITECTURE} and "
+                             f"{RunDir.CONFIG}")
     parser.add_argument("--epochs", type=int, default=600,
                         help="training epochs (default: 600, as DARTS)")
     parser.add_argument("--batch-size", type=int, default=96,
                         help="batch size (default: 96)")
     parser.add_argument("--cells", type=int, default=None,
-                        help="number of cells (default: eval_cells of config.json, else 20)")
+                        help=f"number of cells (default: eval_cells of {RunDir.CONFIG}, else 20)")
     parser.add_argument("--channels", type=int, default=None,
-                        help="initial channels C (default: eval_channels of config.json, else 36)")
+                        help=f"initial channels C (default: eval_channels of {RunDir.CONFIG}, "
+                             "else 36)")
     parser.add_argument("--dataset", default=None, metavar="NAME_OR_PATH",
-                        help="data set name or path (default: the dataset of config.json)")
+                        help=f"data set name or path (default: the dataset of {RunDir.CONFIG})")
     parser.add_argument("--data-dir", default=None,
-                        help="TFDS data directory (default: data_dir of config.json)")
+                        help=f"TFDS data directory (default: data_dir of {RunDir.CONFIG})")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of weights, data order, augmentation and drop path "
-                             "(default: the seed of config.json)")
+                             f"(default: the seed of {RunDir.CONFIG})")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the training from the run's last train_checkpoint")
+                        help="continue the training from the run's last "
+                             f"{RunDir.TRAIN_CHECKPOINT_DIR}")
     parser.add_argument("--no-auxiliary", action="store_true",
                         help="build the model without the auxiliary head")
     parser.add_argument("--auxiliary-weight", type=float, default=0.4,
                         help="weight of the auxiliary loss (default: 0.4)")
     parser.add_argument("--drop-path", type=float, default=None,
                         help="final drop path rate of the linear ramp (default: drop_path of "
-                             "config.json, else 0.2)")
+                             f"{RunDir.CONFIG}, else 0.2)")
     parser.add_argument("--learning-rate", type=float, default=0.025,
                         help="initial learning rate, cosine-decayed to 0 (default: 0.025)")
     parser.add_argument("--momentum", type=float, default=0.9,
@@ -77,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
+        # imported after run_cli's quiet_startup(): training imports TensorFlow, whose
+        # start-up lines are silenced only then
         from aca_keras.training.trainer import train_run
 
         result = train_run(
@@ -93,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             accuracy = ("n/a (no test split)" if result.test_accuracy is None
                         else f"{result.test_accuracy:.4f}")
-            print(f"trained model: {result.run_dir}/trained.keras, test accuracy {accuracy}")
+            print(f"trained model: {RunDir(result.run_dir).trained_model}, test accuracy "
+                  f"{accuracy}")
         return 0
 
     return run_cli(run, prog="aca-train", parser=parser)

@@ -8,7 +8,11 @@ import json
 import sys
 from collections.abc import Sequence
 
+from aca_keras import zoo
 from aca_keras.cli import run_cli
+from aca_keras.cli.export import zoo_export_path
+from aca_keras.io.run_dir import RunDir
+from aca_keras.zoo._registry import describe_location, shadowed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", parents=[common],
                        help="publish a search run directory as a zoo entry")
     p.add_argument("run_dir", metavar="RUN_DIR",
-                   help="search run directory (with trained.keras after aca-train for weights)")
+                   help=f"search run directory (with {RunDir.TRAINED_MODEL} after aca-train for "
+                        "weights)")
     p.add_argument("--name", required=True, help="entry name, e.g. my-aca-cifar10")
     p.add_argument("--version", default="1.0.0", help="entry version")
     p.add_argument("--title", default=None, help="one-line title of the model card")
@@ -92,8 +97,6 @@ def _zoo_dirs(args):
 
 
 def _list(args) -> int:
-    from aca_keras import zoo
-
     entries = zoo.list(dataset=args.dataset, has_weights=args.has_weights,
                        zoo_dir=_zoo_dirs(args))
     if args.json:
@@ -117,8 +120,6 @@ def _list(args) -> int:
 
 def _where(e, args) -> str:
     """Which zoo an entry comes from, and which entries of the same name it hides."""
-    from aca_keras.zoo._registry import describe_location, shadowed
-
     hidden = shadowed(e.name, _zoo_dirs(args))
     where = describe_location(e)
     if hidden:
@@ -135,8 +136,6 @@ def _summary(e) -> dict:
 
 
 def _info(args) -> int:
-    from aca_keras import zoo
-
     e = zoo.info(args.name, zoo_dir=_zoo_dirs(args))
     if args.json:
         print(json.dumps(e.document, indent=2))
@@ -163,8 +162,6 @@ def _info(args) -> int:
 
 
 def _publish(args) -> int:
-    from aca_keras import zoo
-
     zoo_dirs = _zoo_dirs(args)
     if not zoo_dirs:
         raise ValueError("publish needs --zoo-dir DIR, the zoo directory to write into.")
@@ -177,8 +174,6 @@ def _publish(args) -> int:
 
 
 def _verify(args) -> int:
-    from aca_keras import zoo
-
     report = zoo.verify(args.name, zoo_dir=_zoo_dirs(args), build=not args.no_build,
                         evaluate=args.evaluate, data_dir=args.data_dir)
     print(report.format())
@@ -186,15 +181,13 @@ def _verify(args) -> int:
 
 
 def _export(args) -> int:
-    from pathlib import Path
-
-    from aca_keras import zoo
-    from aca_keras.exporting.exporter import export
+    # imported after run_cli's quiet_startup(): exporting imports TensorFlow, whose start-up
+    # lines are silenced only then
+    from aca_keras.exporting import export
 
     entry = zoo.info(args.name, zoo_dir=_zoo_dirs(args))
     model = zoo.load(args.name, zoo_dir=_zoo_dirs(args))
-    suffix = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}[args.format]
-    output = Path(args.output) if args.output else Path.cwd() / f"{entry.name}{suffix}"
+    output = zoo_export_path(entry.name, args.format, args.output)
     result = export(model, output, format=args.format, class_names=list(entry.class_names),
                     overwrite=args.overwrite)
     verified = (f"verified, max |difference| {result.max_abs_diff:.2g}"

@@ -26,6 +26,7 @@ recorded parameter counts.
 from __future__ import annotations
 
 import builtins
+import fnmatch
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -40,8 +41,9 @@ from aca_keras.zoo._entry import (
     UnknownEntryError,
     bundled_zoo_dir,
 )
+from aca_keras.zoo._models import load_entry_model
 from aca_keras.zoo._publish import build_index, publish, write_card
-from aca_keras.zoo._registry import ENV_VAR, register_zoo_dir, search_path
+from aca_keras.zoo._registry import ENV_VAR, find, iter_entries, register_zoo_dir, search_path
 from aca_keras.zoo._verify import Check, EntryReport, VerifyReport, verify
 
 __all__ = [
@@ -84,10 +86,6 @@ def list_entries(dataset: str | None = None, has_weights: bool | None = None,
 
     A malformed entry is skipped with a warning (``info``/``load`` on it raise the error).
     """
-    import fnmatch
-
-    from aca_keras.zoo._registry import iter_entries
-
     out = []
     for entry in iter_entries(zoo_dir):
         if dataset is not None and entry.dataset != dataset:
@@ -107,8 +105,6 @@ def info(name: str, *, zoo_dir: str | os.PathLike | None = None) -> EntryInfo:
         UnknownEntryError: no such entry (``KeyError`` and ``ZooError``).
         ZooError: the entry is malformed.
     """
-    from aca_keras.zoo._registry import find
-
     return find(name, zoo_dir)
 
 
@@ -141,8 +137,6 @@ def load(name: str, weights: bool = True, *, zoo_dir: str | os.PathLike | None =
             weights do not match the entry, or the model's parameter counts differ from the
             recorded ones.
     """
-    from aca_keras.zoo._models import load_entry_model
-
     entry = info(name, zoo_dir=zoo_dir)
     model = load_entry_model(entry, weights, compile=compile, seed=seed)
     if inference:

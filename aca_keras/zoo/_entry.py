@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aca_keras.errors import ZooError
+from aca_keras.errors import ArchitectureError, ZooError
+from aca_keras.space.architecture import Architecture
 from aca_keras.zoo import _schema
 
 __all__ = [
@@ -37,6 +38,10 @@ INDEX_FILE = "index.json"
 INDEX_FORMAT = "aca_keras.zoo_index"
 INDEX_VERSION = 1
 SCHEMA_FILE = f"schema/entry-v{SCHEMA_VERSION}.json"
+#: The entry's artifact files (its own layout, not a run directory's): the weights and the
+#: exports of :func:`aca_keras.zoo.publish`.
+WEIGHTS_FILE = "model.keras"
+EXPORT_FILES = {"onnx": "model.onnx", "savedmodel": "saved_model.zip", "tflite": "model.tflite"}
 RESERVED_FILES = frozenset({ENTRY_FILE, CARD_FILE})
 MAX_ISSUES_SHOWN = 6
 
@@ -245,9 +250,6 @@ class EntryInfo:
         Raises:
             ZooError: the architecture document is invalid.
         """
-        from aca_keras.errors import ArchitectureError
-        from aca_keras.space.architecture import Architecture
-
         try:
             return Architecture.from_dict(self.document["architecture"])
         except ArchitectureError as exc:

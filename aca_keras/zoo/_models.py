@@ -1,9 +1,15 @@
-"""Building and loading zoo models (imports Keras lazily, on first use)."""
+"""Building and loading zoo models.
+
+Keras and :mod:`aca_keras.models.derived` are imported inside the functions that build or
+load a model: importing :mod:`aca_keras.zoo` loads no TensorFlow (``aca-zoo list`` stays fast).
+"""
 
 from __future__ import annotations
 
 import warnings
 from typing import Any
+
+import numpy as np
 
 from aca_keras.errors import AcaError, ZooError
 from aca_keras.zoo._entry import EntryInfo, NoWeightsWarning, check_artifacts
@@ -12,8 +18,6 @@ from aca_keras.zoo._entry import EntryInfo, NoWeightsWarning, check_artifacts
 def count_params(model: Any) -> dict[str, int]:
     """``total`` (the model as built), ``inference`` (no auxiliary head) and
     ``inference_trainable`` parameter counts of a :class:`~aca_keras.derived.DerivedNetwork`."""
-    import numpy as np
-
     inference = model.inference_model()
     trainable = sum(int(np.prod(w.shape)) for w in inference.trainable_weights)
     return {"total": int(model.count_params()), "inference": int(inference.count_params()),
@@ -22,9 +26,9 @@ def count_params(model: Any) -> dict[str, int]:
 
 def build(entry: EntryInfo, *, seed: int | None = None):
     """A freshly initialised :class:`~aca_keras.derived.DerivedNetwork` of an entry."""
-    import keras
+    import keras  # lazy: see the module docstring
 
-    from aca_keras.models.derived import build_model
+    from aca_keras.models.derived import build_model  # lazy: imports Keras
 
     architecture = entry.architecture()
     if seed is not None:
@@ -37,7 +41,7 @@ def build(entry: EntryInfo, *, seed: int | None = None):
 
 def load_weights_file(entry: EntryInfo, compile: bool = False):
     """The model stored in the entry's ``keras`` artifact, checked against the entry."""
-    from aca_keras.models.derived import DerivedNetwork, load_model
+    from aca_keras.models.derived import DerivedNetwork, load_model  # lazy: imports Keras
 
     path = entry.artifact_path("keras")
     try:

@@ -16,19 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aca_keras.errors import AcaError, ZooError
-from aca_keras.io import checkpoint as ckpt
+from aca_keras.errors import AcaError, ArchitectureError, ZooError
+from aca_keras.io import atomic
+from aca_keras.io.run_dir import RunDir
+from aca_keras.space.architecture import Architecture
 from aca_keras.zoo import _registry
 from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
     CARD_FILE,
     ENTRY_FILE,
+    EXPORT_FILES,
     FORMAT,
     INDEX_FILE,
     INDEX_FORMAT,
     INDEX_VERSION,
     SCHEMA_FILE,
     SCHEMA_VERSION,
+    WEIGHTS_FILE,
     EntryInfo,
     Metric,
     bundled_zoo_dir,
@@ -36,6 +40,14 @@ from aca_keras.zoo._entry import (
     read_entry,
     sha256_file,
 )
+from aca_keras.zoo._models import count_params
+
+# Keras, TensorFlow and the modules that import them (models, data, exporting, searching) are
+# imported inside the functions that need them: importing aca_keras.zoo loads no TensorFlow,
+# so that aca-zoo list/info/verify --no-build start fast (tests/test_zoo.py checks it).
+
+#: The model configuration inside a ``.keras`` archive (Keras's format, not a run directory).
+_KERAS_CONFIG = "config.json"
 
 NAME_RE = re.compile(r"^[a-z0-9]+([-_][a-z0-9]+)*$")
 
@@ -43,7 +55,6 @@ NAME_RE = re.compile(r"^[a-z0-9]+([-_][a-z0-9]+)*$")
 DEFAULT_MACRO: dict[str, Any] = {"cells": 20, "channels": 36, "stem_multiplier": 3,
                                  "auxiliary": True, "auxiliary_weight": 0.4, "drop_path": 0.2}
 
-_EXPORT_FILES = {"onnx": "model.onnx", "savedmodel": "saved_model.zip", "tflite": "model.tflite"}
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 ACA_CITATION = {
@@ -144,9 +155,9 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
                        "of that name would hide it wherever this zoo is searched first. Choose "
                        "another name, or pass shadow=True to hide the bundled entry on "
                        "purpose.")
-    bad = [f for f in exports if f not in _EXPORT_FILES]
+    bad = [f for f in exports if f not in EXPORT_FILES]
     if bad:
-        raise ZooError(f"Unknown export format(s) {bad}; choose from {sorted(_EXPORT_FILES)}.")
+        raise ZooError(f"Unknown export format(s) {bad}; choose from {sorted(EXPORT_FILES)}.")
 
     resolved = _resolve(source, dataset, macro)
     if exports and resolved.model is None:
@@ -159,7 +170,7 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         model = resolved.model
         artifacts = []
         if model is not None:
-            weights_path = staging / "model.keras"
+            weights_path = staging / WEIGHTS_FILE
             _without_optimizer(model).save(weights_path)
             artifacts.append(_artifact(weights_path, "keras",
                                        "The whole model (DerivedNetwork) with trained weights, "
@@ -167,10 +178,8 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         for fmt in exports:
             artifacts.append(_export(model, staging, fmt, resolved.dataset["class_names"]))
 
-        from aca_keras.zoo._models import count_params
-
         if model is None:
-            from aca_keras.models.derived import build_model
+            from aca_keras.models.derived import build_model  # imports Keras: see the top
 
             model = build_model(resolved.architecture, **_build_kwargs(resolved))
         params = count_params(model)
@@ -178,8 +187,8 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         doc = _document(name, version, title, summary, resolved, params, metrics, provenance,
                         license, citation, tags, notes, artifacts, date)
         check_document(doc, f"(new entry {name!r})", name)
-        ckpt.atomic_write_json(staging / ENTRY_FILE, doc)
-        ckpt.atomic_write_text(staging / CARD_FILE, render_card(doc))
+        atomic.atomic_write_json(staging / ENTRY_FILE, doc)
+        atomic.atomic_write_text(staging / CARD_FILE, render_card(doc))
         for path in staging.iterdir():
             path.chmod(0o644)  # temporary files are private; entries are meant to be shared
         staging.chmod(0o755)
@@ -229,9 +238,9 @@ def _artifact(path: Path, kind: str, description: str) -> dict[str, Any]:
 
 
 def _export(model: Any, staging: Path, fmt: str, class_names: Sequence[str]) -> dict[str, Any]:
-    from aca_keras.exporting.exporter import export
+    from aca_keras.exporting import export  # imports TensorFlow: see the top
 
-    out = staging / _EXPORT_FILES[fmt]
+    out = staging / EXPORT_FILES[fmt]
     tmp = staging / f".{fmt}-export"
     target = tmp if fmt == "savedmodel" else out
     result = export(model, target, format=fmt, class_names=list(class_names))
@@ -263,7 +272,7 @@ def _zip_dir(directory: Path, archive: Path) -> None:
 
 def _document(name, version, title, summary, r: _Resolved, params, metrics, provenance,
               license, citation, tags, notes, artifacts, date) -> dict[str, Any]:
-    from aca_keras.searching.pipeline import package_versions
+    from aca_keras.versions import package_versions  # imports TensorFlow: see the top
 
     all_metrics = list(r.metrics)
     for extra in metrics:
@@ -340,8 +349,6 @@ def _build_kwargs(r: _Resolved) -> dict[str, Any]:
 
 def _resolve(source: Any, dataset: Mapping[str, Any] | None,
              macro: Mapping[str, Any] | None) -> _Resolved:
-    from aca_keras.space.architecture import Architecture
-
     if isinstance(source, Architecture):
         return _from_architecture(source, dataset, macro)
     if isinstance(source, (str, os.PathLike)):
@@ -349,7 +356,7 @@ def _resolve(source: Any, dataset: Mapping[str, Any] | None,
         if path.is_dir():
             return _from_run_dir(path, dataset, macro)
         if path.is_file():
-            from aca_keras.models.derived import load_model
+            from aca_keras.models.derived import load_model  # imports Keras: see the top
 
             try:
                 model = load_model(path, compile=False)
@@ -358,7 +365,7 @@ def _resolve(source: Any, dataset: Mapping[str, Any] | None,
             return _from_model(model, dataset, macro, label=f".keras file {path.name}")
         raise ZooError(f"Nothing to publish at {str(path)!r}: give a search run directory, a "
                        ".keras file, a trained model or an Architecture.")
-    import keras
+    import keras  # lazy: see the top
 
     if isinstance(source, keras.Model):
         return _from_model(source, dataset, macro, label="a model object")
@@ -379,7 +386,7 @@ def _macro_of(architecture: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
 
 def _dataset_block(base: Mapping[str, Any], overrides: Mapping[str, Any] | None
                    ) -> dict[str, Any]:
-    from aca_keras.data import loading as data_lib
+    from aca_keras import data as data_lib  # imports TensorFlow: see the top
 
     block = {k: v for k, v in base.items() if v is not None}
     block.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -423,7 +430,7 @@ def _from_architecture(architecture, dataset, macro) -> _Resolved:
 
 
 def _from_model(model, dataset, macro, label: str) -> _Resolved:
-    from aca_keras.models.derived import DerivedNetwork
+    from aca_keras.models.derived import DerivedNetwork  # imports Keras: see the top
 
     if not isinstance(model, DerivedNetwork):
         raise ZooError(f"Only aca_keras DerivedNetwork models can be published (got "
@@ -452,7 +459,7 @@ def _keras_config(path: Path) -> dict[str, Any]:
     """The DerivedNetwork config stored in a ``.keras`` file (read without building)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            config = json.loads(zf.read("config.json"))
+            config = json.loads(zf.read(_KERAS_CONFIG))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ZooError(f"{path} is not a readable .keras file: {exc}") from None
     inner = config.get("config") if isinstance(config, dict) else None
@@ -462,37 +469,36 @@ def _keras_config(path: Path) -> dict[str, Any]:
 
 
 def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
-    from aca_keras.errors import ArchitectureError
-    from aca_keras.space.architecture import Architecture
-
-    arch_file = run_dir / "architecture.json"
-    if not arch_file.is_file():
-        raise ZooError(f"{run_dir} is not a finished search run: it has no architecture.json.")
+    run = RunDir(run_dir)
+    if not run.architecture.is_file():
+        raise ZooError(f"{run_dir} is not a finished search run: it has no "
+                       f"{RunDir.ARCHITECTURE}.")
     try:
-        architecture = Architecture.load(arch_file)
-        config = ckpt.read_json(run_dir / "config.json", "run config")
+        architecture = Architecture.load(run.architecture)
+        config = atomic.read_json(run.config, "run config")
     except (ArchitectureError, AcaError) as exc:
         raise ZooError(f"Cannot publish the run {run_dir}: {exc}") from None
     if not isinstance(config, dict):
-        raise ZooError(f"{run_dir / 'config.json'} must hold a JSON object.")
+        raise ZooError(f"{run.config} must hold a JSON object.")
     versions = {str(k): str(v) for k, v in (config.get("versions") or {}).items()}
     settings = {k: v for k, v in config.items() if k not in ("versions", "data_dir")}
     data_source = str(config.get("dataset", "unknown"))
     data_name = dataset_display_name(data_source)
     search = {"by": "aca_keras",
               "command": f"aca_keras.search({data_source!r}, **settings)  # settings as listed",
-              "settings": settings, "seed": _int_field(config, "seed", run_dir / "config.json"),
-              "epochs": _int_field(config, "epochs", run_dir / "config.json"),
+              "settings": settings, "seed": _int_field(config, "seed", run.config),
+              "epochs": _int_field(config, "epochs", run.config),
               "hardware": "not recorded by the run", "wall_time_s": None,
               "versions": versions, "data": data_name}
 
-    trained = run_dir / "trained.keras"
+    trained = run.trained_model
     metrics: list[dict[str, Any]] = []
     training: dict[str, Any] = {"by": "none", "note": "the run was not trained (no "
-                                                      "trained.keras); architecture only"}
+                                                      f"{RunDir.TRAINED_MODEL}); architecture "
+                                                      "only"}
     model = None
     if trained.is_file():
-        from aca_keras.models.derived import load_model
+        from aca_keras.models.derived import load_model  # imports Keras: see the top
 
         try:
             model = load_model(trained, compile=False)
@@ -500,22 +506,21 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
             raise ZooError(f"Cannot publish the run {run_dir}: {exc}") from exc
         resolved = _from_model(model, {"name": data_name, **(dataset or {})}, macro,
                                "search run directory")
-        train_config = _optional_json(run_dir / "train_config.json")
-        result = _optional_json(run_dir / "train_result.json")
+        train_config = _optional_json(run.train_config)
+        result = _optional_json(run.train_result)
         if train_config:
             training = {"by": "aca_keras",
                         "command": "aca_keras.training.train_run(run_dir, **settings)  # "
                                    "settings as listed",
                         "settings": train_config,
-                        "seed": _int_field(train_config, "seed", run_dir / "train_config.json"),
-                        "epochs": _int_field(train_config, "epochs",
-                                             run_dir / "train_config.json"),
+                        "seed": _int_field(train_config, "seed", run.train_config),
+                        "epochs": _int_field(train_config, "epochs", run.train_config),
                         "hardware": "not recorded by the run", "wall_time_s": None,
                         "versions": versions,
                         "data": str(train_config.get("dataset", data_name))}
         else:
-            training = {"by": "unknown", "note": "the run holds trained.keras but no "
-                                                 "train_config.json; the training was not "
+            training = {"by": "unknown", "note": f"the run holds {RunDir.TRAINED_MODEL} but no "
+                                                 f"{RunDir.TRAIN_CONFIG}; the training was not "
                                                  "recorded"}
         if train_config and result.get("test_accuracy") is not None:
             metric = {
@@ -523,17 +528,18 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
                 "unit": "%", "split": f"the test split of {training['data']}",
                 "how": "measured",
                 "source": f"aca_keras.training.train: accuracy of the inference model after "
-                          f"{training['epochs']} epochs (train_result.json)"}
+                          f"{training['epochs']} epochs ({RunDir.TRAIN_RESULT})"}
             evaluation = _evaluation_record(data_source, result.get("test_split"))
             if evaluation is not None:
                 metric["evaluation"] = evaluation
             metrics.append(metric)
         resolved.search, resolved.training, resolved.metrics = search, training, metrics
-        resolved.source = ("search run directory (architecture.json, config.json, "
-                           "trained.keras, train_config.json, train_result.json)")
+        resolved.source = (f"search run directory ({RunDir.ARCHITECTURE}, {RunDir.CONFIG}, "
+                           f"{RunDir.TRAINED_MODEL}, {RunDir.TRAIN_CONFIG}, "
+                           f"{RunDir.TRAIN_RESULT})")
         return resolved
 
-    model_file = run_dir / "model.keras"
+    model_file = run.model
     base: dict[str, Any] = {"name": data_name}
     settings_macro: dict[str, Any] = {"cells": config.get("eval_cells"),
                                       "channels": config.get("eval_channels"),
@@ -551,8 +557,8 @@ def _from_run_dir(run_dir: Path, dataset, macro) -> _Resolved:
                      dataset=_dataset_block(base, dataset), model=model,
                      search=search, training=training,
                      metrics=metrics,
-                     source="search run directory (architecture.json, config.json, "
-                            "model.keras; no trained weights)")
+                     source=f"search run directory ({RunDir.ARCHITECTURE}, {RunDir.CONFIG}, "
+                            f"{RunDir.MODEL}; no trained weights)")
 
 
 def dataset_display_name(source: str) -> str:
@@ -563,9 +569,9 @@ def dataset_display_name(source: str) -> str:
         return source
     path = Path(source)
     if path.suffix.lower() == ".npz":
-        from aca_keras.data.loading import _npz_name
+        from aca_keras.data.readers import npz_name  # imports TensorFlow: see the top
 
-        return _npz_name(path)
+        return npz_name(path)
     return path.name or source
 
 
@@ -602,7 +608,7 @@ def _int_field(data: Mapping[str, Any], key: str, where: Path) -> int:
 def _optional_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
-    data = ckpt.read_json(path, "file")
+    data = atomic.read_json(path, "file")
     return data if isinstance(data, dict) else {}
 
 
@@ -654,7 +660,7 @@ def build_index(zoo_dir: str | os.PathLike | None = None, *, write: bool = True,
         path = root / INDEX_FILE
         text = json.dumps(index, indent=2) + "\n"
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            ckpt.atomic_write_text(path, text)
+            atomic.atomic_write_text(path, text)
             path.chmod(0o644)
     return index
 
@@ -667,6 +673,6 @@ def write_card(entry_dir: str | os.PathLike) -> Path:
     """
     entry_dir = Path(entry_dir)
     entry = read_entry(entry_dir, entry_dir.parent, False)
-    path = ckpt.atomic_write_text(entry_dir / CARD_FILE, render_card(entry.document))
+    path = atomic.atomic_write_text(entry_dir / CARD_FILE, render_card(entry.document))
     path.chmod(0o644)
     return path

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import gc
 import json
+import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aca_keras.errors import AcaError, ZooError
-from aca_keras.zoo import _registry
+import numpy as np
+
+from aca_keras.errors import AcaError, DataError, ZooError
+from aca_keras.zoo import _models, _registry
 from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
     CARD_FILE,
@@ -19,7 +24,9 @@ from aca_keras.zoo._entry import (
     UnknownEntryError,
     artifact_problems,
     read_entry,
+    sha256_file,
 )
+from aca_keras.zoo._publish import build_index
 
 #: Largest accepted difference between an ONNX artifact's logits and Keras's.
 ONNX_TOLERANCE = 1e-4
@@ -191,8 +198,6 @@ def _verify_entry(entry_dir: Path, location, build: bool, check_onnx: bool) -> E
 
 
 def _check_model(rep: EntryReport, entry: EntryInfo, check_onnx: bool) -> None:
-    from aca_keras.zoo import _models
-
     try:
         if entry.has_weights:
             model = _models.load_weights_file(entry)
@@ -215,8 +220,7 @@ def _check_model(rep: EntryReport, entry: EntryInfo, check_onnx: bool) -> None:
 
 
 def _onnx_parity(model: Any, path: Path, input_shape: tuple[int, ...]) -> tuple[bool, str]:
-    import numpy as np
-    import onnxruntime as ort
+    import onnxruntime as ort  # heavy; only the ONNX parity check loads it
 
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(3, *input_shape)).astype(np.float32)
@@ -235,8 +239,6 @@ def _onnx_parity(model: Any, path: Path, input_shape: tuple[int, ...]) -> tuple[
 
 
 def _check_index(root: Path) -> Check:
-    from aca_keras.zoo._publish import build_index
-
     path = root / INDEX_FILE
     try:
         expected = build_index(root, write=False, strict=True)
@@ -253,8 +255,6 @@ def wilson_interval(correct: int, total: int, sigmas: float = EVALUATE_SIGMAS
     """The Wilson score interval of a binomial proportion ``correct / total`` with
     ``z = sigmas``: the accuracies that this measurement on ``total`` images does not rule
     out at that many standard deviations."""
-    import math
-
     if total < 1:
         raise ValueError("total must be positive")
     p = correct / total
@@ -267,14 +267,8 @@ def wilson_interval(correct: int, total: int, sigmas: float = EVALUATE_SIGMAS
 def _check_metric(rep: EntryReport, entry: EntryInfo, evaluate: Any, data_dir: Any,
                   sigmas: float) -> None:
     """Re-measure the entry's accuracy metric on ``evaluate`` (see :func:`verify`)."""
-    import os
-
-    import numpy as np
-
-    from aca_keras.data import loading as data_lib
-    from aca_keras.errors import DataError
-    from aca_keras.zoo import _models
-    from aca_keras.zoo._entry import sha256_file
+    # lazy: the data module imports TensorFlow, and importing aca_keras.zoo must not
+    from aca_keras import data as data_lib
 
     metric = next((m for m in entry.metrics if m.name in _ACCURACY_METRICS
                    and m.how == "measured"), None)
@@ -301,8 +295,6 @@ def _check_metric(rep: EntryReport, entry: EntryInfo, evaluate: Any, data_dir: A
         kwargs.setdefault("data_dir", data_dir)
     part = record.get("split", "test")
     try:
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             bundle = data_lib.load(evaluate, **kwargs)

@@ -1,0 +1,52 @@
+"""TensorFlow SavedModel: Keras's ``keras.export.ExportArchive`` with a ``serve`` endpoint
+(also ``serving_default``) whose output dict key is ``logits``/``probabilities``, and the
+metadata as a tracked asset; run with a fresh ``tf.saved_model.load``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from aca_keras.errors import ExportError
+from aca_keras.exporting.graph import input_signature, serving_fn
+from aca_keras.exporting.metadata import INPUT_NAME, METADATA_FILE
+
+
+def write_savedmodel(graph: keras.Model, tmp: Path, input_shape: tuple[int, ...],
+                     batch_size: int | None, output: str, metadata: dict[str, Any]) -> None:
+    """Write the SavedModel directory ``tmp`` with the metadata asset."""
+    with tempfile.TemporaryDirectory(prefix="aca_keras-meta-") as meta_dir:
+        meta_file = Path(meta_dir) / METADATA_FILE
+        meta_file.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n",
+                             encoding="utf-8")
+        archive = keras.export.ExportArchive()
+        archive.track(graph)
+        archive.add_endpoint("serve", serving_fn(graph, output),
+                             input_signature=input_signature(input_shape, batch_size))
+        trackable = getattr(archive, "_tf_trackable", None)
+        if trackable is not None:
+            # A tracked asset: copied to assets/ and revived by tf.saved_model.load.
+            trackable.aca_keras_metadata = tf.saved_model.Asset(os.fspath(meta_file))
+        try:
+            archive.write_out(os.fspath(tmp), verbose=False)
+        except Exception as exc:
+            raise ExportError(f"Writing the SavedModel failed: {exc}") from exc
+        if trackable is None:  # pragma: no cover - a Keras whose archive we cannot extend
+            extra = tmp / "assets.extra"
+            extra.mkdir(exist_ok=True)
+            shutil.copyfile(meta_file, extra / METADATA_FILE)
+
+
+def run_savedmodel(path: Path, batches: list[np.ndarray], output: str) -> list[np.ndarray]:
+    """``output`` of the SavedModel's ``serving_default`` signature on each batch."""
+    loaded = tf.saved_model.load(os.fspath(path))
+    serve = loaded.signatures["serving_default"]
+    return [serve(**{INPUT_NAME: tf.constant(b)})[output].numpy() for b in batches]

@@ -1,0 +1,34 @@
+"""TFLite: ``tf.lite.TFLiteConverter.from_saved_model`` on the SavedModel route's directory
+(float32, builtin ops only), the metadata in the flatbuffer; run with ``tf.lite.Interpreter``."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from aca_keras.errors import ExportError
+from aca_keras.exporting.metadata import INPUT_NAME, tflite_with_metadata
+
+
+def write_tflite(saved_model: Path, tmp: Path, metadata: dict[str, Any]) -> None:
+    """Convert the SavedModel directory ``saved_model`` into the TFLite file ``tmp``."""
+    try:
+        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
+        flatbuffer = converter.convert()
+    except Exception as exc:
+        raise ExportError(f"The TFLite converter failed: {exc}") from exc
+    tmp.write_bytes(tflite_with_metadata(flatbuffer, metadata))
+
+
+def run_tflite(path: Path, batches: list[np.ndarray], output: str) -> list[np.ndarray]:
+    """``output`` of the TFLite file's ``serving_default`` signature on each batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tf.lite.Interpreter's deprecation notice
+        interpreter = tf.lite.Interpreter(model_path=os.fspath(path), num_threads=1)
+    runner = interpreter.get_signature_runner("serving_default")
+    return [runner(**{INPUT_NAME: b})[output] for b in batches]
