@@ -202,7 +202,7 @@ def _breakdown(model, data, steps: int, warmup: int, train_function, iterator
 
     @tf.function(jit_compile=False)
     def alpha_step():
-        return model.alpha_step(x_w, y_w, x_a, y_a)[0]
+        return model.architect.alpha_step(x_w, y_w, x_a, y_a)[0]
 
     @tf.function(jit_compile=False)
     def weight_gradients():
@@ -212,7 +212,7 @@ def _breakdown(model, data, steps: int, warmup: int, train_function, iterator
 
     @tf.function(jit_compile=False)
     def weight_step():
-        return model.weight_step(x_w, y_w)[0]
+        return model.architect.weight_step(x_w, y_w)[0]
 
     parts = {"forward": forward, "alpha_gradients": alpha_gradients, "alpha_step": alpha_step,
              "weight_gradients": weight_gradients, "weight_step": weight_step}

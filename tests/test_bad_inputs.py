@@ -308,7 +308,7 @@ def _interrupted_export(ctx):
         Path(tmp).write_bytes(b"\x08\x07 half an ONNX file")
         raise KeyboardInterrupt
 
-    ctx.monkeypatch.setattr(exporting, "_write_onnx", half_written)
+    ctx.monkeypatch.setattr(exporting, "write_onnx", half_written)
     exporting.export(_model(), target, "onnx", overwrite=True)
 
 

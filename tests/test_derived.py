@@ -17,6 +17,7 @@ from aca_keras.models.derived import (
     load_model,
 )
 from aca_keras.errors import ArchitectureError, RunDirError
+from aca_keras.space.genotype import Genotype
 
 ACA = ops_lib.ACA_OPS
 CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -299,3 +300,29 @@ def test_darts_v2_matches_the_published_network():
     trainable = sum(int(np.prod(v.shape)) for v in inference.trainable_weights)
     assert trainable == 3_349_342 + 2_160
     assert round(model.flops() / 1e6) == 528
+
+
+def test_models_saved_by_0_1_0_keep_their_stride2_padding():
+    """A DerivedNetwork config without ``centred_stride2`` (aca_keras 0.1.0) rebuilds with
+    TF's "same" stride-2 padding, the one its weights were trained with; new models centre
+    their stride-2 windows as DARTS does."""
+    from aca_keras.layers import ops
+    from aca_keras.models.derived import DerivedNetwork
+
+    genotype = Genotype(normal=(("sep_conv_3x3", 0), ("max_pool_3x3", 1)), normal_concat=(2,),
+                        reduce=(("sep_conv_3x3", 0), ("avg_pool_3x3", 1)), reduce_concat=(2,))
+    arch = Architecture.from_genotype(genotype, 4, ("none", "max_pool_3x3", "avg_pool_3x3",
+                                                    "sep_conv_3x3"))
+    model = build_model(arch, (8, 8, 3), 3, cells=3, channels=4, auxiliary=False)
+    config = model.get_config()
+    assert config["centred_stride2"] is True
+    del config["centred_stride2"]
+    legacy = DerivedNetwork.from_config(config)
+    assert legacy.centred_stride2 is False
+
+    def strided(m):
+        return [layer for layer in m._flatten_layers()
+                if isinstance(layer, (ops.DilConv, ops.PoolBN)) and layer.stride == 2]
+
+    assert strided(model) and all(layer.centred for layer in strided(model))
+    assert strided(legacy) and not any(layer.centred for layer in strided(legacy))

@@ -37,7 +37,7 @@ FAST = [(1, 1), (2, 2), (3, 1), (4, 1)]
 
 
 def _check_small_step(cells, nodes, **compile_kwargs):
-    from aca_keras.models.supernet import reduction_indices
+    from aca_keras.space.topology import reduction_indices
 
     net, before, after, loss = _tiny_step(cells, nodes, **compile_kwargs)
     assert np.isfinite(loss)
@@ -79,7 +79,7 @@ def _write_png(path: Path, array: np.ndarray) -> Path:
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory) -> Path:
     """96 training and 40 test digits (8x8 grey) in ``tiny/train.npz``."""
-    from aca_keras.data import loading as data
+    from aca_keras import data
 
     bundle = data.load("digits")
     path = tmp_path_factory.mktemp("data") / "tiny" / "train.npz"
@@ -108,7 +108,7 @@ SEARCH_ARGS = ["--epochs", "1", "--channels", "4", "--nodes", "2", "--batch-size
 
 
 def test_image_folder_with_one_class_is_refused(tmp_path, capsys):
-    from aca_keras.data import loading as data
+    from aca_keras import data
     from aca_keras.errors import DataError
 
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def test_image_folder_with_one_class_is_refused(tmp_path, capsys):
 
 
 def test_image_folder_warns_about_small_classes_and_skipped_files(tmp_path):
-    from aca_keras.data import loading as data
+    from aca_keras import data
 
     rng = np.random.default_rng(0)
     for cls, count in (("cat", 12), ("dog", 3)):
@@ -148,7 +148,7 @@ def test_image_folder_warns_about_small_classes_and_skipped_files(tmp_path):
 
 
 def test_generic_npz_file_is_named_after_its_folder(tmp_path):
-    from aca_keras.data import loading as data
+    from aca_keras import data
 
     x = np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8)
     y = np.array([0, 1, 0, 1, 0, 1])
@@ -438,8 +438,7 @@ def test_zoo_verify_evaluate_catches_a_tampered_metric(published, tiny_npz, caps
 
 
 def test_zoo_verify_evaluate_refuses_other_data(published, tmp_path):
-    from aca_keras import zoo
-    from aca_keras.data import loading as data
+    from aca_keras import data, zoo
 
     bundle = data.load("digits")
     other = tmp_path / "tiny" / "train.npz"

@@ -82,7 +82,7 @@ def test_alpha_step_changes_only_alphas_and_uses_only_validation_batch():
         net = _net()
         weights_before = _snapshot(net.weight_variables)
         alphas_before = _snapshot(net.alpha_variables)
-        net.alpha_step(x_w, y_w, x_a, y_a)
+        net.architect.alpha_step(x_w, y_w, x_a, y_a)
         for before, v in zip(weights_before, net.weight_variables):
             np.testing.assert_array_equal(before, v.numpy())
         changed = [np.abs(b - v.numpy()).max() for b, v in zip(alphas_before, net.alpha_variables)]
@@ -98,7 +98,7 @@ def test_weight_step_changes_weights_not_alphas():
     x, y = _batch(4)
     alphas_before = _snapshot(net.alpha_variables)
     weights_before = _snapshot(net.weight_variables)
-    net.weight_step(x, y)
+    net.architect.weight_step(x, y)
     for before, v in zip(alphas_before, net.alpha_variables):
         np.testing.assert_array_equal(before, v.numpy())
     moved = sum(np.any(b != v.numpy()) for b, v in zip(weights_before, net.weight_variables))
@@ -180,7 +180,7 @@ def test_second_order_hypergradient_matches_finite_differences(float64):
             v.assign(b)
         return loss_a
 
-    hyper, _, _ = net.alpha_gradients(x_w, y_w, x_a, y_a)
+    hyper, _, _ = net.architect.alpha_gradients(x_w, y_w, x_a, y_a)
     h = 1e-5
     for alpha, grad in zip(net.alpha_variables, hyper):
         base = alpha.numpy().copy()
@@ -214,5 +214,5 @@ def test_search_model_saves_and_reloads_with_identical_outputs(tmp_path):
     np.testing.assert_array_equal(net.alpha_normal.numpy(), restored.alpha_normal.numpy())
     assert restored.op_names == net.op_names
     # the bi-level compile settings come back too
-    assert restored.order == net.order and restored.grad_clip == net.grad_clip
+    assert restored.architect.settings() == net.architect.settings()
     assert isinstance(restored.alpha_optimizer, keras.optimizers.Adam)

@@ -425,9 +425,9 @@ def test_second_order_hypergradient(after_five_steps):
     """One order=2 architecture gradient after the 5 steps (non-zero momentum)."""
     s = after_five_steps
     (x_w, y_w), (x_a, y_a) = _batches(1, seed=40)[0], _batches(1, seed=41)[0]
-    s.keras.order = 2
-    s.keras.unrolled_eps = 0.01
-    grads_k, _, _ = s.keras.alpha_gradients(tf.constant(x_w), tf.constant(y_w),
+    s.keras.architect.order = 2
+    s.keras.architect.unrolled_eps = 0.01
+    grads_k, _, _ = s.keras.architect.alpha_gradients(tf.constant(x_w), tf.constant(y_w),
                                             tf.constant(x_a), tf.constant(y_a))
     lr = float(keras.ops.convert_to_numpy(s.keras.optimizer.learning_rate))
     buffers = [s.w_opt.state[w]["momentum_buffer"] for w in s.torch.weights()]

@@ -16,6 +16,7 @@ from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import derive_genotype
 from aca_keras.channels.importance import score_channels
 from aca_keras.searching.pipeline import SearchConfig, search
+from aca_keras.models.bilevel import BilevelOptimizer
 from aca_keras.models.supernet import MixedEdge, SearchNetwork
 
 C, K = 8, 4
@@ -185,7 +186,7 @@ def test_beta_decay_gradient_is_lambda_times_softmax_over_edges():
     net.alpha_normal.assign(np.random.default_rng(4).normal(size=net.alpha_normal.shape))
     net.beta_decay_lambda.assign(0.7)
     with tf.GradientTape() as tape:
-        reg = net.beta_decay_loss()
+        reg = BilevelOptimizer(net).beta_decay_loss()
     grad = tape.gradient(reg, net.alpha_normal).numpy()
     a = net.alpha_normal.numpy()
     softmax = np.exp(a) / np.exp(a).sum(axis=1, keepdims=True)

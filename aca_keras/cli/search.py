@@ -7,6 +7,62 @@ import sys
 from collections.abc import Sequence
 
 from aca_keras.cli import DefaultsHelpFormatter, run_cli
+from aca_keras.searching.config import defaults
+
+#: SearchConfig's defaults: the flags below show them and leave them to SearchConfig
+DEFAULTS = defaults()
+
+#: (flag, SearchConfig field, type, help) of every search setting on the command line; a
+#: flag left out passes nothing, so the setting keeps SearchConfig's default (or, with
+#: --resume, the run's own)
+SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
+    ("--epochs", "epochs", int, "search epochs; with --resume, the run's own count unless a "
+                                "larger one is given"),
+    ("--ops", "ops", str, "operation set: 'aca' (no skip_connect), 'darts', R-DARTS's "
+                          "'rdarts-s2', 'rdarts-s3', 'rdarts-s4' and their '-aca' forms, or "
+                          "a comma-separated list of registered operations"),
+    ("--order", "order", int, "1: first-order DARTS; 2: unrolled second-order hypergradient"),
+    ("--variant", "variant", str, "search variant: darts, pc_darts (partial channels, edge "
+                                  "normalisation, alpha warm-up) or beta_darts (beta-decay)"),
+    ("--partial-k", "partial_k", int, "PC-DARTS: edges see C/K channels (None: 4 for pc_darts)"),
+    ("--alpha-warmup-epochs", "alpha_warmup_epochs", int,
+     "epochs with frozen architecture weights (None: 15 for pc_darts, clipped to epochs-1)"),
+    ("--beta-decay-weight", "beta_decay_weight", float,
+     "beta_darts: end of the linear beta-decay ramp (None: 1 for beta_darts)"),
+    ("--cells", "cells", int, "supernet cells"),
+    ("--channels", "channels", int, "supernet initial channels C"),
+    ("--nodes", "nodes", int, "intermediate nodes per cell"),
+    ("--batch-size", "batch_size", int, "batch of each half"),
+    ("--train-fraction", "train_fraction", float,
+     "share of the training set that trains weights (rest: alphas)"),
+    ("--learning-rate", "learning_rate", float, "weight SGD learning rate"),
+    ("--alpha-learning-rate", "alpha_learning_rate", float, "alpha Adam learning rate"),
+    ("--scorer", "scorer", str, "channel scorer: taylor (removal), refill (identity refill), "
+                                "magnitude, alpha"),
+    ("--pooling", "pooling", str, "how a cell type's occurrences are combined: index, sorted, "
+                                  "rank"),
+    ("--divide-weight", "divide_weight", bool,
+     "divide each edge's channel scores by its operation's softmax weight (compare edges by "
+     "their channels, not by alpha)"),
+    ("--allocator", "allocator", str, "channel allocator: adaptive, fixed, alpha, none"),
+    ("--score-batches", "score_batches", int, "validation batches used to score channels"),
+    ("--hessian-every", "hessian_every", int,
+     "collapse monitor: the Hessian eigenvalue of the validation loss w.r.t. the alphas every "
+     "N epochs (0: off)"),
+    ("--hessian-iterations", "hessian_iterations", int,
+     "collapse monitor: power iterations per measurement"),
+    ("--eval-cells", "eval_cells", int, "cells of the derived model"),
+    ("--eval-channels", "eval_channels", int, "initial channels of the derived model"),
+    ("--no-auxiliary", "auxiliary", bool, "derived model without the auxiliary head"),
+    ("--drop-path", "drop_path", float, "derived model drop path"),
+    ("--no-sync-batch-norm", "sync_batch_norm", bool,
+     "with --strategy: BatchNorm statistics per replica instead of over the global batch "
+     "(smaller graph, other results)"),
+)
+
+
+def _shown(value) -> str:
+    return "None" if value is None else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,56 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output directory (default runs/search-<dataset>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue an interrupted search from its last checkpoint")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="search epochs (default 50; with --resume, the run's own count "
-                             "unless a larger one is given)")
-    parser.add_argument("--ops", default="aca",
-                        help="operation set: 'aca' (no skip_connect), 'darts', R-DARTS's 'rdarts-s2', "
-                             "'rdarts-s3', 'rdarts-s4' and their '-aca' forms, or a "
-                             "comma-separated list of registered operations")
-    parser.add_argument("--order", type=int, choices=(1, 2), default=1,
-                        help="1: first-order DARTS; 2: unrolled second-order hypergradient")
-    parser.add_argument("--variant", default="darts", choices=("darts", "pc_darts", "beta_darts"),
-                        help="search variant: DARTS, PC-DARTS (partial channels, edge "
-                             "normalisation, alpha warm-up) or beta-DARTS (beta-decay)")
-    parser.add_argument("--partial-k", type=int, default=None,
-                        help="PC-DARTS: edges see C/K channels (default 4)")
-    parser.add_argument("--alpha-warmup-epochs", type=int, default=None,
-                        help="epochs with frozen architecture weights (default: 15 for "
-                             "pc_darts, clipped to epochs-1; else 0)")
-    parser.add_argument("--beta-decay-weight", type=float, default=None,
-                        help="beta_darts: end of the linear beta-decay ramp (default 1)")
-    parser.add_argument("--cells", type=int, default=8, help="supernet cells")
-    parser.add_argument("--channels", type=int, default=16, help="supernet initial channels C")
-    parser.add_argument("--nodes", type=int, default=4, help="intermediate nodes per cell")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch of each half")
-    parser.add_argument("--train-fraction", type=float, default=0.5,
-                        help="share of the training set that trains weights (rest: alphas)")
-    parser.add_argument("--learning-rate", type=float, default=0.025, help="weight SGD lr")
-    parser.add_argument("--alpha-learning-rate", type=float, default=3e-4, help="alpha Adam lr")
-    parser.add_argument("--scorer", default="taylor",
-                        help="channel scorer: taylor (removal), refill (identity refill), "
-                             "magnitude, alpha")
-    parser.add_argument("--pooling", default="index",
-                        help="how a cell type's occurrences are combined: index, sorted, rank")
-    parser.add_argument("--divide-weight", action="store_true",
-                        help="divide each edge's channel scores by its operation's softmax "
-                             "weight (compare edges by their channels, not by alpha)")
-    parser.add_argument("--allocator", default="adaptive",
-                        help="channel allocator: adaptive, fixed, alpha, none")
-    parser.add_argument("--hessian-every", type=int, default=1,
-                        help="collapse monitor: the Hessian eigenvalue of the validation loss "
-                             "w.r.t. the alphas every N epochs (0: off)")
-    parser.add_argument("--hessian-iterations", type=int, default=20,
-                        help="collapse monitor: power iterations per measurement")
-    parser.add_argument("--score-batches", type=int, default=16,
-                        help="validation batches used to score channels")
-    parser.add_argument("--eval-cells", type=int, default=20, help="cells of the derived model")
-    parser.add_argument("--eval-channels", type=int, default=36,
-                        help="initial channels of the derived model")
-    parser.add_argument("--no-auxiliary", action="store_true",
-                        help="derived model without the auxiliary head")
-    parser.add_argument("--drop-path", type=float, default=0.2, help="derived model drop path")
+    for flag, name, kind, text in SEARCH_SETTINGS:
+        if kind is bool:  # a switch that turns a default-True setting off, or on
+            parser.add_argument(flag, dest=name, action="store_const",
+                                const=not DEFAULTS[name], default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None,
+                                help=f"{text} (default: {_shown(DEFAULTS[name])})")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed (reproducible on CPU); drawn and recorded when omitted")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
@@ -84,9 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
                              "(several machines, set TF_CONFIG on each); --batch-size stays "
                              "the global batch (see docs/scaling.md)")
-    parser.add_argument("--no-sync-batch-norm", action="store_true",
-                        help="with --strategy: BatchNorm statistics per replica instead of "
-                             "over the global batch (smaller graph, other results)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU (alphas and "
                              "loss stay float32); ignored with --resume (the run keeps its own)")
@@ -110,25 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                            strategy=args.strategy)
             run_dir = args.resume
         else:
-            from aca_keras.layers.ops import OP_SETS  # a Keras module: after quiet_startup()
+            from aca_keras.space.op_sets import OP_SETS
 
-            ops = args.ops if args.ops in OP_SETS else args.ops.split(",")
+            settings = {name: getattr(args, name) for _, name, _, _ in SEARCH_SETTINGS
+                        if getattr(args, name) is not None}
+            if "ops" in settings and settings["ops"] not in OP_SETS:
+                settings["ops"] = settings["ops"].split(",")
             model = search(
-                args.dataset, epochs=args.epochs, ops=ops, order=args.order, cells=args.cells,
-                channels=args.channels, nodes=args.nodes, batch_size=args.batch_size,
-                seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
-                download=not args.no_download, verbose=verbose, strategy=args.strategy,
-                mixed_precision=args.mixed_precision,
-                sync_batch_norm=not args.no_sync_batch_norm, train_fraction=args.train_fraction, learning_rate=args.learning_rate,
-                alpha_learning_rate=args.alpha_learning_rate, scorer=args.scorer,
-                allocator=args.allocator, score_batches=args.score_batches,
-                pooling=args.pooling, divide_weight=args.divide_weight,
-                hessian_every=args.hessian_every, hessian_iterations=args.hessian_iterations,
-                eval_cells=args.eval_cells, eval_channels=args.eval_channels,
-                auxiliary=not args.no_auxiliary, drop_path=args.drop_path,
-                variant=args.variant, partial_k=args.partial_k,
-                alpha_warmup_epochs=args.alpha_warmup_epochs,
-                beta_decay_weight=args.beta_decay_weight)
+                args.dataset, seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
+                download=False if args.no_download else None, verbose=verbose,
+                strategy=args.strategy, mixed_precision=args.mixed_precision, **settings)
             run_dir = model.run_dir
         print(f"run directory: {run_dir}")
         return 0

@@ -103,7 +103,7 @@ def _from_run_dir(run: RunDir) -> Source:
             config = None
         if isinstance(config, dict):
             names = _names_from_config(config)
-    return Source(model, str(run.path), run.path / "export", "model", in_run_dir=True,
+    return Source(model, str(run.path), run.export_dir, "model", in_run_dir=True,
                   class_names=names)
 
 

@@ -39,6 +39,8 @@ class RunDir:
     TRAIN_RESULT = "train_result.json"
     TRAIN_CHECKPOINT_DIR = "train_checkpoint"
     TRAINED_MODEL = "trained.keras"
+    # deployment
+    EXPORT_DIR = "export"
 
     def __init__(self, path: str | os.PathLike) -> None:
         object.__setattr__(self, "path", Path(path))
@@ -121,6 +123,13 @@ class RunDir:
     @property
     def trained_model(self) -> Path:
         return self.path / self.TRAINED_MODEL
+
+    # -------------------------------------------------------------------------- deployment
+
+    @property
+    def export_dir(self) -> Path:
+        """Where ``aca-export RUN_DIR`` writes its files by default."""
+        return self.path / self.EXPORT_DIR
 
     # ------------------------------------------------------------------------------ queries
 

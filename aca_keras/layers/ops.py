@@ -17,6 +17,8 @@ Channel conventions:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +47,27 @@ BN_EPSILON = 1e-5
 
 
 _GRAPH_CONSTANTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+_CENTRED_STRIDE2: contextvars.ContextVar[bool] = contextvars.ContextVar("centred_stride2",
+                                                                       default=True)
+
+
+@contextlib.contextmanager
+def stride2_padding(centred: bool = True):
+    """Within this context, stride-2 separable convolutions and pools built without an
+    explicit ``centred`` argument centre their windows as DARTS does (``True``, the default)
+    or use TensorFlow's ``"same"`` padding of aca_keras 0.1.0 (``False``); see
+    :class:`DilConv`. Models saved by 0.1.0 are rebuilt under ``False``."""
+    token = _CENTRED_STRIDE2.set(bool(centred))
+    try:
+        yield
+    finally:
+        _CENTRED_STRIDE2.reset(token)
+
+
+def _centred(value: bool | None) -> bool:
+    return _CENTRED_STRIDE2.get() if value is None else bool(value)
 
 
 def _graph_constant(value: float, channels: int) -> tf.Tensor:
@@ -306,7 +329,8 @@ class DilConv(_Chain):
     TensorFlow cannot combine a stride with a dilation in a depthwise convolution, so a strided
     dilated conv runs at stride 1 and is subsampled, which gives the same values.
 
-    ``centred`` (default): a stride-2 window is centred on the even pixels 0, 2, 4, ..., as
+    ``centred`` (default, or as :func:`stride2_padding` sets it when ``None``): a stride-2
+    window is centred on the even pixels 0, 2, 4, ..., as
     in DARTS (PyTorch pads ``k // 2`` on every side) and as the other stride-2 operations of
     an edge sample. ``centred=False`` is TensorFlow's ``"same"`` padding, which pads only at
     the bottom and right for even sizes and so centres the windows on the odd pixels: the
@@ -315,14 +339,15 @@ class DilConv(_Chain):
     """
 
     def __init__(self, channels_out: int, kernel_size: int = 3, stride: int = 1,
-                 dilation: int = 1, affine: bool = True, centred: bool = True, **kwargs):
+                 dilation: int = 1, affine: bool = True, centred: bool | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.channels_out = channels_out
         self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
         self.affine = affine
-        self.centred = bool(centred)
+        self.centred = _centred(centred)
         strided_in_conv = stride if dilation == 1 else 1
         explicit_pad = self.centred and strided_in_conv > 1
         self.relu = keras.layers.ReLU()
@@ -356,14 +381,14 @@ class SepConv(_Chain):
     """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution)."""
 
     def __init__(self, channels_in: int, channels_out: int, kernel_size: int = 3, stride: int = 1,
-                 affine: bool = True, centred: bool = True, **kwargs):
+                 affine: bool = True, centred: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         self.channels_in = channels_in
         self.channels_out = channels_out
         self.kernel_size = kernel_size
         self.stride = stride
         self.affine = affine
-        self.centred = bool(centred)
+        self.centred = _centred(centred)
         self.first = DilConv(channels_in, kernel_size, stride, 1, affine, self.centred)
         self.second = DilConv(channels_out, kernel_size, 1, 1, affine, self.centred)
 
@@ -393,7 +418,7 @@ class PoolBN(_Chain):
     """
 
     def __init__(self, pool: str, channels_out: int, stride: int = 1, affine: bool = True,
-                 centred: bool = True, **kwargs):
+                 centred: bool | None = None, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -401,7 +426,7 @@ class PoolBN(_Chain):
         self.channels_out = channels_out
         self.stride = stride
         self.affine = affine
-        self.centred = bool(centred)
+        self.centred = _centred(centred)
         layer = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
         subsample = self.centred and stride > 1
         self.pooling = layer(3, strides=1 if subsample else stride, padding="same")

@@ -166,6 +166,9 @@ class DerivedNetwork(keras.Model):
         mean: per-channel normalisation mean on the 0-1 scale (default 0.5).
         std: per-channel normalisation standard deviation on the 0-1 scale (default 0.5).
         name: model name.
+        centred_stride2: stride-2 convolutions and pools centre their windows as DARTS does
+            (see :class:`~aca_keras.layers.ops.DilConv`); models saved by aca_keras 0.1.0 load
+            with ``False``, the padding their weights were trained with.
     """
 
     def __init__(self, architecture: Architecture | Mapping[str, Any],
@@ -173,7 +176,8 @@ class DerivedNetwork(keras.Model):
                  channels: int = 36, nodes: int | None = None, stem_multiplier: int = 3,
                  auxiliary: bool = True, auxiliary_weight: float = 0.4,
                  drop_path: float = 0.2, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, name: str | None = None, **kwargs):
+                 std: Sequence[float] | None = None, name: str | None = None,
+                 centred_stride2: bool = True, **kwargs):
 
         # === Arguments ===
         arch = _as_architecture(architecture)
@@ -202,9 +206,10 @@ class DerivedNetwork(keras.Model):
                              f"got {len(mean)} and {len(std)}")
 
         # === Layers ===
-        wiring = _make_layers(arch, image_shape, int(num_classes), int(cells), int(channels),
-                              int(stem_multiplier), bool(auxiliary), float(drop_path),
-                              preprocessing_layers(mean, std))
+        with ops_lib.stride2_padding(centred_stride2):
+            wiring = _make_layers(arch, image_shape, int(num_classes), int(cells),
+                                  int(channels), int(stem_multiplier), bool(auxiliary),
+                                  float(drop_path), preprocessing_layers(mean, std))
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
@@ -225,6 +230,7 @@ class DerivedNetwork(keras.Model):
         self.drop_path = float(drop_path)
         self.mean = mean
         self.std = std
+        self.centred_stride2 = bool(centred_stride2)
         object.__setattr__(self, "_wiring", wiring)  # untracked: see _Wiring
 
     # ------------------------------------------------------------------------- accessors
@@ -291,11 +297,13 @@ class DerivedNetwork(keras.Model):
             "std": list(self.std),
             "name": self.name,
             "trainable": self.trainable,
+            "centred_stride2": self.centred_stride2,
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        return cls(**config)
+        # models saved by aca_keras 0.1.0 (no key) keep TF's "same" stride-2 padding
+        return cls(**{"centred_stride2": False, **config})
 
 
 def build_model(architecture: Architecture | Mapping[str, Any], input_shape: Sequence[int],

@@ -30,6 +30,7 @@ from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
 from aca_keras.layers.channels import ChannelShuffle
 from aca_keras.layers.preprocessing import preprocessing_layers
+from aca_keras.models.bilevel import BilevelOptimizer
 from aca_keras.optimizers import MomentumSGD
 from aca_keras.space.genotype import Genotype, derive_genotype
 from aca_keras.space.topology import node_slices, num_edges_for, reduction_indices
@@ -166,33 +167,6 @@ def _scalar_rows(weights) -> list[list]:
     rows, columns = weights.shape
     flat = tf.unstack(keras.ops.reshape(weights, (-1,)))
     return [flat[r * columns:(r + 1) * columns] for r in range(rows)]
-
-
-def _clip_and_decay(grads, variables, clip_norm: float | None, weight_decay: float) -> list:
-    """``clip(g) + weight_decay * w`` for every gradient: the global-norm clip of
-    ``tf.clip_by_global_norm`` (scale ``clip / max(norm, clip)``) and PyTorch's coupled weight
-    decay, with one scale and one decay constant for all tensors (fewer graph operations than
-    ``tf.clip_by_global_norm`` plus a decay per tensor)."""
-    grads = list(grads)
-    if clip_norm is not None:
-        norm = tf.linalg.global_norm(grads)
-        scale = clip_norm / tf.maximum(norm, clip_norm)
-        scales = {dtype: tf.cast(scale, dtype) for dtype in {g.dtype for g in grads}}
-        grads = [g * scales[g.dtype] for g in grads]
-    if weight_decay:
-        decays = {dtype: tf.constant(weight_decay, dtype) for dtype in {v.dtype for v in variables}}
-        grads = [g + decays[v.dtype] * v for g, v in zip(grads, variables)]
-    return grads
-
-
-def _zero_unconnected(grads, variables) -> tuple[list, list[bool]]:
-    """``grads`` with a zero gradient for each variable the loss does not depend on (``None``
-    from the tape: the normal-cell alphas of a supernet whose cells are all reduction cells,
-    ``cells <= 2``), and which variables were connected. Unconnected variables stay put: the
-    callers add no weight decay or regulariser to them."""
-    connected = [g is not None for g in grads]
-    return ([g if g is not None else tf.zeros_like(v) for g, v in zip(grads, variables)],
-            connected)
 
 
 def _call_op(layer, x, training):
@@ -359,16 +333,9 @@ class SearchNetwork(keras.Model):
                                             name="alpha_frozen")
         self.beta_decay_lambda = self.add_weight(shape=(), initializer="zeros",
                                                  trainable=False, name="beta_decay_lambda")
-        self.alpha_warmup = False
-        self.beta_decay = False
-
-        self.order = 1
-        self.weight_decay = 3e-4
-        self.alpha_weight_decay = 1e-3
-        self.grad_clip = 5.0
-        self.unrolled_eps = 0.01
         self.graph_optimizations = False
         self.alpha_optimizer = None
+        self.architect: BilevelOptimizer | None = None  # set by compile()
         self._trackers = {
             name: keras.metrics.Mean(name=name) for name in
             ("loss", "accuracy", "alpha_loss", "alpha_accuracy")
@@ -493,8 +460,6 @@ class SearchNetwork(keras.Model):
                 (ramped by :class:`aca_keras.searching.variants.BetaDecaySchedule`), to the
                 architecture step.
         """
-        if order not in (1, 2):
-            raise ValueError(f"order must be 1 or 2, got {order}")
         if optimizer is None:
             optimizer = MomentumSGD(learning_rate=0.025, momentum=0.9)
         if alpha_optimizer is None:
@@ -511,14 +476,11 @@ class SearchNetwork(keras.Model):
             # Keras wraps the weight optimiser itself (compile's auto_scale_loss)
             alpha_optimizer = keras.optimizers.LossScaleOptimizer(alpha_optimizer)
         self.alpha_optimizer = alpha_optimizer
-        self.order = order
-        self.weight_decay = float(weight_decay)
-        self.alpha_weight_decay = float(alpha_weight_decay)
-        self.grad_clip = None if grad_clip is None else float(grad_clip)
-        self.unrolled_eps = float(unrolled_eps)
         self.graph_optimizations = bool(graph_optimizations)
-        self.alpha_warmup = bool(alpha_warmup)
-        self.beta_decay = bool(beta_decay)
+        self.architect = BilevelOptimizer(
+            self, order=order, weight_decay=weight_decay,
+            alpha_weight_decay=alpha_weight_decay, grad_clip=grad_clip,
+            unrolled_eps=unrolled_eps, alpha_warmup=alpha_warmup, beta_decay=beta_decay)
         # Build everything now so that no variable is created while train_step is traced.
         self.ensure_built()
         self.optimizer.build(self.weight_variables)
@@ -555,10 +517,7 @@ class SearchNetwork(keras.Model):
         return {
             "optimizer": keras.optimizers.serialize(self.optimizer),
             "alpha_optimizer": keras.optimizers.serialize(self.alpha_optimizer),
-            "order": self.order, "weight_decay": self.weight_decay,
-            "alpha_weight_decay": self.alpha_weight_decay, "grad_clip": self.grad_clip,
-            "unrolled_eps": self.unrolled_eps, "alpha_warmup": self.alpha_warmup,
-            "beta_decay": self.beta_decay,
+            **self.architect.settings(),
         }
 
     def compile_from_config(self, config):
@@ -573,7 +532,8 @@ class SearchNetwork(keras.Model):
 
     # --------------------------------------------------------------------------- train step
 
-    def _loss(self, x, y, training=True):
+    def loss_and_logits(self, x, y, training=True):
+        """``(loss, logits)`` of a batch (the search loss on raw images)."""
         logits = self(x, training=training)
         loss = self.loss(y, logits)
         return loss, logits
@@ -583,132 +543,11 @@ class SearchNetwork(keras.Model):
         pred = keras.ops.cast(keras.ops.argmax(logits, axis=-1), "int32")
         return keras.ops.mean(keras.ops.cast(keras.ops.equal(pred, y), "float32"))
 
-    def alpha_gradients(self, x_w, y_w, x_a, y_a):
-        """Gradient for the alphas: first order, or the unrolled second-order hypergradient.
-
-        Returns ``(gradients, validation_loss, validation_logits)``.
-        """
-        if self.order == 1:
-            with tf.GradientTape() as tape:
-                loss, logits = self._loss(x_a, y_a)
-            grads = dist.global_gradients(tape, loss, self.alpha_variables, self.alpha_optimizer)
-            return grads, loss, logits
-        return self._unrolled_gradients(x_w, y_w, x_a, y_a)
-
-    def _momentum(self, variable):
-        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)  # loss scaling
-        momentums = getattr(optimizer, "momentums", None)
-        if not momentums or not getattr(optimizer, "momentum", 0):
-            return None
-        return momentums[optimizer._get_variable_index(variable)]
-
-    def virtual_step(self, x_w, y_w):
-        """One virtual SGD step on the weights (in place), as the real optimiser would take it
-        without clipping: ``w' = w + mu * m - xi * (dL_train/dw + weight_decay * w)`` with the
-        optimiser's current learning rate ``xi`` and momentum buffer ``m``. Returns ``xi``."""
-        weights = self.weight_variables
-        with tf.GradientTape() as tape:
-            loss, _ = self._loss(x_w, y_w)
-        # global (all-replica) gradient: every replica takes the same virtual step
-        grads = dist.global_gradients(tape, loss, weights, self.alpha_optimizer)
-        grads = _zero_unconnected(grads, weights)[0]
-        xi = keras.ops.cast(self.optimizer.learning_rate, weights[0].dtype)
-        inner = getattr(self.optimizer, "inner_optimizer", self.optimizer)
-        mu = float(getattr(inner, "momentum", 0.0) or 0.0)
-        for v, g in zip(weights, grads):
-            step = -xi * (g + self.weight_decay * v)
-            m = self._momentum(v)
-            if m is not None:
-                step = step + mu * keras.ops.cast(m, v.dtype)
-            v.assign_add(step)
-        return xi
-
-    def _unrolled_gradients(self, x_w, y_w, x_a, y_a):
-        weights = self.weight_variables
-        alphas = self.alpha_variables
-        backup = [tf.identity(v) for v in weights]
-        xi = self.virtual_step(x_w, y_w)
-        with tf.GradientTape() as tape:
-            val_loss, val_logits = self._loss(x_a, y_a)
-        grads = dist.global_gradients(tape, val_loss, weights + alphas, self.alpha_optimizer)
-        dw, dalpha = _zero_unconnected(grads[: len(weights)], weights)[0], grads[len(weights):]
-        # Finite-difference Hessian-vector product d2 L_train / (d alpha d w) . dw
-        norm = tf.linalg.global_norm(dw)
-        eps = self.unrolled_eps / (norm + 1e-12)
-
-        def alpha_grad_at(sign):
-            for v, w0, d in zip(weights, backup, dw):
-                v.assign(w0 + sign * eps * d)
-            with tf.GradientTape() as t:
-                loss, _ = self._loss(x_w, y_w)
-            return dist.global_gradients(t, loss, alphas, self.alpha_optimizer)
-
-        plus = alpha_grad_at(1.0)
-        minus = alpha_grad_at(-1.0)
-        for v, w0 in zip(weights, backup):
-            v.assign(w0)
-        # an alpha the loss does not depend on keeps no gradient (None) for alpha_step
-        connected = [da is not None or p is not None for da, p in zip(dalpha, plus)]
-        dalpha, plus, minus = (_zero_unconnected(g, alphas)[0] for g in (dalpha, plus, minus))
-        hyper = [da - xi * (p - m) / (2.0 * eps) if c else None
-                 for da, p, m, c in zip(dalpha, plus, minus, connected)]
-        return hyper, val_loss, val_logits
-
-    def alpha_step(self, x_w, y_w, x_a, y_a):
-        """Update the alphas on the alpha-validation batch; returns ``(loss, logits)``.
-
-        First order uses only ``(x_a, y_a)``; second order also unrolls a virtual weight step
-        on ``(x_w, y_w)`` (the weights are restored afterwards)."""
-        grads, loss, logits = self.alpha_gradients(x_w, y_w, x_a, y_a)
-        # alphas of a cell type the supernet does not have get no gradient: they stay put
-        grads, connected = _zero_unconnected(grads, self.alpha_variables)
-        if self.beta_decay:
-            with tf.GradientTape() as tape:
-                regulariser = self.beta_decay_loss()
-            extra = tape.gradient(regulariser, self.alpha_variables)
-            grads = [g if e is None or not c else g + e
-                     for g, e, c in zip(grads, extra, connected)]
-        if self.alpha_weight_decay:
-            grads = [g + self.alpha_weight_decay * a if c else g
-                     for g, a, c in zip(grads, self.alpha_variables, connected)]
-        dist.apply_global_gradients(self.alpha_optimizer, grads, self.alpha_variables)
-        return loss, logits
-
-    def beta_decay_loss(self):
-        """The beta-decay regulariser ``lambda * sum over cell types of mean over edges of
-        logsumexp(alpha_e)`` (gradient: ``lambda * softmax(alpha_e) / edges``), with
-        ``lambda = beta_decay_lambda``; see :mod:`aca_keras.variants`."""
-        total = (keras.ops.mean(keras.ops.logsumexp(self.alpha_normal, axis=-1))
-                 + keras.ops.mean(keras.ops.logsumexp(self.alpha_reduce, axis=-1)))
-        return keras.ops.cast(self.beta_decay_lambda, total.dtype) * total
-
-    def _frozen_alpha_step(self, x_a, y_a):
-        """The architecture step during warm-up: the validation forward pass only (for the
-        ``alpha_*`` metrics and with the same BatchNorm updates), no update."""
-        return self._loss(x_a, y_a)
-
-    def weight_step(self, x_w, y_w):
-        """Update the weights (not the alphas) on the weight-train batch."""
-        weights = self.weight_variables
-        with tf.GradientTape() as tape:
-            loss, logits = self._loss(x_w, y_w)
-        # the global gradient (summed over replicas): clipping and decay see all of it
-        grads = dist.global_gradients(tape, loss, weights, self.optimizer)
-        grads = _zero_unconnected(grads, weights)[0]
-        grads = _clip_and_decay(grads, weights, self.grad_clip, self.weight_decay)
-        dist.apply_global_gradients(self.optimizer, grads, weights)
-        return loss, logits
-
     def train_step(self, data):
-        (x_w, y_w), (x_a, y_a) = data
-        if self.alpha_warmup:
-            alpha_loss, alpha_logits = tf.cond(
-                self.alpha_frozen > 0.5,
-                lambda: self._frozen_alpha_step(x_a, y_a),
-                lambda: self.alpha_step(x_w, y_w, x_a, y_a))
-        else:
-            alpha_loss, alpha_logits = self.alpha_step(x_w, y_w, x_a, y_a)
-        loss, logits = self.weight_step(x_w, y_w)
+        """One bi-level step (see :class:`~aca_keras.models.bilevel.BilevelOptimizer`) and
+        the four running metrics."""
+        (_, y_w), (_, y_a) = data
+        loss, logits, alpha_loss, alpha_logits = self.architect.step(data)
         # under a strategy Keras divides each replica's loss by the replica count; the
         # metrics take the replica's own mean (and fit averages them over replicas)
         self._trackers["loss"].update_state(dist.unscaled_loss(loss))
@@ -719,7 +558,7 @@ class SearchNetwork(keras.Model):
 
     def test_step(self, data):
         x, y = data[0], data[1]
-        loss, logits = self._loss(x, y, training=False)
+        loss, logits = self.loss_and_logits(x, y, training=False)
         self._trackers["loss"].update_state(loss)
         self._trackers["accuracy"].update_state(self._accuracy(y, logits))
         return {name: self._trackers[name].result() for name in ("loss", "accuracy")}

@@ -12,11 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from aca_keras.channels.allocation import get_allocator
-from aca_keras.channels.importance import get_pooling, get_scorer
 from aca_keras.errors import RunDirError
-from aca_keras.searching.variants import resolve_settings
 from aca_keras.space.op_sets import resolve_op_set
+
+# The registries that validate() and resolve_variant() consult (channel scorers and pooling
+# rules, allocators, search variants) import TensorFlow; they are imported on use so that
+# this module, the home of the defaults, stays light: aca-search builds its flags and --help
+# from it before TensorFlow starts.
 
 __all__ = ["SearchConfig", "defaults"]
 
@@ -88,6 +90,8 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
+        from aca_keras.searching.variants import resolve_settings  # TensorFlow: see above
+
         resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
                                     self.alpha_warmup_epochs, self.beta_decay_weight)
         if self.channels % resolved["partial_k"]:
@@ -101,6 +105,9 @@ class SearchConfig:
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         resolve_op_set(self.ops)
+        from aca_keras.channels.allocation import get_allocator  # see the note above
+        from aca_keras.channels.importance import get_pooling, get_scorer  # TensorFlow
+
         get_allocator(self.allocator)
         get_scorer(self.scorer)
         get_pooling(self.pooling)
@@ -118,6 +125,8 @@ class SearchConfig:
     def resolve_variant(self) -> SearchConfig:
         """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
         ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
+        from aca_keras.searching.variants import resolve_settings  # TensorFlow: see above
+
         for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
                                            self.alpha_warmup_epochs,
                                            self.beta_decay_weight).items():
