@@ -6,7 +6,7 @@ memory and every peak is the measurement's own):
 
 * **search step** of the DARTS setting (8 cells, C = 16, 4 nodes, batch 64 per half,
   32x32x3, op set ``aca``), built and compiled as ``aca_keras.search`` does
-  (``search_run.build_search_network``: ``MomentumSGD`` with the cosine schedule, Adam on the
+  (``searching.pipeline.build_search_network``: ``MomentumSGD`` with the cosine schedule, Adam on the
   alphas, first order), run through the model's own ``make_train_function()`` on a
   ``tf.data`` iterator (what ``fit`` runs), in four modes: ``float32``, ``float32_xla``
   (``jit_compile=True``), ``mixed`` (``mixed_precision=True``: the policy
@@ -310,7 +310,7 @@ def child_derived(setting: dict[str, Any], mode: str, steps: int, warmup: int,
 
     from aca_keras import distribute as dist
     from aca_keras.models.derived import build_model
-    from aca_keras.training.trainer import L2SGD
+    from aca_keras.optimizers import L2SGD
 
     mixed, jit = MODES[mode]
     device = _tf_device()

@@ -18,6 +18,7 @@ from aca_keras.channels.allocation import (
     register_allocator,
 )
 from aca_keras.errors import ArchitectureError
+from aca_keras.registry import Registry
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import Genotype
 
@@ -241,7 +242,10 @@ def test_allocate_checks_scores_against_the_architecture():
 
 
 def test_custom_allocator_and_bad_results(monkeypatch):
-    monkeypatch.setattr(allocation, "_REGISTRY", dict(allocation._REGISTRY))
+    registry = Registry("allocator", allocation.UnknownAllocatorError)
+    for name in allocation.list_allocators():
+        registry.register(name, allocation.get_allocator(name))
+    monkeypatch.setattr(allocation, "_ALLOCATORS", registry)  # the test's own copy
 
     @register_allocator("half_of_first")
     def half(edge_scores, op_weights, channels, *, offset=0):

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.errors import ArchitectureError, SchemaVersionError, UnknownOperationError
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.space.genotype import Genotype
 
 DARTS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
+from aca_keras.errors import ArchitectureError, RunDirError
 from aca_keras.layers import ops as ops_lib
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.models.derived import (
     DerivedNetwork,
     DropPath,
@@ -16,7 +16,7 @@ from aca_keras.models.derived import (
     edge_width,
     load_model,
 )
-from aca_keras.errors import ArchitectureError, RunDirError
+from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.space.genotype import Genotype
 
 ACA = ops_lib.ACA_OPS

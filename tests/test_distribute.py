@@ -53,8 +53,8 @@ def _train_bundle():
 def _train_model():
     import keras
 
-    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
     from aca_keras.models.derived import build_model
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
     ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
            "dil_conv_3x3", "dil_conv_5x5")
@@ -292,12 +292,12 @@ def test_mixed_precision_dtypes_and_step(bfloat16_policy):
         network.compile()
         assert network.alpha_normal.dtype == "float32"
         assert network.alpha_reduce.dtype == "float32"
-        assert all(w.dtype == tf.float32 for w in network.edge_weights())  # softmax
+        assert all(w.dtype == tf.float32 for w in network.op_weights())  # softmax
         assert network.compute_dtype == "bfloat16"
         images = tf.constant(x[:2])
         stem = network.stem_bn(network.stem_conv(images), training=False)
         assert stem.dtype == tf.bfloat16  # activations
-        rows = keras.ops.cast(network.edge_weights()[0], "bfloat16")
+        rows = keras.ops.cast(network.op_weights()[0], "bfloat16")
         cell = network.search_cells[0]((stem, stem), rows)
         assert cell.dtype == tf.bfloat16
         assert network(images).dtype == tf.float32  # logits (and the loss) in float32

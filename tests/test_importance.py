@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 
 from aca_keras.channels import importance
-from aca_keras.space.architecture import Architecture
 from aca_keras.errors import ArchitectureError
 from aca_keras.models.supernet import SearchNetwork
+from aca_keras.space.architecture import Architecture
 
 C = 4
 
@@ -53,7 +53,7 @@ def test_scores_are_finite_non_negative_and_shaped(trained, scorer):
 def test_alpha_scorer_is_the_softmax_weight_of_the_chosen_op(trained):
     net, architecture, batches = trained
     scores = importance.score_channels(net, architecture, batches, scorer="alpha")
-    normal = keras.ops.convert_to_numpy(net.edge_weights()[0])
+    normal = keras.ops.convert_to_numpy(net.op_weights()[0])
     for edge, vector, weight in zip(architecture.normal.edges, scores.normal,
                                     scores.normal_weights):
         row = sum(2 + j for j in range(edge.node)) + edge.input

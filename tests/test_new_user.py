@@ -167,8 +167,8 @@ def test_search_help_states_each_default_once():
 
     text = " ".join(build_parser().format_help().split())
     assert "(default: None)" not in text and "(default: False)" not in text
-    assert "(default 50; with --resume, the run's own count unless a larger one is given)" \
-        in text
+    assert ("search epochs; with --resume, the run's own count unless a larger one is given "
+            "(default: 50)") in text
     assert "supernet cells (default: 8)" in text
 
 

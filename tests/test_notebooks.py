@@ -65,7 +65,11 @@ MUST_PRINT = {
 }
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+# the quickstart notebook runs in the default suite; the other two (about 30 s each, their
+# calls covered by test_data/test_zoo) in the slow suite
+@pytest.mark.parametrize("path", [
+    pytest.param(p, marks=() if p.name == "01_quickstart.ipynb" else pytest.mark.slow)
+    for p in NOTEBOOKS], ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path, kernel_env):
     import nbformat
     from nbclient import NotebookClient

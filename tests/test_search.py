@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from aca_keras.io import checkpoint as ckpt
-from aca_keras.space.architecture import Architecture
 from aca_keras.errors import RunDirError
-from aca_keras.space.genotype import Genotype
+from aca_keras.io import checkpoint as ckpt
 from aca_keras.searching.pipeline import search
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.genotype import Genotype
 
 TINY = dict(epochs=2, cells=3, channels=4, nodes=2, batch_size=16, eval_cells=3,
             eval_channels=4, score_batches=2, seed=11, verbose=0)

@@ -49,7 +49,7 @@ def test_structure_follows_darts_rules():
 def test_softmax_weights_sum_to_one():
     net = _net()
     net.alpha_normal.assign(np.random.default_rng(0).normal(size=net.alpha_normal.shape))
-    normal, reduce = (w.numpy() for w in net.edge_weights())
+    normal, reduce = (w.numpy() for w in net.op_weights())
     np.testing.assert_allclose(normal.sum(axis=-1), 1.0, rtol=1e-6)
     np.testing.assert_allclose(reduce.sum(axis=-1), 1.0, rtol=1e-6)
     a = net.alpha_normal.numpy()

@@ -1,7 +1,7 @@
 """Parity with the PyTorch reference: the same supernet, the same numbers.
 
 Builds the DARTS search supernet of ``../shared/bench/torch_darts_ref.py`` (PyTorch) and
-``aca_keras.supernet.SearchNetwork`` with the same sizes, copies every weight, BatchNorm
+``aca_keras.models.supernet.SearchNetwork`` with the same sizes, copies every weight, BatchNorm
 statistic and alpha from PyTorch to Keras (``tests/_torch_reference.py`` holds the name
 mapping and the layout changes: conv kernels OIHW -> HWIO, depthwise (C,1,H,W) -> (H,W,C,1),
 dense (out,in) -> (in,out)), and compares on the same batches, in float64 on both sides:
@@ -9,7 +9,7 @@ dense (out,in) -> (in,out)), and compares on the same batches, in float64 on bot
 * logits and loss (training mode, batch statistics; and inference mode, running statistics);
 * the gradient of every weight and of both alpha matrices;
 * alphas, weights and BatchNorm statistics after 5 first-order search steps (aca_keras:
-  ``model.fit`` on the supernet compiled by ``aca_keras.search_run.build_search_network``,
+  ``model.fit`` on the supernet compiled by ``aca_keras.searching.pipeline.build_search_network``,
   i.e. ``MomentumSGD`` with its cosine schedule and Adam; PyTorch: the reference's step,
   ``torch.optim.SGD`` + ``torch.optim.Adam``; the global-norm clip is 2 on both sides instead
   of 5, so that every step of this tiny network clips);
@@ -475,8 +475,8 @@ DERIVED_CELLS, DERIVED_C, DERIVED_IMAGE = 5, 6, 16
 
 @pytest.fixture(scope="module")
 def derived():
-    from aca_keras.space.architecture import Architecture
     from aca_keras.models.derived import build_model
+    from aca_keras.space.architecture import Architecture
     from aca_keras.space.genotype import Genotype
 
     genotype = Genotype(**GENOTYPE)

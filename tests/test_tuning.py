@@ -153,6 +153,7 @@ def test_search_space_declares_the_search_settings():
         SearchTuner(search_settings={"seed": 1}, directory="/nonexistent-unused")
 
 
+@pytest.mark.slow  # 46 s: two search trials and a resumed tuner
 def test_search_tuner_runs_trials_and_resumes(digits, tmp_path, monkeypatch):
     x, y = digits.x_train[:240], digits.y_train[:240]
     tuner = _search_tuner(tmp_path, max_trials=2, overwrite=True)

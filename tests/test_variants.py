@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from aca_keras.layers import channels
-from aca_keras.searching import variants
-from aca_keras.space.architecture import Architecture
-from aca_keras.space.genotype import derive_genotype
 from aca_keras.channels.importance import score_channels
-from aca_keras.searching.pipeline import SearchConfig, search
+from aca_keras.layers import channels
 from aca_keras.models.bilevel import BilevelOptimizer
 from aca_keras.models.supernet import MixedEdge, SearchNetwork
+from aca_keras.searching import variants
+from aca_keras.searching.pipeline import SearchConfig, search
+from aca_keras.space.architecture import Architecture
+from aca_keras.space.genotype import derive_genotype
 
 C, K = 8, 4
 OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",

@@ -45,7 +45,7 @@ scores per kept edge:
 
 The result is a :class:`~aca_keras.channels.scores.ChannelScores` for the allocators.
 
-**PC-DARTS supernets** (``partial_k = K > 1``, see :mod:`aca_keras.variants`): a mixed edge's
+**PC-DARTS supernets** (``partial_k = K > 1``, see :mod:`aca_keras.searching.variants`): a mixed edge's
 operations see and produce only ``C / K`` channels (``m * C / K`` in an occurrence of width
 ``m * C``), while the derived edge's operation produces up to C channels from all C inputs.
 We read each partial channel as standing for K derived channels: the statistic is pooled to
@@ -346,7 +346,7 @@ def raw_channel_statistics(network, architecture: Architecture, batches: Iterabl
 
 def _op_weights(network, architecture: Architecture) -> dict[str, list[float]]:
     weights = {cell_type: keras.ops.convert_to_numpy(w).astype(np.float64)
-               for cell_type, w in zip(CELL_TYPES, network.edge_weights())}
+               for cell_type, w in zip(CELL_TYPES, network.op_weights())}
     return {cell_type: [float(weights[cell_type][edge_index(e.node, e.input),
                                                  network.op_names.index(e.op)])
                         for e in getattr(architecture, cell_type).edges]
@@ -360,7 +360,7 @@ def score_channels(network, architecture: Architecture, batches: Iterable, *,
     """Score every output channel of every kept edge (see the module docstring).
 
     Args:
-        network: the trained :class:`~aca_keras.supernet.SearchNetwork`.
+        network: the trained :class:`~aca_keras.models.supernet.SearchNetwork`.
         architecture: the derived architecture (its edges say which operations to score).
         batches: alpha-validation batches, ``(x, y)`` or ``((x_w, y_w), (x_a, y_a))``.
         scorer: ``"taylor"``, ``"refill"``, ``"magnitude"``, ``"alpha"`` or a registered

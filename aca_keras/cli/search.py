@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from aca_keras.cli import DefaultsHelpFormatter, run_cli
 from aca_keras.searching.config import defaults
+from aca_keras.space.op_sets import OP_SETS
 
 #: SearchConfig's defaults: the flags below show them and leave them to SearchConfig
 DEFAULTS = defaults()
@@ -24,11 +25,12 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
     ("--order", "order", int, "1: first-order DARTS; 2: unrolled second-order hypergradient"),
     ("--variant", "variant", str, "search variant: darts, pc_darts (partial channels, edge "
                                   "normalisation, alpha warm-up) or beta_darts (beta-decay)"),
-    ("--partial-k", "partial_k", int, "PC-DARTS: edges see C/K channels (None: 4 for pc_darts)"),
+    ("--partial-k", "partial_k", int, "PC-DARTS: edges see C/K channels (default: 4 for pc_darts)"),
     ("--alpha-warmup-epochs", "alpha_warmup_epochs", int,
-     "epochs with frozen architecture weights (None: 15 for pc_darts, clipped to epochs-1)"),
+     "epochs with frozen architecture weights (default: 15 for pc_darts, clipped to "
+     "epochs-1; else 0)"),
     ("--beta-decay-weight", "beta_decay_weight", float,
-     "beta_darts: end of the linear beta-decay ramp (None: 1 for beta_darts)"),
+     "beta_darts: end of the linear beta-decay ramp (default: 1 for beta_darts)"),
     ("--cells", "cells", int, "supernet cells"),
     ("--channels", "channels", int, "supernet initial channels C"),
     ("--nodes", "nodes", int, "intermediate nodes per cell"),
@@ -50,7 +52,7 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
      "collapse monitor: the Hessian eigenvalue of the validation loss w.r.t. the alphas every "
      "N epochs (0: off)"),
     ("--hessian-iterations", "hessian_iterations", int,
-     "collapse monitor: power iterations per measurement"),
+     "collapse monitor: Lanczos steps (Hessian-vector products) per measurement"),
     ("--eval-cells", "eval_cells", int, "cells of the derived model"),
     ("--eval-channels", "eval_channels", int, "initial channels of the derived model"),
     ("--no-auxiliary", "auxiliary", bool, "derived model without the auxiliary head"),
@@ -59,10 +61,6 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
      "with --strategy: BatchNorm statistics per replica instead of over the global batch "
      "(smaller graph, other results)"),
 )
-
-
-def _shown(value) -> str:
-    return "None" if value is None else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, action="store_const",
                                 const=not DEFAULTS[name], default=None, help=text)
         else:
-            parser.add_argument(flag, dest=name, type=kind, default=None,
-                                help=f"{text} (default: {_shown(DEFAULTS[name])})")
+            shown = "" if DEFAULTS[name] is None else f" (default: {DEFAULTS[name]})"
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=text + shown)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed (reproducible on CPU); drawn and recorded when omitted")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
@@ -120,8 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                            strategy=args.strategy)
             run_dir = args.resume
         else:
-            from aca_keras.space.op_sets import OP_SETS
-
             settings = {name: getattr(args, name) for _, name, _, _ in SEARCH_SETTINGS
                         if getattr(args, name) is not None}
             if "ops" in settings and settings["ops"] not in OP_SETS:

@@ -23,16 +23,6 @@ from aca_keras.errors import RunDirError
 from aca_keras.io.atomic import atomic_write, remove_stale_temporaries
 from aca_keras.io.run_dir import RunDir
 
-# Transitional re-exports for modules that still import the atomic writers from here
-# (searching/pipeline.py, zoo/_publish.py, space/architecture.py, tests/test_zoo.py);
-# delete once they import aca_keras.io.atomic.
-from aca_keras.io.atomic import (  # noqa: E402,F401  isort: skip
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    read_json,
-)
-
 __all__ = ["load_checkpoint", "read_checkpoint_meta", "restart_hint", "save_checkpoint"]
 
 

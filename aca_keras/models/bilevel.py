@@ -193,7 +193,7 @@ class BilevelOptimizer:
     def beta_decay_loss(self):
         """The beta-decay regulariser ``lambda * sum over cell types of mean over edges of
         logsumexp(alpha_e)`` (gradient: ``lambda * softmax(alpha_e) / edges``), with
-        ``lambda = beta_decay_lambda``; see :mod:`aca_keras.variants`."""
+        ``lambda = beta_decay_lambda``; see :mod:`aca_keras.searching.variants`."""
         total = (keras.ops.mean(keras.ops.logsumexp(self.network.alpha_normal, axis=-1))
                  + keras.ops.mean(keras.ops.logsumexp(self.network.alpha_reduce, axis=-1)))
         return keras.ops.cast(self.network.beta_decay_lambda, total.dtype) * total

@@ -1,6 +1,6 @@
 """The static derived network of an ACA architecture (DARTS evaluation network).
 
-:func:`build_model` turns an :class:`~aca_keras.architecture.Architecture` into a
+:func:`build_model` turns an :class:`~aca_keras.space.architecture.Architecture` into a
 :class:`DerivedNetwork`: a Keras *functional* model (a functional subclass in the keras-hub
 style: its constructor wires the graph with the functional API and its config is its
 constructor arguments), so it saves as ``.keras``, exports, and trains with ``fit``.

@@ -10,7 +10,7 @@ alpha-validation batch. It first updates the alphas on the validation batch (fir
 default; ``order=2`` uses the unrolled DARTS hypergradient with a finite-difference
 Hessian-vector product), then the weights on the training batch.
 
-Search variants (:mod:`aca_keras.variants`): ``partial_k > 1`` makes every mixed edge a
+Search variants (:mod:`aca_keras.searching.variants`): ``partial_k > 1`` makes every mixed edge a
 PC-DARTS partial-channel edge, ``edge_normalization=True`` adds the PC-DARTS betas (trained
 with the alphas), ``compile(alpha_warmup=True)`` lets the ``alpha_frozen`` flag skip the
 architecture step, ``compile(beta_decay=True)`` adds the beta-DARTS regulariser.
@@ -66,7 +66,7 @@ class MixedEdge(keras.layers.Layer):
     """A DARTS mixed edge: the softmax-weighted sum of every candidate operation.
 
     With ``partial_k = K > 1`` it is a PC-DARTS partial-channel edge (see
-    :mod:`aca_keras.variants`): the candidates see only the first ``channels // K`` input
+    :mod:`aca_keras.searching.variants`): the candidates see only the first ``channels // K`` input
     channels and produce as many; the other channels bypass them (identity, or a
     parameter-free 2x2 max pool at stride 2), and the concatenation ``[ops, bypass]`` is
     channel-shuffled with ``K`` groups.
@@ -263,7 +263,7 @@ class SearchNetwork(keras.Model):
             multiplying the edge outputs) and trains them with the alphas.
 
     Besides the architecture weights the model holds two non-trainable scalars set by
-    callbacks (see :mod:`aca_keras.variants`): ``alpha_frozen`` (1: the architecture step is
+    callbacks (see :mod:`aca_keras.searching.variants`): ``alpha_frozen`` (1: the architecture step is
     skipped; used when compiled with ``alpha_warmup=True``) and ``beta_decay_lambda`` (the
     beta-decay weight; used when compiled with ``beta_decay=True``).
     """
@@ -357,7 +357,7 @@ class SearchNetwork(keras.Model):
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
         # softmax in float32, then cast to the compute dtype (bfloat16/float16 when mixed)
         w_normal, w_reduce = (_scalar_rows(keras.ops.cast(w, self.compute_dtype))
-                              for w in self.edge_weights())
+                              for w in self.op_weights())
         b_normal = b_reduce = None
         if self.edge_normalization:
             b_normal, b_reduce = (tf.unstack(b) for b in self.beta_weights())
@@ -384,7 +384,7 @@ class SearchNetwork(keras.Model):
         return (node_softmax(self.beta_normal, self.nodes),
                 node_softmax(self.beta_reduce, self.nodes))
 
-    def edge_weights(self):
+    def op_weights(self):
         """Softmax of each alpha row: the mixing weights ``(normal, reduce)`` used in ``call``.
 
         Computed once per forward pass for all edges of a cell type."""

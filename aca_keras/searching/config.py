@@ -14,6 +14,7 @@ from typing import Any
 
 from aca_keras.errors import RunDirError
 from aca_keras.space.op_sets import resolve_op_set
+from aca_keras.space.validation import is_int
 
 # The registries that validate() and resolve_variant() consult (channel scorers and pooling
 # rules, allocators, search variants) import TensorFlow; they are imported on use so that
@@ -86,7 +87,7 @@ class SearchConfig:
                     "score_batches", "eval_cells", "eval_channels")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
@@ -114,10 +115,10 @@ class SearchConfig:
         if self.divide_weight and self.scorer == "alpha":
             raise ValueError("divide_weight with scorer 'alpha' makes every channel score "
                              "equal; use scorer 'refill', 'taylor' or 'magnitude'.")
-        if not isinstance(self.hessian_every, int) or self.hessian_every < 0:
+        if not is_int(self.hessian_every) or self.hessian_every < 0:
             raise ValueError(f"hessian_every must be an integer >= 0 (0: off), got "
                              f"{self.hessian_every!r}")
-        if not isinstance(self.hessian_iterations, int) or self.hessian_iterations < 1:
+        if not is_int(self.hessian_iterations) or self.hessian_iterations < 1:
             raise ValueError(f"hessian_iterations must be a positive integer, got "
                              f"{self.hessian_iterations!r}")
         return self

@@ -1,6 +1,6 @@
 """``aca_keras.search``: run an ACA architecture search end to end.
 
-A search runs the bi-level DARTS optimisation of a :class:`~aca_keras.supernet.SearchNetwork`
+A search runs the bi-level DARTS optimisation of a :class:`~aca_keras.models.supernet.SearchNetwork`
 under ``model.fit``, derives the genotype, scores the channels of every kept edge, allocates
 channels, and returns the static derived Keras model. Everything lands in a run directory:
 

@@ -1,7 +1,7 @@
 """DARTS search variants: ``darts``, ``pc_darts`` and ``beta_darts``, behind one ``variant=``.
 
 A variant changes how the supernet is searched, never the derivation rule (the DARTS rule,
-:func:`aca_keras.genotype.derive_genotype`) nor the channel allocation that follows it, so
+:func:`aca_keras.space.genotype.derive_genotype`) nor the channel allocation that follows it, so
 every variant works with the ``"aca"`` op set (skip-free, with allocation) and with the
 ``"darts"`` op set (the baseline).
 
@@ -27,7 +27,7 @@ every variant works with the ``"aca"`` op set (skip-free, with allocation) and w
       (:class:`~aca_keras.layers.channels.ChannelShuffle`), so that the next edge's first ``C / K`` channels mix
       processed and bypassed channels. It is a fixed permutation of the channels.
     * **Edge normalisation.** One weight ``beta`` per edge and cell type, owned by the
-      :class:`~aca_keras.supernet.SearchNetwork` (``beta_normal``, ``beta_reduce``, created
+      :class:`~aca_keras.models.supernet.SearchNetwork` (``beta_normal``, ``beta_reduce``, created
       with ``add_weight``, part of ``alpha_variables`` so the architecture step trains them).
       Each node's incoming edges are weighted by the softmax of their betas
       (:func:`~aca_keras.models.supernet.node_softmax`); the weights multiply the edge outputs in the node sum and, at

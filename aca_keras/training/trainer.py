@@ -1,6 +1,6 @@
 """Evaluation-stage training of a derived network (DARTS's recipe), with checkpoint/resume.
 
-:func:`train` trains a :class:`~aca_keras.derived.DerivedNetwork` with ``model.fit``:
+:func:`train` trains a :class:`~aca_keras.models.derived.DerivedNetwork` with ``model.fit``:
 
 * SGD, momentum 0.9, learning rate cosine from 0.025 to 0 over all steps
   (``keras.optimizers.schedules.CosineDecay``, stepped per batch);
@@ -183,7 +183,7 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
     """Train a derived network with DARTS's evaluation recipe (see the module docstring).
 
     Args:
-        model: a :class:`~aca_keras.derived.DerivedNetwork` (or the path of one saved as
+        model: a :class:`~aca_keras.models.derived.DerivedNetwork` (or the path of one saved as
             ``.keras``).
         dataset: a :class:`~aca_keras.data.DataBundle` or anything
             :func:`aca_keras.data.load` accepts (a name, arrays, a path).
@@ -267,7 +267,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model, compile=False)
     if not isinstance(model, DerivedNetwork):
-        raise TypeError(f"train() needs a DerivedNetwork (aca_keras.derived.build_model), got "
+        raise TypeError(f"train() needs a DerivedNetwork (aca_keras.build_model), got "
                         f"{type(model).__name__}")
     if isinstance(dataset, DataBundle):
         bundle = dataset

@@ -102,7 +102,7 @@ def _as_float_images(x: Any) -> Any:
 class DerivedHyperModel(kt.HyperModel):
     """A keras-tuner ``HyperModel`` for the evaluation stage of one architecture.
 
-    ``build(hp)`` returns a compiled :class:`~aca_keras.derived.DerivedNetwork`. The model
+    ``build(hp)`` returns a compiled :class:`~aca_keras.models.derived.DerivedNetwork`. The model
     takes raw pixels (0-255) like every aca_keras model; ``mean``/``std`` are the data's
     per-channel statistics on the 0-1 scale (``DataBundle.mean``/``.std``,
     :meth:`for_data` takes them from a bundle).
@@ -133,7 +133,7 @@ class DerivedHyperModel(kt.HyperModel):
     job, for the final training with the best hyperparameters.
 
     Args:
-        architecture: an :class:`~aca_keras.architecture.Architecture`, its dict, the path
+        architecture: an :class:`~aca_keras.space.architecture.Architecture`, its dict, the path
             of an ``architecture.json`` or a search run directory.
         input_shape: image shape ``(H, W, C)``.
         num_classes: number of classes.

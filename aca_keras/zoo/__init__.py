@@ -109,7 +109,7 @@ def info(name: str, *, zoo_dir: str | os.PathLike | None = None) -> EntryInfo:
 
 
 def architecture(name: str, *, zoo_dir: str | os.PathLike | None = None):
-    """The :class:`~aca_keras.architecture.Architecture` of entry ``name``."""
+    """The :class:`~aca_keras.space.architecture.Architecture` of entry ``name``."""
     return info(name, zoo_dir=zoo_dir).architecture()
 
 
@@ -117,7 +117,7 @@ def load(name: str, weights: bool = True, *, zoo_dir: str | os.PathLike | None =
          inference: bool = False, compile: bool = False, seed: int | None = None) -> Any:
     """Build the Keras model of entry ``name``.
 
-    The model is a :class:`~aca_keras.derived.DerivedNetwork` (with the auxiliary head when
+    The model is a :class:`~aca_keras.models.derived.DerivedNetwork` (with the auxiliary head when
     the entry's macro settings have it) carrying ``model.class_names`` and
     ``model.zoo_entry``. With ``weights=True`` and a ``keras`` artifact the trained weights
     are loaded; an architecture-only entry is freshly initialised and a

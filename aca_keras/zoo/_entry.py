@@ -245,7 +245,7 @@ class EntryInfo:
         return next((m for m in self.metrics if m.name == name and how in (None, m.how)), None)
 
     def architecture(self):
-        """The entry's :class:`~aca_keras.architecture.Architecture` (strictly validated).
+        """The entry's :class:`~aca_keras.space.architecture.Architecture` (strictly validated).
 
         Raises:
             ZooError: the architecture document is invalid.
@@ -257,7 +257,7 @@ class EntryInfo:
                            f"invalid architecture: {exc}") from None
 
     def build_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`aca_keras.derived.build_model` (after the
+        """Keyword arguments of :func:`aca_keras.models.derived.build_model` (after the
         architecture), from ``macro`` and ``dataset``."""
         macro = self.macro
         return {"input_shape": self.input_shape, "num_classes": self.num_classes,

@@ -17,7 +17,7 @@ from aca_keras.zoo._entry import EntryInfo, NoWeightsWarning, check_artifacts
 
 def count_params(model: Any) -> dict[str, int]:
     """``total`` (the model as built), ``inference`` (no auxiliary head) and
-    ``inference_trainable`` parameter counts of a :class:`~aca_keras.derived.DerivedNetwork`."""
+    ``inference_trainable`` parameter counts of a :class:`~aca_keras.models.derived.DerivedNetwork`."""
     inference = model.inference_model()
     trainable = sum(int(np.prod(w.shape)) for w in inference.trainable_weights)
     return {"total": int(model.count_params()), "inference": int(inference.count_params()),
@@ -25,7 +25,7 @@ def count_params(model: Any) -> dict[str, int]:
 
 
 def build(entry: EntryInfo, *, seed: int | None = None):
-    """A freshly initialised :class:`~aca_keras.derived.DerivedNetwork` of an entry."""
+    """A freshly initialised :class:`~aca_keras.models.derived.DerivedNetwork` of an entry."""
     import keras  # lazy: see the module docstring
 
     from aca_keras.models.derived import build_model  # lazy: imports Keras

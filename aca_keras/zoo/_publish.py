@@ -103,8 +103,8 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         source: a search run directory (``architecture.json`` + ``config.json``; with
             ``trained.keras`` from :func:`aca_keras.training.train_run` the entry gets its
             weights, training provenance and test accuracy), a ``.keras`` file or a trained
-            :class:`~aca_keras.derived.DerivedNetwork` (weights), or an
-            :class:`~aca_keras.architecture.Architecture` (architecture only; give
+            :class:`~aca_keras.models.derived.DerivedNetwork` (weights), or an
+            :class:`~aca_keras.space.architecture.Architecture` (architecture only; give
             ``dataset`` with ``input_shape``, ``num_classes``, ``mean``, ``std``).
         name: the entry name (lower-case letters and digits joined by ``-`` or ``_``).
         zoo_dir: the zoo directory to write into (created if needed).
