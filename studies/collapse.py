@@ -101,7 +101,7 @@ CONFIGS: dict[str, StudyConfig] = {
         train_images=20_000, search_epochs=100, seeds=(1, 2, 3), pilot_seeds=(1,),
         pilot_epochs=60,
         search=dict(cells=8, channels=8, nodes=4, batch_size=64, score_batches=16,
-                    hessian_every=5, hessian_iterations=10),
+                    hessian_every=5, hessian_iterations=16),
         train=dict(cells=8, channels=16, epochs=30, batch_size=96, cutout=8)),
 }
 
