@@ -13,19 +13,17 @@ weights), with a warning. A quantized dtype policy is refused.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from aca_keras.errors import ExportError
 from aca_keras.exporting.metadata import INPUT_NAME
+from aca_keras.models.cloning import clone_model
 
 
 def inference_graph(model: Any, output: str) -> tuple[keras.Model, dict[str, Any]]:
@@ -128,44 +126,11 @@ def _non_float32_policy(model: Any) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _global_policy(name: str) -> Iterator[None]:
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _float32_policies(config: Any) -> Any:
-    """A copy of a serialized model with every dtype policy replaced by float32."""
-    mixed = {"float16", "bfloat16", "mixed_float16", "mixed_bfloat16"}
-    if isinstance(config, dict):
-        out = {}
-        for k, v in config.items():
-            if k == "dtype" and isinstance(v, dict) and "Policy" in str(v.get("class_name", "")):
-                v = {**v, "config": {**v.get("config", {}), "name": "float32"}}
-            elif k == "dtype" and isinstance(v, str) and v in mixed:
-                v = "float32"
-            else:
-                v = _float32_policies(v)
-            out[k] = v
-        return out
-    if isinstance(config, list):
-        return [_float32_policies(v) for v in config]
-    return config
-
-
 def _float32_clone(model: Any) -> Any:
     try:
-        config = _float32_policies(copy.deepcopy(keras.saving.serialize_keras_object(model)))
-        with _global_policy("float32"):
-            clone = keras.saving.deserialize_keras_object(config)
-        clone.set_weights([np.asarray(w, dtype=np.float32) for w in model.get_weights()])
+        return clone_model(model, dtype_policy="float32")
     except Exception as exc:
         raise ExportError(
             f"Could not make a float32 clone of the mixed-precision model ({exc}). Rebuild it "
             "under keras.config.set_dtype_policy('float32'), copy the weights with "
             "set_weights(model.get_weights()), and export that.") from exc
-    return clone

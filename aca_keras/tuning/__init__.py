@@ -12,18 +12,14 @@ Two entry points, both plain keras-tuner (https://keras.io/keras_tuner/) objects
 * :class:`SearchTuner` is a ``keras_tuner.Tuner`` whose trials are whole ACA searches
   (:func:`aca_keras.search`) with tunable search settings (alpha learning rate, operation
   set, allocator, seed, and the search variant where
-  :class:`~aca_keras.searching.pipeline.SearchConfig` has one), each scored by a short training of its derived network
+  :class:`~aca_keras.searching.config.SearchConfig` has one), each scored by a short
+  training of its derived network
   (:func:`aca_keras.train`) on a validation split. Every trial writes a normal search run
   directory inside the tuner's project directory.
 
-Every tunable setting is given the same way, as a constructor argument:
-
-| value | meaning |
-| --- | --- |
-| ``None`` | the default range (see each class) |
-| a number or a string | fixed to that value (``hp.Fixed``) |
-| ``(low, high)`` | a narrowed range (``hp.Int``/``hp.Float``; ``(low, high, step)`` for integers) |
-| a list | a choice among these values (``hp.Choice``) |
+Every tunable setting is given the same way, as a constructor argument: ``None`` (the default
+range), a fixed value, a ``(low, high)`` range or a list of choices (the table is in
+:mod:`aca_keras.tuning.hyperparameters`).
 
 Example::
 
