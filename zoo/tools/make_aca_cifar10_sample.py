@@ -73,8 +73,8 @@ def main() -> None:
     from aca_keras import zoo
     from aca_keras.data import loading as data
     from aca_keras.searching.pipeline import search
-    from aca_keras.versions import package_versions
     from aca_keras.training.trainer import train_run
+    from aca_keras.versions import package_versions
 
     machine = hardware()
     versions = {k: v for k, v in package_versions().items() if k != "machine"}
