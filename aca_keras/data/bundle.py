@@ -28,6 +28,7 @@ from aca_keras.data.pipelines import (
 )
 from aca_keras.errors import DataError
 from aca_keras.layers.preprocessing import preprocessing_layers
+from aca_keras.space.validation import is_int
 
 __all__ = ["DataBundle"]
 
@@ -186,7 +187,7 @@ class DataBundle:
         """
         seed = check_seed(seed)
         check_epochs(epochs, start_epoch)
-        if isinstance(cutout, bool) or not isinstance(cutout, (int, np.integer)) or cutout < 0:
+        if not is_int(cutout) or cutout < 0:
             raise DataError(f"cutout must be a non-negative integer (0 = off), got {cutout!r}.")
         batch_size = effective_batch_size(batch_size, self.num_train, "the training set")
         steps = self.num_train // batch_size

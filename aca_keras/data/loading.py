@@ -58,6 +58,7 @@ from aca_keras.data.catalog import known_datasets as known_datasets  # noqa: E40
 from aca_keras.data.pipelines import SearchData as SearchData  # noqa: E402
 from aca_keras.data.readers import npz_name as _npz_name  # noqa: E402, F401
 from aca_keras.layers.preprocessing import preprocessing_layers as preprocessing_layers  # noqa: E402
+from aca_keras.space.validation import is_int
 
 
 def load(
@@ -122,8 +123,7 @@ def load(
         if num_classes is not None and int(num_classes) != len(class_names):
             raise DataError(f"num_classes={num_classes} but {len(class_names)} class_names given.")
         num_classes = len(class_names)
-    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(
-            num_classes, (int, np.integer)) or num_classes < 1):
+    if num_classes is not None and (not is_int(num_classes) or num_classes < 1):
         raise DataError(f"num_classes must be a positive integer, got {num_classes!r}.")
 
     known: KnownDataset | None = None

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from aca_keras.data.augment import augment_batch, crop_padding
 from aca_keras.errors import DataError
+from aca_keras.space.validation import is_int
 
 __all__ = [
     "STREAM_ALPHA",
@@ -135,7 +136,7 @@ def _epoch_key(seed: int, stream: int, epoch: tf.Tensor) -> tf.Tensor:
 
 def check_seed(seed: Any) -> int:
     """``seed`` as an int; :class:`DataError` unless it is an integer in ``0..2**63-1``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (
+    if not is_int(seed) or not (
             0 <= int(seed) < 2**63):
         raise DataError(f"seed must be a non-negative integer below 2**63, got {seed!r}.")
     return int(seed)
@@ -143,7 +144,7 @@ def check_seed(seed: Any) -> int:
 
 def check_batch_size(batch_size: Any) -> int:
     """``batch_size`` as an int; :class:`DataError` unless it is a positive integer."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+    if not is_int(batch_size) or (
             batch_size < 1):
         raise DataError(f"batch_size must be a positive integer, got {batch_size!r}.")
     return int(batch_size)
@@ -163,7 +164,7 @@ def effective_batch_size(batch_size: Any, available: int, what: str) -> int:
 def check_epochs(epochs: Any, start_epoch: Any) -> None:
     """:class:`DataError` unless ``epochs >= 1`` and ``0 <= start_epoch <= epochs``."""
     for value, label in ((epochs, "epochs"), (start_epoch, "start_epoch")):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value):
             raise DataError(f"{label} must be an integer, got {value!r}.")
     if epochs < 1 or not 0 <= start_epoch <= epochs:
         raise DataError(f"Need epochs >= 1 and 0 <= start_epoch <= epochs, got epochs={epochs}, "

@@ -42,6 +42,7 @@ from aca_keras.exporting.savedmodel import write_savedmodel
 from aca_keras.exporting.sources import Source, resolve_source
 from aca_keras.exporting.tflite import write_tflite
 from aca_keras.exporting.verify import verify_export
+from aca_keras.space.validation import is_int
 
 __all__ = ["FORMATS", "OUTPUTS", "ExportResult", "export"]
 
@@ -175,15 +176,13 @@ def check_arguments(fmt: str, opset: int | None, batch_size: int | None, output:
                      tolerance: float) -> None:
     if output not in OUTPUTS:
         raise ValueError(f"Unknown output {output!r}; valid outputs: {', '.join(OUTPUTS)}.")
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
+    if batch_size is not None and (not is_int(batch_size) or batch_size < 1):
         raise ValueError(f"batch_size must be None (dynamic) or a positive integer, "
                          f"got {batch_size!r}")
     if opset is not None:
         if fmt != "onnx":
             raise ValueError(f"opset applies to ONNX exports only, not to {fmt!r}.")
-        if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < 7:
+        if not is_int(opset) or opset < 7:
             raise ValueError(f"opset must be an ONNX opset number (>= 7), got {opset!r}")
     if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and tolerance > 0):
         raise ValueError(f"tolerance must be a positive number, got {tolerance!r}")

@@ -64,6 +64,7 @@ import keras
 import numpy as np
 
 from aca_keras.registry import Registry
+from aca_keras.space.validation import is_int
 
 __all__ = [
     "DEFAULT_PARTIAL_K",
@@ -146,14 +147,14 @@ def resolve_settings(variant: str, epochs: int, partial_k: int | None,
     spec = get_variant(variant)
     if partial_k is None:
         partial_k = DEFAULT_PARTIAL_K if spec.partial else 1
-    if isinstance(partial_k, bool) or not isinstance(partial_k, int) or partial_k < 1:
+    if not is_int(partial_k) or partial_k < 1:
         raise ValueError(f"partial_k must be a positive integer, got {partial_k!r}")
     if not spec.partial and partial_k != 1:
         raise ValueError(f"partial_k={partial_k} needs variant='pc_darts' (variant "
                          f"{variant!r} uses every channel).")
     if alpha_warmup_epochs is None:
         alpha_warmup_epochs = max(0, min(spec.default_warmup, epochs - 1))
-    if (isinstance(alpha_warmup_epochs, bool) or not isinstance(alpha_warmup_epochs, int)
+    if (not is_int(alpha_warmup_epochs)
             or not 0 <= alpha_warmup_epochs < max(1, epochs)):
         raise ValueError(f"alpha_warmup_epochs must be an integer in 0..epochs-1 = "
                          f"{epochs - 1}, got {alpha_warmup_epochs!r}")

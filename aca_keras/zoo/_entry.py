@@ -20,6 +20,7 @@ from typing import Any
 
 from aca_keras.errors import ArchitectureError, ZooError
 from aca_keras.space.architecture import Architecture
+from aca_keras.space.validation import is_int
 from aca_keras.zoo import _schema
 
 __all__ = [
@@ -345,7 +346,7 @@ def document_issues(doc: Any, folder_name: str | None = None) -> list[str]:
     message), then the cross-field rules. Empty when the document is valid."""
     if isinstance(doc, Mapping):
         version = doc.get("schema_version")
-        if isinstance(version, int) and not isinstance(version, bool) and \
+        if is_int(version) and \
                 version > SCHEMA_VERSION:
             return [f"/schema_version: {version} is newer than the version {SCHEMA_VERSION} "
                     "this aca_keras reads; upgrade aca_keras"]

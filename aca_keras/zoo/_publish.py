@@ -20,6 +20,7 @@ from aca_keras.errors import AcaError, ArchitectureError, ZooError
 from aca_keras.io import atomic
 from aca_keras.io.run_dir import RunDir
 from aca_keras.space.architecture import Architecture
+from aca_keras.space.validation import is_int
 from aca_keras.zoo import _registry
 from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
@@ -206,9 +207,9 @@ def _without_optimizer(model: Any) -> Any:
     weights (a published .keras file holds no optimizer state)."""
     if getattr(model, "optimizer", None) is None:
         return model
-    copy_ = type(model).from_config(model.get_config())
-    copy_.set_weights(model.get_weights())
-    return copy_
+    from aca_keras.models.cloning import clone_model  # imports Keras: see the module's note
+
+    return clone_model(model)
 
 
 def _is_bundled(root: Path) -> bool:
@@ -599,7 +600,7 @@ def _evaluation_record(source: str, test_split: Any) -> dict[str, Any] | None:
 
 def _int_field(data: Mapping[str, Any], key: str, where: Path) -> int:
     value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise ZooError(f"{where} records no integer {key!r} (got {value!r}); it was not "
                        "written by aca_keras, or is damaged.")
     return value

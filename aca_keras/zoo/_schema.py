@@ -29,6 +29,8 @@ import jsonschema.exceptions
 import jsonschema.validators
 import referencing.exceptions
 
+from aca_keras.space.validation import is_int
+
 __all__ = ["SchemaDocumentError", "ValidationIssue", "check_schema", "validate"]
 
 
@@ -63,7 +65,7 @@ class ValidationIssue:
 
 
 def _is_integer(_checker: Any, value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_int(value)
 
 
 def _is_number(_checker: Any, value: Any) -> bool:
