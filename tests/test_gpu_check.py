@@ -25,6 +25,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
+@pytest.mark.slow  # 17-45 s: the benchmark's CPU smoke run (slow suite, with the benchmarks)
 def test_smoke_run_writes_every_figure(tmp_path, capsys):
     gpu_check = _load_script()
     out = tmp_path / "gpu_check.json"

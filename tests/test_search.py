@@ -74,6 +74,7 @@ def test_derived_model_carries_the_searched_architecture(finished_run):
     assert restored.architecture == architecture
 
 
+@pytest.mark.slow  # 22 s; test_reliability checks reproducibility on a smaller search
 def test_same_seed_gives_the_same_search(arrays, finished_run, tmp_path):
     run_dir, _ = finished_run
     search(arrays, run_dir=tmp_path / "again", **TINY)

@@ -105,6 +105,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+# about 35-50 s on 2 cores: in the slow suite (python -m pytest -q -m slow), with the
+# benchmarks; its figures are recorded in benchmarks/README.md
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip(
     "torch", reason="PyTorch is not installed; the parity tests against the PyTorch DARTS "
                     "reference need it (benchmark-only dependency: pip install torch==2.13.0)")

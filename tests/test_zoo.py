@@ -215,6 +215,7 @@ def test_aca_entry_is_trained_measured_and_fully_recorded():
     assert (ZOO / "tools" / "make_aca_cifar10_sample.py").is_file()
 
 
+@pytest.mark.slow  # 31 s: every entry's ONNX parity; test_verify_* cover the checks
 def test_cli_verify_passes_on_every_entry(capsys):
     """Every entry: schema, card, checksums, the model builds (or its weights load) with the
     recorded parameter counts, the ONNX artifact agrees with Keras; index up to date."""
