@@ -31,7 +31,9 @@ from typing import IO, Any
 import keras
 
 from aca_keras.errors import NumericalError
+from aca_keras.io.atomic import atomic_copy_file
 from aca_keras.io.checkpoint import read_checkpoint_meta
+from aca_keras.io.run_dir import RunDir
 
 __all__ = [
     "ENV_VAR",
@@ -211,3 +213,25 @@ class StopOnNonFinite(keras.callbacks.Callback):
                 last = self.checkpoint() if callable(self.checkpoint) else self.checkpoint
                 raise NumericalError(f"The {key} became {float(value)} {when}: the run "
                                      f"diverged; {last}. {self.advice}")
+
+
+class CheckpointSnapshots(keras.callbacks.Callback):
+    """Times every epoch (:attr:`seconds`) and, after each epoch in ``epochs``, keeps a copy
+    of the search checkpoint as ``RunDir(run_dir).snapshot(epoch)`` (studies derive and
+    retrain architectures from a search at several points). Put it after the callback that
+    writes the checkpoint (``search()`` adds it before the user's callbacks)."""
+
+    def __init__(self, run_dir: str | os.PathLike, epochs: Sequence[int] = ()):
+        super().__init__()
+        self.run_dir = RunDir(run_dir)
+        self.epochs = tuple(int(e) for e in epochs)
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(round(time.perf_counter() - self._start, 2))
+        if epoch + 1 in self.epochs:
+            atomic_copy_file(self.run_dir.checkpoint, self.run_dir.snapshot(epoch + 1))

@@ -166,35 +166,9 @@ def search_key(config: StudyConfig, kind: str, seed: int) -> str:
     return f"{config.name}-search-{kind}-s{seed}"
 
 
-def _snapshot_callback(run_dir: Path, epochs: Sequence[int]):
-    import keras
-
-    from aca_keras.io.atomic import atomic_copy_file
-    from aca_keras.io.run_dir import RunDir
-
-    run = RunDir(run_dir)
-
-    class Snapshots(keras.callbacks.Callback):
-        """Copies the epoch's checkpoint at each snapshot epoch; times the epochs."""
-
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-            self._start = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(round(time.perf_counter() - self._start, 2))
-            if epoch + 1 in epochs:  # search() wrote this epoch's checkpoint already
-                atomic_copy_file(run.checkpoint, run.snapshot(epoch + 1))
-
-    return Snapshots()
-
-
 def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path, log) -> Path:
     """Run or resume one search; returns the path of its JSON record."""
+    from aca_keras.callbacks import CheckpointSnapshots
     from aca_keras.io.atomic import atomic_write_json
     from aca_keras.io.run_dir import RunDir
     from aca_keras.searching.pipeline import search
@@ -206,7 +180,7 @@ def run_search(config: StudyConfig, kind: str, seed: int, bundle, results: Path,
     run_dir = results / "runs" / key
     resume = RunDir(run_dir).holds_search()
     log(f"search {key} ({'resume' if resume else 'new'})")
-    callback = _snapshot_callback(run_dir, config.snapshot_epochs(kind))
+    callback = CheckpointSnapshots(run_dir, config.snapshot_epochs(kind))
     start = time.perf_counter()
     if resume:
         search(bundle, run_dir=run_dir, resume=True, verbose=2, callbacks=[callback])

@@ -198,33 +198,6 @@ def load_study_data(path: str | os.PathLike, grid: Grid):
 # --------------------------------------------------------------------------------- running
 
 
-def _callbacks(run_dir: Path, snapshot_epochs: Sequence[int]):
-    """Keras callbacks for a study search: wall time per epoch (the first includes tracing),
-    and a copy of the epoch's checkpoint at each epoch in ``snapshot_epochs``."""
-    import keras
-
-    from aca_keras.io.atomic import atomic_copy_file
-    from aca_keras.io.run_dir import RunDir
-
-    run = RunDir(run_dir)
-
-    class StudyCallback(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-            self._start = 0.0
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(round(time.perf_counter() - self._start, 2))
-            if epoch + 1 in snapshot_epochs:  # search() wrote this epoch's checkpoint already
-                atomic_copy_file(run.checkpoint, run.snapshot(epoch + 1))
-
-    return StudyCallback()
-
-
 def search_plan(cell: Cell, grid: Grid) -> tuple[str, int, int]:
     """``(run key, search epochs, search seed)`` of the search a cell uses. With
     ``grid.snapshots`` one search per variant and op set runs to the largest epoch count and
@@ -238,6 +211,7 @@ def search_plan(cell: Cell, grid: Grid) -> tuple[str, int, int]:
 
 def _run_search(cell: Cell, grid: Grid, bundle, results: Path, log) -> Path:
     """Run (or resume, or reuse) the search of ``cell``; returns its run directory."""
+    from aca_keras.callbacks import CheckpointSnapshots
     from aca_keras.io.atomic import atomic_write_json
     from aca_keras.io.run_dir import RunDir
     from aca_keras.searching.pipeline import search
@@ -252,7 +226,7 @@ def _run_search(cell: Cell, grid: Grid, bundle, results: Path, log) -> Path:
         settings["alpha_warmup_epochs"] = int(grid.warmup_fraction * epochs)
     resume = RunDir(run_dir).holds_search()
     log(f"  search {key} ({'resume' if resume else 'new'})")
-    callback = _callbacks(run_dir, grid.epochs if grid.snapshots else ())
+    callback = CheckpointSnapshots(run_dir, grid.epochs if grid.snapshots else ())
     if resume:
         search(bundle, run_dir=run_dir, resume=True, verbose=0, callbacks=[callback])
     else:
