@@ -16,6 +16,11 @@ hypergradient) works on :func:`global_gradients` (an explicit all-reduce) and ha
 optimiser :func:`apply_global_gradients` (divided by the replica count, which the optimiser's
 sum undoes).
 
+BatchNorm. Under a strategy with several replicas BatchNorm can normalise with the global
+batch's statistics; whether it does is an argument of the models (``sync_batch_norm=``),
+which :func:`synchronize_batch_norm` computes from the strategy and the run's setting. No
+module state is involved.
+
 Mixed precision. :func:`precision_policy` picks ``mixed_float16`` on a GPU and
 ``mixed_bfloat16`` on a CPU that runs bfloat16 convolutions; :func:`dtype_policy` sets Keras's
 (process-global) policy for the duration of a ``with`` block and restores the previous one.
@@ -38,7 +43,6 @@ __all__ = [
     "STRATEGY_KINDS",
     "all_reduce_sum",
     "apply_global_gradients",
-    "batch_norm_sync",
     "check_global_batch",
     "data_options",
     "describe_strategy",
@@ -186,28 +190,18 @@ def strategy_scope(strategy: tf.distribute.Strategy | None) -> Iterator[None]:
             yield
 
 
-_SYNC_BATCH_NORM = [True]
+def synchronize_batch_norm(strategy: tf.distribute.Strategy | None,
+                           enabled: bool = True) -> bool:
+    """The ``sync_batch_norm`` value for the models of a run under ``strategy``: true when
+    ``enabled`` (the run's ``sync_batch_norm`` setting) and the strategy has several
+    replicas, so that BatchNorm normalises with the global batch's statistics (the results
+    of one device); false on one device or when switched off (each replica then normalises
+    with its own batch: a cheaper graph, other numbers).
 
-
-@contextlib.contextmanager
-def batch_norm_sync(enabled: bool) -> Iterator[None]:
-    """Inside the block, BatchNorm layers created under a multi-replica strategy are
-    synchronised (``enabled``, the default: global-batch statistics, the same results as one
-    device) or not (each replica normalises with its own batch's statistics: a cheaper graph,
-    other numbers)."""
-    _SYNC_BATCH_NORM.append(bool(enabled))
-    try:
-        yield
-    finally:
-        _SYNC_BATCH_NORM.pop()
-
-
-def synchronize_batch_norm() -> bool:
-    """Whether a BatchNorm layer created now should synchronise its statistics across
-    replicas: in the scope of a strategy with several replicas, unless
-    :func:`batch_norm_sync` switched it off."""
-    return (_SYNC_BATCH_NORM[-1] and tf.distribute.has_strategy()
-            and tf.distribute.get_strategy().num_replicas_in_sync > 1)
+    Only computes the value: the trainer and the search pipeline pass it to the models they
+    build (``sync_batch_norm=``), and the models pass it to every BatchNorm layer.
+    """
+    return bool(enabled) and strategy is not None and int(strategy.num_replicas_in_sync) > 1
 
 
 def num_replicas() -> int:

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,15 +91,17 @@ def _child_mirrored(out: Path, order: int) -> None:
         from aca_keras.models.supernet import SearchNetwork
 
         flags = {}
+        mirrored = dist.get_strategy("mirrored")
         for name, sync in (("default", True), ("off", False)):
-            with dist.strategy_scope(dist.get_strategy("mirrored")), dist.batch_norm_sync(sync):
+            with dist.strategy_scope(mirrored):
                 network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1,
-                                        ops=SEARCH["ops"])
+                                        ops=SEARCH["ops"],
+                                        sync_batch_norm=dist.synchronize_batch_norm(mirrored,
+                                                                                    sync))
             flags[name] = [layer.synchronized for layer in network._flatten_layers()
                            if isinstance(layer, BatchNormalization)]
-        with dist.batch_norm_sync(True):
-            network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1,
-                                    ops=SEARCH["ops"])
+        network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1, ops=SEARCH["ops"],
+                                sync_batch_norm=dist.synchronize_batch_norm(None, True))
         flags["no strategy"] = [layer.synchronized for layer in network._flatten_layers()
                                 if isinstance(layer, BatchNormalization)]
         (out / "batch_norm.json").write_text(json.dumps(flags))
@@ -184,6 +187,14 @@ def test_batch_norm_synchronises_only_under_several_replicas(mirrored_runs):
     assert flags["default"] and all(flags["default"])
     assert flags["off"] and not any(flags["off"])
     assert flags["no strategy"] and not any(flags["no strategy"])
+
+
+def test_training_builds_its_model_with_the_strategys_batch_norm_sync(mirrored_runs):
+    """train() passes sync_batch_norm explicitly: the trained model's config records it."""
+    for name, expected in (("single", False), ("mirrored", True)):
+        with zipfile.ZipFile(mirrored_runs / f"train-{name}" / "trained.keras") as archive:
+            config = json.loads(archive.read("config.json"))["config"]
+        assert config["sync_batch_norm"] is expected, name
 
 
 def test_mirrored_training_matches_one_device(mirrored_runs):

@@ -3,7 +3,9 @@
 One registry serves the search supernet (``affine=False``) and the derived network
 (``affine=True``). Every operation is created by :func:`create_op` from its registered name,
 an input and an output channel count (which may differ: the ACA builder asks an operation for
-only its ``k_e`` important channels) and a stride (1 or 2).
+only its ``k_e`` important channels) and a stride (1 or 2). BatchNorm synchronisation across
+replicas is an explicit argument too (``sync_batch_norm``, default ``False``): every layer
+that builds BatchNorm takes it, stores it and returns it from ``get_config``.
 
 Channel conventions:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
-from aca_keras import distribute as dist
 from aca_keras.errors import UnknownOperationError
 from aca_keras.registry import Registry
 from aca_keras.space.op_sets import (  # noqa: F401  (the op sets, re-exported here)
@@ -93,12 +95,19 @@ class BatchNormalization(keras.layers.BatchNormalization):
     the supernet's step graph gets much smaller, faster to trace and to run. It keeps the
     stock class name, so `.keras` files saved with either load with either. Falls back to
     the stock computation for anything the fused kernel does not cover (float64, masks,
-    renorm, synchronized statistics across replicas, a channel axis other than the last of a
-    4-D tensor).
+    renorm, a channel axis other than the last of a 4-D tensor, synchronized statistics
+    across replicas outside a replica's step).
+
+    ``synchronized=True`` (the stock argument, see :func:`batch_norm`) matters only in a
+    replica context with several replicas: there a training step normalises with the global
+    batch's statistics. Outside any strategy (one replica) a synchronised layer computes
+    exactly what an unsynchronised one does, with the fused kernel, so a model trained on
+    several replicas and reloaded on one device runs as fast as any other.
     """
 
     def _fusable(self, inputs, mask) -> bool:
-        return (mask is None and not self.renorm and not self.synchronized
+        return (mask is None and not self.renorm
+                and (not self.synchronized or _single_replica())
                 and len(inputs.shape) == 4
                 and self.axis in (3, -1)
                 and tf.as_dtype(inputs.dtype) in (tf.float32, tf.float16, tf.bfloat16))
@@ -155,14 +164,23 @@ class BatchNormalization(keras.layers.BatchNormalization):
         return tf.cast(outputs, self.compute_dtype)
 
 
-def batch_norm(affine: bool, name: str | None = None) -> BatchNormalization:
+def _single_replica() -> bool:
+    """True outside any strategy and in the replica context of a one-replica strategy."""
+    context = tf.distribute.get_replica_context()
+    return context is not None and context.num_replicas_in_sync == 1
+
+
+def batch_norm(affine: bool, name: str | None = None,
+               sync_batch_norm: bool = False) -> BatchNormalization:
     """BatchNorm with DARTS settings; ``affine=False`` drops gamma and beta (search).
 
-    Created in the scope of a strategy with several replicas, it is ``synchronized``: its
-    training statistics are those of the global batch (see ``docs/scaling.md``), unless
-    ``aca_keras.distribute.batch_norm_sync(False)`` is in effect."""
+    ``sync_batch_norm=True`` makes it ``synchronized``: under a strategy with several
+    replicas its training statistics are those of the global batch (see
+    ``docs/scaling.md``); :func:`aca_keras.distribute.synchronize_batch_norm` gives the value
+    a run uses. The layers and models that build BatchNorm take the same argument and pass it
+    down."""
     return BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, center=affine, scale=affine,
-                              synchronized=dist.synchronize_batch_norm(), name=name)
+                              synchronized=bool(sync_batch_norm), name=name)
 
 
 class _Chain(keras.layers.Layer):
@@ -300,26 +318,31 @@ class Noise(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ReLUConvBN(_Chain):
-    """ReLU, convolution (no bias), BatchNorm."""
+    """ReLU, convolution (no bias), BatchNorm.
+    ``sync_batch_norm``: its BatchNorm synchronises its statistics across replicas (see
+    :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
+    """
 
     def __init__(self, channels_out: int, kernel_size: int = 1, stride: int = 1,
-                 affine: bool = True, **kwargs):
+                 affine: bool = True, sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.channels_out = channels_out
         self.kernel_size = kernel_size
         self.stride = stride
         self.affine = affine
+        self.sync_batch_norm = bool(sync_batch_norm)
         self.relu = keras.layers.ReLU()
         self.conv = keras.layers.Conv2D(channels_out, kernel_size, strides=stride, padding="same",
                                         use_bias=False)
-        self.bn = batch_norm(affine)
+        self.bn = batch_norm(affine, sync_batch_norm=self.sync_batch_norm)
 
     def _chain(self):
         return (self.relu, self.conv, self.bn)
 
     def get_config(self):
         return {**super().get_config(), "channels_out": self.channels_out,
-                "kernel_size": self.kernel_size, "stride": self.stride, "affine": self.affine}
+                "kernel_size": self.kernel_size, "stride": self.stride, "affine": self.affine,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -336,11 +359,14 @@ class DilConv(_Chain):
     the bottom and right for even sizes and so centres the windows on the odd pixels: the
     behaviour of aca_keras 0.1.0, kept for models saved by it (their configs have no
     ``centred`` key and load with ``False``).
+
+    ``sync_batch_norm``: its BatchNorm synchronises its statistics across replicas (see
+    :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
     """
 
     def __init__(self, channels_out: int, kernel_size: int = 3, stride: int = 1,
                  dilation: int = 1, affine: bool = True, centred: bool | None = None,
-                 **kwargs):
+                 sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.channels_out = channels_out
         self.kernel_size = kernel_size
@@ -348,6 +374,7 @@ class DilConv(_Chain):
         self.dilation = dilation
         self.affine = affine
         self.centred = _centred(centred)
+        self.sync_batch_norm = bool(sync_batch_norm)
         strided_in_conv = stride if dilation == 1 else 1
         explicit_pad = self.centred and strided_in_conv > 1
         self.relu = keras.layers.ReLU()
@@ -358,7 +385,7 @@ class DilConv(_Chain):
             dilation_rate=dilation, use_bias=False)
         self.subsample = Subsample(stride) if (dilation > 1 and stride > 1) else None
         self.pointwise = keras.layers.Conv2D(channels_out, 1, use_bias=False)
-        self.bn = batch_norm(affine)
+        self.bn = batch_norm(affine, sync_batch_norm=self.sync_batch_norm)
 
     def _chain(self):
         pad = (self.pad,) if self.pad is not None else ()
@@ -373,15 +400,20 @@ class DilConv(_Chain):
     def get_config(self):
         return {**super().get_config(), "channels_out": self.channels_out,
                 "kernel_size": self.kernel_size, "stride": self.stride,
-                "dilation": self.dilation, "affine": self.affine, "centred": self.centred}
+                "dilation": self.dilation, "affine": self.affine, "centred": self.centred,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SepConv(_Chain):
-    """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution)."""
+    """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution).
+    ``sync_batch_norm``: their BatchNorms synchronise their statistics across replicas (see
+    :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
+    """
 
     def __init__(self, channels_in: int, channels_out: int, kernel_size: int = 3, stride: int = 1,
-                 affine: bool = True, centred: bool | None = None, **kwargs):
+                 affine: bool = True, centred: bool | None = None,
+                 sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.channels_in = channels_in
         self.channels_out = channels_out
@@ -389,8 +421,11 @@ class SepConv(_Chain):
         self.stride = stride
         self.affine = affine
         self.centred = _centred(centred)
-        self.first = DilConv(channels_in, kernel_size, stride, 1, affine, self.centred)
-        self.second = DilConv(channels_out, kernel_size, 1, 1, affine, self.centred)
+        self.sync_batch_norm = bool(sync_batch_norm)
+        self.first = DilConv(channels_in, kernel_size, stride, 1, affine, self.centred,
+                             sync_batch_norm=self.sync_batch_norm)
+        self.second = DilConv(channels_out, kernel_size, 1, 1, affine, self.centred,
+                              sync_batch_norm=self.sync_batch_norm)
 
     def _chain(self):
         return (self.first, self.second)
@@ -403,7 +438,8 @@ class SepConv(_Chain):
     def get_config(self):
         return {**super().get_config(), "channels_in": self.channels_in,
                 "channels_out": self.channels_out, "kernel_size": self.kernel_size,
-                "stride": self.stride, "affine": self.affine, "centred": self.centred}
+                "stride": self.stride, "affine": self.affine, "centred": self.centred,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -415,10 +451,13 @@ class PoolBN(_Chain):
     (a stride-1 pool, then every second row and column); ``False`` is TensorFlow's
     ``"same"`` stride-2 pool (odd pixels for even sizes), aca_keras 0.1.0's behaviour, kept
     for models saved by it (see :class:`DilConv`).
+
+    ``sync_batch_norm``: its BatchNorm synchronises its statistics across replicas (see
+    :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
     """
 
     def __init__(self, pool: str, channels_out: int, stride: int = 1, affine: bool = True,
-                 centred: bool | None = None, **kwargs):
+                 centred: bool | None = None, sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', got {pool!r}")
@@ -427,11 +466,12 @@ class PoolBN(_Chain):
         self.stride = stride
         self.affine = affine
         self.centred = _centred(centred)
+        self.sync_batch_norm = bool(sync_batch_norm)
         layer = keras.layers.MaxPooling2D if pool == "max" else keras.layers.AveragePooling2D
         subsample = self.centred and stride > 1
         self.pooling = layer(3, strides=1 if subsample else stride, padding="same")
         self.subsample = Subsample(stride) if subsample else None
-        self.bn = batch_norm(affine)
+        self.bn = batch_norm(affine, sync_batch_norm=self.sync_batch_norm)
         self.slice = None
 
     def build(self, input_shape):
@@ -456,7 +496,8 @@ class PoolBN(_Chain):
 
     def get_config(self):
         return {**super().get_config(), "pool": self.pool, "channels_out": self.channels_out,
-                "stride": self.stride, "affine": self.affine, "centred": self.centred}
+                "stride": self.stride, "affine": self.affine, "centred": self.centred,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -464,14 +505,19 @@ class FactorizedReduce(keras.layers.Layer):
     """Halves the spatial size with two offset 1x1 stride-2 convolutions, concatenated.
 
     Works for odd sizes too: the offset path is padded so both paths give ``ceil(H / 2)``.
+
+    ``sync_batch_norm``: its BatchNorm synchronises its statistics across replicas (see
+    :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
     """
 
-    def __init__(self, channels_out: int, affine: bool = True, **kwargs):
+    def __init__(self, channels_out: int, affine: bool = True, sync_batch_norm: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         if channels_out < 1:
             raise ValueError(f"FactorizedReduce needs channels_out >= 1, got {channels_out}")
         self.channels_out = channels_out
         self.affine = affine
+        self.sync_batch_norm = bool(sync_batch_norm)
         first = (channels_out + 1) // 2
         second = channels_out - first
         self.relu = keras.layers.ReLU()
@@ -481,7 +527,7 @@ class FactorizedReduce(keras.layers.Layer):
         self.conv_b = (keras.layers.Conv2D(second, 1, strides=2, padding="same", use_bias=False)
                        if second else None)
         self.concat = keras.layers.Concatenate(axis=-1) if second else None
-        self.bn = batch_norm(affine)
+        self.bn = batch_norm(affine, sync_batch_norm=self.sync_batch_norm)
 
     def build(self, input_shape):
         self.conv_a.build(input_shape)
@@ -507,36 +553,60 @@ class FactorizedReduce(keras.layers.Layer):
                 self.channels_out)
 
     def get_config(self):
-        return {**super().get_config(), "channels_out": self.channels_out, "affine": self.affine}
+        return {**super().get_config(), "channels_out": self.channels_out, "affine": self.affine,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 # --------------------------------------------------------------------------------------------
 # Registry
 
-OpFactory = Callable[[int, int, int, bool], keras.layers.Layer]
+#: ``factory(channels_in, channels_out, stride, affine, *, sync_batch_norm=False) -> Layer``.
+#: A factory without the ``sync_batch_norm`` keyword (aca_keras 0.1.0's four arguments) is
+#: still accepted; see :func:`create_op`.
+OpFactory = Callable[..., keras.layers.Layer]
 
 
 @dataclass(frozen=True)
 class OpSpec:
-    """A registered operation: its factory and metadata."""
+    """A registered operation: its factory and metadata.
+
+    ``takes_sync_batch_norm``: the factory accepts the ``sync_batch_norm`` keyword (set by
+    :func:`register_op` from the factory's signature)."""
 
     name: str
     factory: OpFactory
     description: str = ""
     parametric: bool = True  # has trainable convolution weights
     channelwise: bool = False  # output channel c depends on input channel c only (pools, skip)
+    takes_sync_batch_norm: bool = False
 
 
 _OPERATIONS: Registry[OpSpec] = Registry(
     "operation", UnknownOperationError, "Register new ones with aca_keras.ops.register_op.")
 
 
+def _accepts_sync_batch_norm(factory: OpFactory) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a callable without a signature: the four arguments
+        return False
+    return any(p.name == "sync_batch_norm" or p.kind is inspect.Parameter.VAR_KEYWORD
+               for p in parameters)
+
+
 def register_op(name: str, *, description: str = "", parametric: bool = True,
-                channelwise: bool = False, overwrite: bool = False):
-    """Decorator registering ``factory(channels_in, channels_out, stride, affine) -> Layer``."""
+                channelwise: bool = False, overwrite: bool = False
+                ) -> Callable[[OpFactory], OpFactory]:
+    """Decorator registering ``factory(channels_in, channels_out, stride, affine, *,
+    sync_batch_norm=False) -> Layer`` as operation ``name``.
+
+    The factory passes ``sync_batch_norm`` to the BatchNorm layers it builds (see
+    :func:`batch_norm`); a factory that takes only the first four arguments still works
+    (see :func:`create_op`)."""
 
     def decorator(factory: OpFactory) -> OpFactory:
-        _OPERATIONS.register(name, OpSpec(name, factory, description, parametric, channelwise),
+        _OPERATIONS.register(name, OpSpec(name, factory, description, parametric, channelwise,
+                                          _accepts_sync_batch_norm(factory)),
                              overwrite=overwrite)
         declare_operation(name)
         return factory
@@ -557,12 +627,13 @@ def list_ops() -> list[str]:
 
 
 def get_op_spec(name: str) -> OpSpec:
-    """The :class:`OpSpec` of a registered operation (clear error for unknown names)."""
+    """The :class:`OpSpec` of a registered operation (:class:`UnknownOperationError`, listing
+    the registered ones, for unknown names)."""
     return _OPERATIONS.get(name)
 
 
 def create_op(name: str, channels_in: int, channels_out: int | None = None, stride: int = 1,
-              affine: bool = True) -> keras.layers.Layer:
+              affine: bool = True, sync_batch_norm: bool = False) -> keras.layers.Layer:
     """Create the Keras layer of operation ``name``.
 
     Args:
@@ -571,6 +642,11 @@ def create_op(name: str, channels_in: int, channels_out: int | None = None, stri
         channels_out: channels of the output (defaults to ``channels_in``).
         stride: 1 or 2.
         affine: BatchNorm with gamma and beta (``False`` in the search supernet).
+        sync_batch_norm: the operation's BatchNorm layers synchronise their statistics
+            across replicas (see :func:`batch_norm`). A factory registered without the
+            ``sync_batch_norm`` keyword is called with the first four arguments and, when
+            this is true, the BatchNorm layers its layer holds after construction are
+            switched to ``synchronized``.
     """
     spec = get_op_spec(name)
     if stride not in (1, 2):
@@ -578,22 +654,33 @@ def create_op(name: str, channels_in: int, channels_out: int | None = None, stri
     channels_out = channels_in if channels_out is None else channels_out
     if channels_in < 1 or channels_out < 1:
         raise ValueError(f"channel counts must be >= 1, got {channels_in} -> {channels_out}")
-    return spec.factory(channels_in, channels_out, stride, affine)
+    if spec.takes_sync_batch_norm:
+        return spec.factory(channels_in, channels_out, stride, affine,
+                            sync_batch_norm=bool(sync_batch_norm))
+    layer = spec.factory(channels_in, channels_out, stride, affine)
+    if sync_batch_norm:
+        for sub in layer._flatten_layers(include_self=True):
+            if isinstance(sub, keras.layers.BatchNormalization):
+                sub.synchronized = True
+    return layer
 
 
 register_op("none", description="zero (no connection)", parametric=False, channelwise=True)(
-    lambda ci, co, s, a: Zero(co, s))
+    lambda ci, co, s, a, sync_batch_norm=False: Zero(co, s))
 register_op("max_pool_3x3", description="3x3 max pool + BN", parametric=False,
-            channelwise=True)(lambda ci, co, s, a: PoolBN("max", co, s, a))
+            channelwise=True)(lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
+                "max", co, s, a, sync_batch_norm=sync_batch_norm))
 register_op("avg_pool_3x3", description="3x3 average pool + BN", parametric=False,
-            channelwise=True)(lambda ci, co, s, a: PoolBN("avg", co, s, a))
+            channelwise=True)(lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
+                "avg", co, s, a, sync_batch_norm=sync_batch_norm))
 
 
 @register_op("skip_connect", description="identity (FactorizedReduce at stride 2)",
              parametric=False, channelwise=True)
-def _skip(ci: int, co: int, s: int, a: bool) -> keras.layers.Layer:
+def _skip(ci: int, co: int, s: int, a: bool, sync_batch_norm: bool = False
+          ) -> keras.layers.Layer:
     if s == 2:
-        return FactorizedReduce(co, a)
+        return FactorizedReduce(co, a, sync_batch_norm=sync_batch_norm)
     if co == ci:
         return keras.layers.Identity()
     if co < ci:
@@ -602,14 +689,18 @@ def _skip(ci: int, co: int, s: int, a: bool) -> keras.layers.Layer:
 
 
 register_op("sep_conv_3x3", description="2x (ReLU, 3x3 depthwise, 1x1, BN)")(
-    lambda ci, co, s, a: SepConv(ci, co, 3, s, a))
+    lambda ci, co, s, a, sync_batch_norm=False: SepConv(ci, co, 3, s, a,
+                                                        sync_batch_norm=sync_batch_norm))
 register_op("sep_conv_5x5", description="2x (ReLU, 5x5 depthwise, 1x1, BN)")(
-    lambda ci, co, s, a: SepConv(ci, co, 5, s, a))
+    lambda ci, co, s, a, sync_batch_norm=False: SepConv(ci, co, 5, s, a,
+                                                        sync_batch_norm=sync_batch_norm))
 register_op("dil_conv_3x3", description="ReLU, 3x3 depthwise dilation 2, 1x1, BN")(
-    lambda ci, co, s, a: DilConv(co, 3, s, 2, a))
+    lambda ci, co, s, a, sync_batch_norm=False: DilConv(co, 3, s, 2, a,
+                                                        sync_batch_norm=sync_batch_norm))
 register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN")(
-    lambda ci, co, s, a: DilConv(co, 5, s, 2, a))
+    lambda ci, co, s, a, sync_batch_norm=False: DilConv(co, 5, s, 2, a,
+                                                        sync_batch_norm=sync_batch_norm))
 
 register_op("noise", description="standard normal noise in training, zero in inference "
             "(R-DARTS S4)", parametric=False, channelwise=True)(
-    lambda ci, co, s, a: Noise(co, s))
+    lambda ci, co, s, a, sync_batch_norm=False: Noise(co, s))

@@ -8,7 +8,7 @@ model without its optimizer (zoo).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import keras
@@ -18,7 +18,8 @@ __all__ = ["clone_model"]
 _LOW_PRECISION = {"float16", "bfloat16", "mixed_float16", "mixed_bfloat16"}
 
 
-def clone_model(model: Any, *, dtype_policy: str | None = None) -> Any:
+def clone_model(model: Any, *, dtype_policy: str | None = None,
+                overrides: Mapping[str, Any] | None = None) -> Any:
     """A copy of ``model``: same class and configuration, every variable copied (weights,
     BatchNorm statistics, random-generator states), nothing compiled (no optimizer).
 
@@ -26,12 +27,14 @@ def clone_model(model: Any, *, dtype_policy: str | None = None) -> Any:
     ``"float32"``) every low-precision dtype policy in the model's configuration is replaced
     by it and the copy is created under that global policy; the variables are cast to the
     copy's dtypes. Without it, the copy is created under the current global policy.
+    ``overrides`` replaces top-level configuration entries that do not change the variables
+    (e.g. ``{"sync_batch_norm": True}`` for training under a strategy).
 
     Raises:
         ValueError: the copy does not have the model's variables (a configuration that does
             not describe the model).
     """
-    config = model.get_config()
+    config = {**model.get_config(), **dict(overrides or {})}
     if dtype_policy is not None:
         config = _with_policy(config, dtype_policy)
     with _global_policy(dtype_policy):

@@ -169,6 +169,11 @@ class DerivedNetwork(keras.Model):
         centred_stride2: stride-2 convolutions and pools centre their windows as DARTS does
             (see :class:`~aca_keras.layers.ops.DilConv`); models saved by aca_keras 0.1.0 load
             with ``False``, the padding their weights were trained with.
+        sync_batch_norm: every BatchNorm layer synchronises its statistics across replicas
+            (global-batch statistics under a strategy with several replicas; see
+            :func:`aca_keras.distribute.synchronize_batch_norm`). :func:`aca_keras.train`
+            sets it for the strategy it trains under. ``False`` by default and for models
+            saved without the key; on one device it changes nothing.
     """
 
     def __init__(self, architecture: Architecture | Mapping[str, Any],
@@ -177,7 +182,7 @@ class DerivedNetwork(keras.Model):
                  auxiliary: bool = True, auxiliary_weight: float = 0.4,
                  drop_path: float = 0.2, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, name: str | None = None,
-                 centred_stride2: bool = True, **kwargs):
+                 centred_stride2: bool = True, sync_batch_norm: bool = False, **kwargs):
 
         # === Arguments ===
         arch = _as_architecture(architecture)
@@ -209,7 +214,8 @@ class DerivedNetwork(keras.Model):
         with ops_lib.stride2_padding(centred_stride2):
             wiring = _make_layers(arch, image_shape, int(num_classes), int(cells),
                                   int(channels), int(stem_multiplier), bool(auxiliary),
-                                  float(drop_path), preprocessing_layers(mean, std))
+                                  float(drop_path), preprocessing_layers(mean, std),
+                                  bool(sync_batch_norm))
 
         # === Functional model ===
         images = keras.Input(shape=image_shape, name="images")
@@ -231,6 +237,7 @@ class DerivedNetwork(keras.Model):
         self.mean = mean
         self.std = std
         self.centred_stride2 = bool(centred_stride2)
+        self.sync_batch_norm = bool(sync_batch_norm)
         object.__setattr__(self, "_wiring", wiring)  # untracked: see _Wiring
 
     # ------------------------------------------------------------------------- accessors
@@ -298,6 +305,7 @@ class DerivedNetwork(keras.Model):
             "name": self.name,
             "trainable": self.trainable,
             "centred_stride2": self.centred_stride2,
+            "sync_batch_norm": self.sync_batch_norm,
         }
 
     @classmethod
@@ -311,7 +319,7 @@ def build_model(architecture: Architecture | Mapping[str, Any], input_shape: Seq
                 nodes: int | None = None, stem_multiplier: int = 3, auxiliary: bool = True,
                 auxiliary_weight: float = 0.4, drop_path: float = 0.2,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                name: str | None = None) -> DerivedNetwork:
+                name: str | None = None, sync_batch_norm: bool = False) -> DerivedNetwork:
     """Build the derived network of ``architecture`` (see :class:`DerivedNetwork`).
 
     Defaults are DARTS's CIFAR-10 evaluation network: 20 cells, C = 36, auxiliary head
@@ -320,7 +328,8 @@ def build_model(architecture: Architecture | Mapping[str, Any], input_shape: Seq
     return DerivedNetwork(architecture, input_shape, num_classes, cells=cells,
                           channels=channels, nodes=nodes, stem_multiplier=stem_multiplier,
                           auxiliary=auxiliary, auxiliary_weight=auxiliary_weight,
-                          drop_path=drop_path, mean=mean, std=std, name=name)
+                          drop_path=drop_path, mean=mean, std=std, name=name,
+                          sync_batch_norm=sync_batch_norm)
 
 
 def load_model(path: str | os.PathLike, compile: bool = True) -> DerivedNetwork:
@@ -359,8 +368,11 @@ def _as_architecture(architecture: Architecture | Mapping[str, Any]) -> Architec
 
 def _make_layers(arch: Architecture, image_shape: tuple[int, ...], num_classes: int,
                  cells: int, channels: int, stem_multiplier: int, auxiliary: bool,
-                 drop_path: float, preprocess: list[keras.layers.Layer]) -> _Wiring:
-    """Create every layer (no wiring), checking shapes statically as it goes."""
+                 drop_path: float, preprocess: list[keras.layers.Layer],
+                 sync_batch_norm: bool = False) -> _Wiring:
+    """Create every layer (no wiring), checking shapes statically as it goes; every
+    BatchNorm gets ``sync_batch_norm``."""
+    sync = sync_batch_norm
     height, width = image_shape[0], image_shape[1]
     c_stem = stem_multiplier * channels
     reductions = reduction_indices(cells)
@@ -377,15 +389,18 @@ def _make_layers(arch: Architecture, image_shape: tuple[int, ...], num_classes: 
         spec = arch.reduce if reduction else arch.normal
         prefix = f"cell_{i}"
         if reduction_prev:
-            pre0 = ops_lib.FactorizedReduce(c_cur, affine=True, name=f"{prefix}_preprocess0")
+            pre0 = ops_lib.FactorizedReduce(c_cur, affine=True, sync_batch_norm=sync,
+                                            name=f"{prefix}_preprocess0")
         else:
-            pre0 = ops_lib.ReLUConvBN(c_cur, 1, 1, affine=True, name=f"{prefix}_preprocess0")
-        pre1 = ops_lib.ReLUConvBN(c_cur, 1, 1, affine=True, name=f"{prefix}_preprocess1")
+            pre0 = ops_lib.ReLUConvBN(c_cur, 1, 1, affine=True, sync_batch_norm=sync,
+                                      name=f"{prefix}_preprocess0")
+        pre1 = ops_lib.ReLUConvBN(c_cur, 1, 1, affine=True, sync_batch_norm=sync,
+                                  name=f"{prefix}_preprocess1")
         edges = []
         for e_index, edge in enumerate(spec.edges):
             stride = 2 if reduction and edge.input < 2 else 1
             edges.append(_make_edge(edge, arch.reference_channels, c_cur, stride, drop_path,
-                                    f"{prefix}_edge_{e_index}"))
+                                    f"{prefix}_edge_{e_index}", sync))
         adds = []
         for node in range(spec.nodes):
             fan_in = sum(e.node == node for e in spec.edges)
@@ -407,12 +422,12 @@ def _make_layers(arch: Architecture, image_shape: tuple[int, ...], num_classes: 
         if i == aux_after:
             aux_size = cell_size
 
-    aux_layers = _make_aux_head(aux_size, num_classes) if auxiliary else []
+    aux_layers = _make_aux_head(aux_size, num_classes, sync) if auxiliary else []
     return _Wiring(
         preprocess=list(preprocess),
         stem_conv=keras.layers.Conv2D(c_stem, 3, padding="same", use_bias=False,
                                       name="stem_conv"),
-        stem_bn=ops_lib.batch_norm(affine=True, name="stem_bn"),
+        stem_bn=ops_lib.batch_norm(affine=True, name="stem_bn", sync_batch_norm=sync),
         cells=cell_layers,
         global_pool=keras.layers.GlobalAveragePooling2D(name="global_pool"),
         classifier=keras.layers.Dense(num_classes, name="logits"),
@@ -422,11 +437,12 @@ def _make_layers(arch: Architecture, image_shape: tuple[int, ...], num_classes: 
 
 
 def _make_edge(edge: EdgeSpec, reference_channels: int, c_cell: int, stride: int,
-               drop_path: float, prefix: str) -> EdgeLayers:
+               drop_path: float, prefix: str, sync_batch_norm: bool = False) -> EdgeLayers:
     k = edge_width(edge.channels, reference_channels, c_cell)
     layers = EdgeLayers(edge=edge, stride=stride, channels=c_cell, k=k)
     if k > 0:
-        layers.op = ops_lib.create_op(edge.op, c_cell, k, stride, affine=True)
+        layers.op = ops_lib.create_op(edge.op, c_cell, k, stride, affine=True,
+                                      sync_batch_norm=sync_batch_norm)
         is_identity = edge.op == "skip_connect" and stride == 1
         if not is_identity:
             layers.drop_path = DropPath(drop_path, name=f"{prefix}_drop_path")
@@ -434,6 +450,7 @@ def _make_edge(edge: EdgeSpec, reference_channels: int, c_cell: int, stride: int
     if rest > 0:
         if stride == 2:
             layers.passthrough = ops_lib.FactorizedReduce(rest, affine=True,
+                                                          sync_batch_norm=sync_batch_norm,
                                                           name=f"{prefix}_passthrough")
         elif k > 0:
             layers.passthrough = ops_lib.ChannelSlice(k, c_cell, name=f"{prefix}_passthrough")
@@ -443,7 +460,8 @@ def _make_edge(edge: EdgeSpec, reference_channels: int, c_cell: int, stride: int
     return layers
 
 
-def _make_aux_head(size: tuple[int, int], num_classes: int) -> list[keras.layers.Layer]:
+def _make_aux_head(size: tuple[int, int], num_classes: int,
+                   sync_batch_norm: bool = False) -> list[keras.layers.Layer]:
     """DARTS's AuxiliaryHeadCIFAR, adapted to any map size.
 
     ReLU, 5x5 average pool stride 3 (valid; a global average pool when the map is smaller
@@ -461,11 +479,11 @@ def _make_aux_head(size: tuple[int, int], num_classes: int) -> list[keras.layers
         keras.layers.ReLU(name="aux_relu0"),
         pool,
         keras.layers.Conv2D(AUX_HIDDEN, 1, use_bias=False, name="aux_conv1"),
-        ops_lib.batch_norm(affine=True, name="aux_bn1"),
+        ops_lib.batch_norm(affine=True, name="aux_bn1", sync_batch_norm=sync_batch_norm),
         keras.layers.ReLU(name="aux_relu1"),
         keras.layers.Conv2D(AUX_FEATURES, (min(2, h), min(2, w)), padding="valid",
                             use_bias=False, name="aux_conv2"),
-        ops_lib.batch_norm(affine=True, name="aux_bn2"),
+        ops_lib.batch_norm(affine=True, name="aux_bn2", sync_batch_norm=sync_batch_norm),
         keras.layers.ReLU(name="aux_relu2"),
         keras.layers.GlobalAveragePooling2D(name="aux_flatten"),
         keras.layers.Dense(num_classes, name="aux_logits"),

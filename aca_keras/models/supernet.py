@@ -70,15 +70,20 @@ class MixedEdge(keras.layers.Layer):
     channels and produce as many; the other channels bypass them (identity, or a
     parameter-free 2x2 max pool at stride 2), and the concatenation ``[ops, bypass]`` is
     channel-shuffled with ``K`` groups.
+
+    ``sync_batch_norm``: the candidates' BatchNorm layers synchronise their statistics across
+    replicas (see :func:`~aca_keras.layers.ops.batch_norm`); ``False`` for configs saved
+    without the key.
     """
 
     def __init__(self, ops: Sequence[str], channels: int, stride: int = 1,
-                 partial_k: int = 1, **kwargs):
+                 partial_k: int = 1, sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.ops = tuple(ops)
         self.channels = channels
         self.stride = stride
         self.partial_k = int(partial_k)
+        self.sync_batch_norm = bool(sync_batch_norm)
         if self.partial_k < 1 or channels % self.partial_k:
             raise ValueError(f"A partial-channel edge needs channels ({channels}) to be a "
                              f"multiple of partial_k ({partial_k}).")
@@ -86,7 +91,8 @@ class MixedEdge(keras.layers.Layer):
         # 'none' contributes w * 0 = 0, so it is never created nor run.
         self.op_indices = tuple(i for i, op in enumerate(self.ops) if op != "none")
         self.candidates = [
-            ops_lib.create_op(self.ops[i], op_channels, op_channels, stride, affine=False)
+            ops_lib.create_op(self.ops[i], op_channels, op_channels, stride, affine=False,
+                              sync_batch_norm=self.sync_batch_norm)
             for i in self.op_indices
         ]
         if self.partial_k > 1:
@@ -145,7 +151,8 @@ class MixedEdge(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "channels": self.channels,
-                "stride": self.stride, "partial_k": self.partial_k}
+                "stride": self.stride, "partial_k": self.partial_k,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @contextlib.contextmanager
@@ -178,10 +185,15 @@ def _call_op(layer, x, training):
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SearchCell(keras.layers.Layer):
     """A search cell: two preprocessed inputs, ``nodes`` intermediate nodes, each the sum of
-    mixed edges from all earlier states, and the concatenation of the intermediate nodes."""
+    mixed edges from all earlier states, and the concatenation of the intermediate nodes.
+
+    ``sync_batch_norm``: every BatchNorm of the cell (preprocessing and mixed edges)
+    synchronises its statistics across replicas; ``False`` for configs saved without the
+    key."""
 
     def __init__(self, ops: Sequence[str], channels: int, reduction: bool = False,
-                 reduction_prev: bool = False, nodes: int = 4, partial_k: int = 1, **kwargs):
+                 reduction_prev: bool = False, nodes: int = 4, partial_k: int = 1,
+                 sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.ops = tuple(ops)
         self.channels = channels
@@ -189,16 +201,21 @@ class SearchCell(keras.layers.Layer):
         self.reduction_prev = reduction_prev
         self.nodes = nodes
         self.partial_k = int(partial_k)
+        self.sync_batch_norm = bool(sync_batch_norm)
+        sync = self.sync_batch_norm
         if reduction_prev:
-            self.preprocess0 = ops_lib.FactorizedReduce(channels, affine=False)
+            self.preprocess0 = ops_lib.FactorizedReduce(channels, affine=False,
+                                                        sync_batch_norm=sync)
         else:
-            self.preprocess0 = ops_lib.ReLUConvBN(channels, 1, 1, affine=False)
-        self.preprocess1 = ops_lib.ReLUConvBN(channels, 1, 1, affine=False)
+            self.preprocess0 = ops_lib.ReLUConvBN(channels, 1, 1, affine=False,
+                                                  sync_batch_norm=sync)
+        self.preprocess1 = ops_lib.ReLUConvBN(channels, 1, 1, affine=False, sync_batch_norm=sync)
         self.edges = []
         for node in range(nodes):
             for source in range(2 + node):
                 stride = 2 if reduction and source < 2 else 1
-                self.edges.append(MixedEdge(self.ops, channels, stride, self.partial_k))
+                self.edges.append(MixedEdge(self.ops, channels, stride, self.partial_k,
+                                            sync_batch_norm=sync))
         self.concat = keras.layers.Concatenate(axis=-1)
 
     def build(self, input_shape):
@@ -239,7 +256,8 @@ class SearchCell(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev,
-                "nodes": self.nodes, "partial_k": self.partial_k}
+                "nodes": self.nodes, "partial_k": self.partial_k,
+                "sync_batch_norm": self.sync_batch_norm}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -261,6 +279,10 @@ class SearchNetwork(keras.Model):
         edge_normalization: PC-DARTS edge normalisation: the model owns ``beta_normal`` and
             ``beta_reduce`` (one logit per edge, softmaxed over each node's incoming edges,
             multiplying the edge outputs) and trains them with the alphas.
+        sync_batch_norm: every BatchNorm layer synchronises its statistics across replicas
+            (global-batch statistics under a strategy with several replicas; see
+            :func:`aca_keras.distribute.synchronize_batch_norm`). ``False`` by default and
+            for configs saved without the key.
 
     Besides the architecture weights the model holds two non-trainable scalars set by
     callbacks (see :mod:`aca_keras.searching.variants`): ``alpha_frozen`` (1: the architecture step is
@@ -272,7 +294,7 @@ class SearchNetwork(keras.Model):
                  channels: int = 16, nodes: int = 4, stem_multiplier: int = 3,
                  ops: str | Sequence[str] = "aca", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, partial_k: int = 1,
-                 edge_normalization: bool = False, **kwargs):
+                 edge_normalization: bool = False, sync_batch_norm: bool = False, **kwargs):
         super().__init__(**kwargs)
 
         self.image_shape = tuple(int(d) for d in input_shape)
@@ -285,6 +307,7 @@ class SearchNetwork(keras.Model):
         self.stem_multiplier = int(stem_multiplier)
         self.partial_k = int(partial_k)
         self.edge_normalization = bool(edge_normalization)
+        self.sync_batch_norm = bool(sync_batch_norm)
         if self.partial_k < 1 or self.channels % self.partial_k:
             raise ValueError(f"channels ({channels}) must be a multiple of partial_k "
                              f"({partial_k}): each mixed edge sends channels / partial_k "
@@ -300,7 +323,7 @@ class SearchNetwork(keras.Model):
             layer.build((None,) + self.image_shape)
         self.stem_conv = keras.layers.Conv2D(stem_multiplier * channels, 3, padding="same",
                                              use_bias=False)
-        self.stem_bn = ops_lib.batch_norm(affine=True)
+        self.stem_bn = ops_lib.batch_norm(affine=True, sync_batch_norm=self.sync_batch_norm)
         reductions = reduction_indices(self.cells)
         self.search_cells = []
         c_cur = channels
@@ -310,7 +333,9 @@ class SearchNetwork(keras.Model):
             if reduction:
                 c_cur *= 2
             self.search_cells.append(SearchCell(self.op_names, c_cur, reduction, reduction_prev,
-                                                nodes, self.partial_k, name=f"cell_{i}"))
+                                                nodes, self.partial_k,
+                                                sync_batch_norm=self.sync_batch_norm,
+                                                name=f"cell_{i}"))
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = keras.layers.Dense(num_classes)
@@ -570,4 +595,5 @@ class SearchNetwork(keras.Model):
             "stem_multiplier": self.stem_multiplier, "ops": self.ops,
             "partial_k": self.partial_k, "edge_normalization": self.edge_normalization,
             "mean": list(self.mean), "std": list(self.std), "name": self.name,
+            "sync_batch_norm": self.sync_batch_norm,
         }

@@ -307,15 +307,21 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any], *,
     return run, config
 
 
-def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int) -> SearchNetwork:
-    """The compiled supernet for ``config`` with DARTS's optimisers and cosine schedule."""
+def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int, *,
+                         strategy: tf.distribute.Strategy | None = None) -> SearchNetwork:
+    """The compiled supernet for ``config`` with DARTS's optimisers and cosine schedule.
+
+    ``strategy``: the strategy the network is built for (call this in its scope); its
+    BatchNorm layers synchronise when it has several replicas and ``config.sync_batch_norm``
+    is on (:func:`aca_keras.distribute.synchronize_batch_norm`)."""
     config.resolve_variant()
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
         bundle.input_shape, bundle.num_classes, cells=config.cells, channels=config.channels,
         nodes=config.nodes, stem_multiplier=config.stem_multiplier, ops=config.ops,
         mean=bundle.mean, std=bundle.std, partial_k=config.partial_k,
-        edge_normalization=get_variant(config.variant).edge_normalization)
+        edge_normalization=get_variant(config.variant).edge_normalization,
+        sync_batch_norm=dist.synchronize_batch_norm(strategy, config.sync_batch_norm))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch),
         alpha=config.learning_rate_min / config.learning_rate)
@@ -353,19 +359,19 @@ def search_supernet(bundle, config: SearchConfig, run_dir: str | os.PathLike | R
     """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     say = say or _printer(verbose)
-    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy), \
-            dist.batch_norm_sync(config.sync_batch_norm):
-        return _train_supernet(bundle, config, run, verbose, callbacks, say)
+    with dist.dtype_policy(config.dtype_policy), dist.strategy_scope(strategy):
+        return _train_supernet(bundle, config, run, verbose, callbacks, say, strategy)
 
 
-def _train_supernet(bundle, config: SearchConfig, run: RunDir, verbose, callbacks, say):
+def _train_supernet(bundle, config: SearchConfig, run: RunDir, verbose, callbacks, say,
+                    strategy: tf.distribute.Strategy | None = None):
     tf.config.experimental.enable_op_determinism()
     probe = bundle.search_pipelines(batch_size=config.batch_size,
                                     train_fraction=config.train_fraction, seed=config.seed,
                                     epochs=config.epochs, start_epoch=0)
     steps = probe.steps_per_epoch
     dist.check_global_batch(probe.batch_size, dist.num_replicas())
-    network = build_search_network(bundle, config, steps)
+    network = build_search_network(bundle, config, steps, strategy=strategy)
     optimizers = {"optimizer": network.optimizer, "alpha_optimizer": network.alpha_optimizer}
     start_epoch = 0
     if run.checkpoint.is_file():

@@ -217,7 +217,10 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             logits' loss stay float32). Keras's global policy is restored afterwards.
         sync_batch_norm: under a strategy with several replicas, BatchNorm uses the
             statistics of the global batch (default; the results of one device) or, ``False``,
-            each replica's own (a smaller graph).
+            each replica's own (a smaller graph). Under a strategy the model (copied into its
+            scope) gets ``sync_batch_norm`` =
+            :func:`aca_keras.distribute.synchronize_batch_norm` of the strategy and this
+            setting; without one the model is left as it is.
 
     Returns:
         A :class:`TrainResult`.
@@ -235,13 +238,17 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
     strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
     policy = dist.precision_policy(mixed_precision)
     described = dist.describe_strategy(strategy_obj)
-    with dist.dtype_policy(policy), dist.strategy_scope(strategy_obj), \
-            dist.batch_norm_sync(sync_batch_norm):
-        if isinstance(model, (str, os.PathLike)):
+    # under a strategy, the model's BatchNorm synchronisation is the run's
+    overrides = ({} if strategy_obj is None else
+                 {"sync_batch_norm": dist.synchronize_batch_norm(strategy_obj, sync_batch_norm)})
+    with dist.dtype_policy(policy), dist.strategy_scope(strategy_obj):
+        loaded = isinstance(model, (str, os.PathLike))
+        if loaded:
             model = load_model(model, compile=False)
-        elif isinstance(model, DerivedNetwork) and (strategy_obj is not None
-                                                    or policy != "float32"):
-            model = clone_model(model)
+        if isinstance(model, DerivedNetwork):
+            differs = any(getattr(model, key) != value for key, value in overrides.items())
+            if differs or (not loaded and (strategy_obj is not None or policy != "float32")):
+                model = clone_model(model, overrides=overrides)
         run_info = {"strategy": described["kind"], "replicas": described["replicas"],
                     "sync_batch_norm": bool(sync_batch_norm),
                     "mixed_precision": policy != "float32", "dtype_policy": policy,
