@@ -13,7 +13,8 @@
   flips when the data set allows them) from the deterministic data pipeline;
 * drop path ramped linearly per epoch from 0 to ``drop_path`` (``p = drop_path * epoch /
   epochs`` at the start of each epoch, as DARTS);
-* auxiliary loss weight 0.4 when the model has the auxiliary head.
+* auxiliary loss weight 0.4 when the model has the auxiliary head (the losses and metrics
+  are :func:`~aca_keras.training.compiling.compile_derived`'s, shared with the tuner).
 
 Keras's SGD momentum form (``m = mu * m - lr * g; w += m``) equals PyTorch's
 (``b = mu * b + g; w -= lr * b``) for a constant learning rate and differs slightly while the
@@ -68,6 +69,7 @@ from aca_keras.models.derived import DerivedNetwork, build_model, load_model
 from aca_keras.optimizers import L2SGD
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.validation import is_int
+from aca_keras.training.compiling import ACCURACY, compile_derived
 from aca_keras.versions import package_versions
 
 __all__ = [
@@ -145,7 +147,7 @@ class _EpochRecorder(keras.callbacks.Callback):
         row = {"epoch": epoch + 1}
         for key in sorted(logs):
             # one name for the main accuracy, with or without the auxiliary head
-            row["accuracy" if key == "logits_accuracy" else key] = float(logs[key])
+            row["accuracy" if key == ACCURACY else key] = float(logs[key])
         row["learning_rate"] = float(keras.ops.convert_to_numpy(self.opt.learning_rate))
         row["drop_path_rate"] = self.network.drop_path_rate
         for key, value in row.items():
@@ -345,7 +347,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         learning_rate=keras.optimizers.schedules.CosineDecay(
             learning_rate, decay_steps=epochs * steps, alpha=0.0),
         momentum=momentum, l2=weight_decay, global_clipnorm=grad_clip)
-    _compile(model, optimizer, auxiliary_weight, jit_compile)
+    compile_derived(model, optimizer, auxiliary_weight, jit_compile=jit_compile)
 
     say = print if verbose else (lambda *a, **k: None)
     if resume and not resuming:
@@ -420,21 +422,6 @@ def evaluate(model, dataset, batch_size: int = 256) -> float | None:
         return None
     logits = model.inference_model().predict(test.map(lambda x, y: x), verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == dataset.y_test))
-
-
-def _compile(model, optimizer, auxiliary_weight: float, jit_compile: bool) -> None:
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if model.auxiliary:
-        model.compile(
-            optimizer=optimizer,
-            loss={"logits": loss,
-                  "aux_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
-            loss_weights={"logits": 1.0, "aux_logits": float(auxiliary_weight)},
-            metrics={"logits": ["accuracy"]}, jit_compile=jit_compile)
-    else:
-        model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"],
-                      jit_compile=jit_compile)
-    optimizer.build(model.trainable_variables)
 
 
 def _seed_drop_path(model, seed: int) -> None:

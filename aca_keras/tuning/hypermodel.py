@@ -32,11 +32,12 @@ from aca_keras.models.derived import build_model
 from aca_keras.optimizers import L2SGD
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.validation import is_int
+from aca_keras.training.compiling import ACCURACY, compile_derived
 from aca_keras.tuning.hyperparameters import Spec, float_param, int_param
 
 __all__ = ["OBJECTIVE", "DerivedHyperModel"]
 
-OBJECTIVE = "val_logits_accuracy"
+OBJECTIVE = f"val_{ACCURACY}"
 """The metric :class:`DerivedHyperModel` tunes for: the validation accuracy of the main output
 (``logits``), with or without the auxiliary head (maximise it)."""
 
@@ -120,10 +121,11 @@ class DerivedHyperModel(kt.HyperModel):
     | ``auxiliary_weight`` | 0.0 to 0.8 in steps of 0.2 (only with ``auxiliary=True``) |
 
     The model is compiled with :class:`~aca_keras.optimizers.L2SGD` (momentum 0.9, global
-    gradient clip 5) and sparse categorical cross-entropy on the logits; with the auxiliary
-    head, the loss is ``logits + auxiliary_weight * aux_logits`` (DARTS). The main output's
-    accuracy is logged as ``logits_accuracy`` (``val_logits_accuracy`` on validation data)
-    with and without the auxiliary head: use :attr:`objective`.
+    gradient clip 5) by :func:`~aca_keras.training.compiling.compile_derived`, as
+    :func:`aca_keras.train` compiles it: sparse categorical cross-entropy on the logits; with
+    the auxiliary head, the loss is ``logits + auxiliary_weight * aux_logits`` (DARTS). The
+    main output's accuracy is logged as ``logits_accuracy`` (``val_logits_accuracy`` on
+    validation data) with and without the auxiliary head: use :attr:`objective`.
 
     :meth:`fit` (what keras-tuner calls with the arguments of ``tuner.search``) feeds the same
     labels to both outputs, so ``tuner.search(x, y, ...)`` works with arrays and with
@@ -227,19 +229,9 @@ class DerivedHyperModel(kt.HyperModel):
                             mean=self.mean, std=self.std)
         optimizer = L2SGD(learning_rate=v["learning_rate"], momentum=self.momentum,
                           l2=v["weight_decay"], global_clipnorm=self.grad_clip)
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        if self.auxiliary:
-            model.compile(
-                optimizer=optimizer,
-                loss={"logits": loss,
-                      "aux_logits": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
-                loss_weights={"logits": 1.0, "aux_logits": float(auxiliary_weight)},
-                metrics={"logits": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
-        else:
-            model.compile(optimizer=optimizer, loss=loss, metrics=[
-                keras.metrics.SparseCategoricalAccuracy(name="logits_accuracy")])
-        optimizer.build(model.trainable_variables)  # so that saved weights reload whole
-        return model
+        # the training recipe's losses and metrics; its optimiser is built at once, so that
+        # saved weights reload whole. jit_compile stays Keras's own default ("auto").
+        return compile_derived(model, optimizer, auxiliary_weight, jit_compile="auto")
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any) -> Any:
         """``model.fit(*args, **kwargs)`` with the labels fed to both outputs, the per-epoch
