@@ -1,9 +1,24 @@
 """One registry type for everything that is looked up by name: operations, channel scorers,
 pooling rules, allocators and search variants.
 
-Each module keeps one :class:`Registry` and exposes ``register_*``, ``list_*`` and ``get_*``
-over it (timm's shape). An unknown name raises :class:`~aca_keras.errors.UnknownNameError`
-(or the registry's subclass of it), whose message lists the registered names.
+Each module keeps one :class:`Registry` and exposes the same four functions over it (timm's
+shape): ``register_*`` (a decorator for the callables; the name comes first),
+``unregister_*``, ``list_*`` (the names, in registration order) and ``get_*``. An unknown name
+raises :class:`~aca_keras.errors.UnknownNameError` (or the registry's subclass of it), whose
+message lists the registered names and says how to register one.
+
+| entries | module | functions |
+| --- | --- | --- |
+| operations | :mod:`aca_keras.layers.ops` | ``@register_op(name, ...)``, ``unregister_op``, ``list_ops``, ``get_op_spec`` (``UnknownOperationError``) |
+| channel scorers | :mod:`aca_keras.channels.importance` | ``@register_scorer(name, ...)``, ``unregister_scorer``, ``list_scorers``, ``get_scorer`` |
+| pooling rules | :mod:`aca_keras.channels.importance` | ``@register_pooling(name)``, ``unregister_pooling``, ``list_poolings``, ``get_pooling`` |
+| allocators | :mod:`aca_keras.channels.allocation` | ``@register_allocator(name)``, ``unregister_allocator``, ``list_allocators``, ``get_allocator`` (``UnknownAllocatorError``) |
+| search variants | :mod:`aca_keras.searching.variants` | ``register_variant(name, **fields)``, ``unregister_variant``, ``list_variants``, ``get_variant`` |
+
+A search variant is data (a :class:`~aca_keras.searching.variants.VariantSpec`), not a
+function, so ``register_variant`` registers it directly instead of decorating.
+``register_scorer`` and ``register_variant`` also take a ready ``Scorer`` / ``VariantSpec``
+(aca_keras 0.1.0's form).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 For every kept edge of one cell type an allocator returns k_e, ``0 <= k_e <= C``; the
 operation then produces k_e channels and the other ``C - k_e`` are the edge input passed
 through (identity). Allocators live in a small registry (:func:`register_allocator`,
-:func:`list_allocators`, :func:`get_allocator`); each is a function
+:func:`unregister_allocator`, :func:`list_allocators`, :func:`get_allocator`); each is a
+function
 
 ``allocator(edge_scores, op_weights, channels, **options) -> list[int]``
 
@@ -48,6 +49,7 @@ __all__ = [
     "log_scores",
     "otsu_threshold",
     "register_allocator",
+    "unregister_allocator",
 ]
 
 Allocator = Callable[..., list[int]]
@@ -76,6 +78,12 @@ def register_allocator(name: str, *, overwrite: bool = False) -> Callable[[Alloc
     ints in ``0..channels``, one per edge.
     """
     return _ALLOCATORS.decorator(name, overwrite=overwrite)
+
+
+def unregister_allocator(name: str) -> Allocator:
+    """Remove a registered allocator and return it (custom allocators in tests and
+    notebooks)."""
+    return _ALLOCATORS.unregister(name)
 
 
 def list_allocators() -> list[str]:

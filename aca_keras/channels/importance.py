@@ -122,17 +122,48 @@ def _magnitude(a, grad, x, w, stride):
     return tf.reduce_mean(tf.abs(a), axis=(0, 1, 2))
 
 
+def _alpha(a, grad, x, w, stride):
+    # what the alpha scorer means; score_channels reads the softmax weights directly
+    # (needs_forward=False) and never runs a forward pass for it
+    return tf.fill(tf.shape(a)[-1:], tf.cast(w, a.dtype))
+
+
 _SCORERS: Registry[Scorer] = Registry(
     "channel scorer", hint="Register new ones with aca_keras.importance.register_scorer.")
 
 
-def register_scorer(scorer: Scorer, overwrite: bool = False) -> Scorer:
-    """Add a scorer to the registry."""
-    return _SCORERS.register(scorer.name, scorer, overwrite=overwrite)
+def register_scorer(name: str | Scorer, *, needs_gradient: bool = False,
+                    needs_forward: bool = True, description: str = "",
+                    overwrite: bool = False) -> Callable[[Statistic], Statistic] | Scorer:
+    """Decorator registering ``statistic(a, grad, x, w, stride)`` as the channel scorer
+    ``name`` (see :class:`Scorer` for the other arguments)::
+
+        @register_scorer("square", needs_gradient=False, description="mean a_c ** 2")
+        def square(a, grad, x, w, stride):
+            return tf.reduce_mean(tf.square(a), axis=(0, 1, 2))
+
+    Registering a ready :class:`Scorer` (``register_scorer(Scorer(...))``, the form of
+    aca_keras 0.1.0) registers it under its own name and returns it.
+    """
+    if isinstance(name, Scorer):
+        return _SCORERS.register(name.name, name, overwrite=overwrite)
+
+    def decorate(statistic: Statistic) -> Statistic:
+        _SCORERS.register(name, Scorer(name, statistic, needs_gradient=needs_gradient,
+                                       needs_forward=needs_forward, description=description),
+                          overwrite=overwrite)
+        return statistic
+
+    return decorate
+
+
+def unregister_scorer(name: str) -> Scorer:
+    """Remove a registered scorer and return it (custom scorers in tests and notebooks)."""
+    return _SCORERS.unregister(name)
 
 
 def list_scorers() -> list[str]:
-    """Names of the registered scorers."""
+    """Names of the registered scorers, in registration order."""
     return _SCORERS.names()
 
 
@@ -142,15 +173,14 @@ def get_scorer(name: str) -> Scorer:
     return _SCORERS.get(name)
 
 
-register_scorer(Scorer("taylor", _taylor, needs_gradient=True,
-                       description="removal: mean over batches of |sum a_c * dL/da_c|"))
-register_scorer(Scorer("refill", _refill, needs_gradient=True,
-                       description="identity refill: mean over batches of "
-                                   "|sum (w x_c - a_c) * dL/da_c|"))
-register_scorer(Scorer("magnitude", _magnitude, needs_gradient=False,
-                       description="mean over batches of mean |a_c|"))
-register_scorer(Scorer("alpha", None, needs_gradient=False, needs_forward=False,
-                       description="the operation's softmax weight, for every channel"))
+register_scorer("taylor", needs_gradient=True,
+                description="removal: mean over batches of |sum a_c * dL/da_c|")(_taylor)
+register_scorer("refill", needs_gradient=True,
+                description="identity refill: mean over batches of "
+                            "|sum (w x_c - a_c) * dL/da_c|")(_refill)
+register_scorer("magnitude", description="mean over batches of mean |a_c|")(_magnitude)
+register_scorer("alpha", needs_forward=False,
+                description="the operation's softmax weight, for every channel")(_alpha)
 
 
 # --------------------------------------------------------------------------------- pooling
@@ -168,8 +198,14 @@ def register_pooling(name: str, *, overwrite: bool = False) -> Callable[[Pooling
     return _POOLINGS.decorator(name, overwrite=overwrite)
 
 
+def unregister_pooling(name: str) -> Pooling:
+    """Remove a registered pooling rule and return it (custom rules in tests and
+    notebooks)."""
+    return _POOLINGS.unregister(name)
+
+
 def list_poolings() -> list[str]:
-    """Names of the registered pooling rules."""
+    """Names of the registered pooling rules, in registration order."""
     return _POOLINGS.names()
 
 

@@ -76,6 +76,7 @@ __all__ = [
     "list_variants",
     "register_variant",
     "resolve_settings",
+    "unregister_variant",
 ]
 
 _PACKAGE = "aca_keras"
@@ -106,25 +107,46 @@ class VariantSpec:
     description: str = ""
 
 
-_VARIANTS: Registry[VariantSpec] = Registry("search variant")
+_VARIANTS: Registry[VariantSpec] = Registry(
+    "search variant", hint="Register new ones with aca_keras.variants.register_variant.")
 
 
-def register_variant(spec: VariantSpec, overwrite: bool = False) -> VariantSpec:
-    """Add a search variant to the registry."""
+def register_variant(name: str | VariantSpec, *, overwrite: bool = False,
+                     **fields: Any) -> VariantSpec:
+    """Register the search variant ``name`` with the :class:`VariantSpec` ``fields``
+    (``partial``, ``edge_normalization``, ``default_warmup``, ``beta_decay``,
+    ``description``) and return its spec.
+
+    A variant is data (what the search switches on), not a function, so this registers
+    directly instead of decorating. A ready :class:`VariantSpec`
+    (``register_variant(VariantSpec(...))``, the form of aca_keras 0.1.0) is registered under
+    its own name.
+    """
+    if isinstance(name, VariantSpec):
+        if fields:
+            raise TypeError("register_variant(spec) takes no fields; they are the spec's")
+        spec = name
+    else:
+        spec = VariantSpec(name, **fields)
     return _VARIANTS.register(spec.name, spec, overwrite=overwrite)
 
 
-register_variant(VariantSpec("darts", description="DARTS (first or second order)"))
-register_variant(VariantSpec("pc_darts", partial=True, edge_normalization=True,
-                             default_warmup=PC_DARTS_WARMUP_EPOCHS,
-                             description="PC-DARTS: partial channels, shuffle, edge "
-                                         "normalisation, alpha warm-up"))
-register_variant(VariantSpec("beta_darts", beta_decay=True,
-                             description="DARTS with beta-decay regularisation of the alphas"))
+def unregister_variant(name: str) -> VariantSpec:
+    """Remove a registered search variant and return its spec (custom variants in tests)."""
+    return _VARIANTS.unregister(name)
+
+
+register_variant("darts", description="DARTS (first or second order)")
+register_variant("pc_darts", partial=True, edge_normalization=True,
+                 default_warmup=PC_DARTS_WARMUP_EPOCHS,
+                 description="PC-DARTS: partial channels, shuffle, edge normalisation, "
+                             "alpha warm-up")
+register_variant("beta_darts", beta_decay=True,
+                 description="DARTS with beta-decay regularisation of the alphas")
 
 
 def list_variants() -> list[str]:
-    """Names of the registered search variants."""
+    """Names of the registered search variants, in registration order."""
     return _VARIANTS.names()
 
 
