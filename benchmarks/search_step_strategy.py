@@ -78,9 +78,10 @@ def run_child(mode: str, setting: str, devices: int, steps: int, warmup: int,
     dataset = tf.data.Dataset.from_tensors((half(), half())).repeat()
     start = time.perf_counter()
     # local_bn: per-replica BatchNorm statistics, as search(sync_batch_norm=False) builds
-    with dist.strategy_scope(strategy), dist.batch_norm_sync(not local_bn):
+    with dist.strategy_scope(strategy):
         model = SearchNetwork((image, image, 3), 10, cells=cells, channels=channels,
-                              nodes=nodes, ops="aca")
+                              nodes=nodes, ops="aca",
+                              sync_batch_norm=dist.synchronize_batch_norm(strategy, not local_bn))
         model.compile(keras.optimizers.SGD(0.025, momentum=0.9),
                       keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.999), order=1,
                       weight_decay=3e-4, alpha_weight_decay=1e-3, grad_clip=5.0)
