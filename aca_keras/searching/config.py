@@ -12,14 +12,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from aca_keras.channels.allocation import get_allocator
 from aca_keras.errors import RunDirError
+from aca_keras.io.run_dir import RunDir
 from aca_keras.space.op_sets import resolve_op_set
 from aca_keras.space.validation import is_int
 
-# The registries that validate() and resolve_variant() consult (channel scorers and pooling
-# rules, allocators, search variants) import TensorFlow; they are imported on use so that
-# this module, the home of the defaults, stays light: aca-search builds its flags and --help
-# from it before TensorFlow starts.
+# The registries of channel scorers and pooling rules (channels.importance) and of search
+# variants (searching.variants) import Keras and TensorFlow; validate() and resolve_variant()
+# import them on use so that this module, the home of the defaults, stays free of TensorFlow:
+# aca-search builds its flags and --help from it before TensorFlow starts (and silences
+# TensorFlow's start-up lines first). tests/test_structure.py checks that importing it loads
+# neither Keras nor TensorFlow.
 
 __all__ = ["SearchConfig", "defaults"]
 
@@ -91,7 +95,7 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
-        from aca_keras.searching.variants import resolve_settings  # TensorFlow: see above
+        from aca_keras.searching.variants import resolve_settings  # Keras: see the top
 
         resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
                                     self.alpha_warmup_epochs, self.beta_decay_weight)
@@ -106,8 +110,7 @@ class SearchConfig:
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         resolve_op_set(self.ops)
-        from aca_keras.channels.allocation import get_allocator  # see the note above
-        from aca_keras.channels.importance import get_pooling, get_scorer  # TensorFlow
+        from aca_keras.channels.importance import get_pooling, get_scorer  # TF: see the top
 
         get_allocator(self.allocator)
         get_scorer(self.scorer)
@@ -126,7 +129,7 @@ class SearchConfig:
     def resolve_variant(self) -> SearchConfig:
         """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
         ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
-        from aca_keras.searching.variants import resolve_settings  # TensorFlow: see above
+        from aca_keras.searching.variants import resolve_settings  # Keras: see the top
 
         for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
                                            self.alpha_warmup_epochs,
@@ -142,7 +145,7 @@ class SearchConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise RunDirError(f"config.json has unknown settings {unknown}; was it written by a "
+            raise RunDirError(f"{RunDir.CONFIG} has unknown settings {unknown}; was it written by a "
                               "newer aca_keras? Upgrade aca_keras.")
         return cls(**data)
 
