@@ -417,7 +417,7 @@ def read_alpha_history(alphas_jsonl_path: str | os.PathLike) -> list[dict[str, A
                 raise ValueError(f"{path}:{number} is not valid JSON: {exc}") from None
             if not isinstance(record, dict) or not isinstance(record.get("alphas"), dict):
                 raise ValueError(f"{path}:{number} has no 'alphas' object; is this a run's "
-                                 "alphas.jsonl?")
+                                 f"{RunDir.ALPHAS}?")
             records.append(record)
     return records
 

@@ -106,7 +106,7 @@ def load_checkpoint(path: str | os.PathLike, model, optimizers: Mapping[str, Any
                     list(v.shape) != shape for v, (_, shape) in zip(variables, saved)):
                 raise RunDirError(
                     f"The checkpoint {path} does not match this {group}'s variables (was it "
-                    "written with other settings?). Resume with the run's own config.json.")
+                    f"written with other settings?). Resume with the run's own {RunDir.CONFIG}.")
             values[group] = [data[f"{group}/{i:05d}"] for i in range(len(variables))]
         meta = record["meta"]
     except RunDirError:

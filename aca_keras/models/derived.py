@@ -45,6 +45,7 @@ import keras
 
 from aca_keras import optimizers as _optimizers  # noqa: F401  (registers L2SGD: trained.keras)
 from aca_keras.errors import ArchitectureError, RunDirError
+from aca_keras.io.run_dir import RunDir
 from aca_keras.layers import ops as ops_lib
 from aca_keras.layers.drop_path import DropPath, check_rate
 from aca_keras.layers.preprocessing import preprocessing_layers
@@ -341,8 +342,8 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> DerivedNetwork:
     path = Path(path)
     if not path.is_file():
         raise RunDirError(f"No model file at {str(path)!r}; give the path of a .keras file "
-                          "written by DerivedNetwork.save (a run directory holds model.keras "
-                          "and, after training, trained.keras).")
+                          f"written by DerivedNetwork.save (a run directory holds {RunDir.MODEL} "
+                          f"and, after training, {RunDir.TRAINED_MODEL}).")
     if not zipfile.is_zipfile(path):  # Keras would report "File not found" for these
         raise RunDirError(f"{str(path)!r} is not a loadable .keras model file: it is not a zip "
                           "archive (corrupt, truncated, or not written by model.save). Save "

@@ -34,6 +34,7 @@ import numpy as np
 
 from aca_keras.errors import ArchitectureError
 from aca_keras.io.atomic import atomic_write_text
+from aca_keras.io.run_dir import RunDir
 from aca_keras.space.genotype import (
     Genotype,
     check_concat,
@@ -457,8 +458,9 @@ class Architecture:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(
-                f"No architecture file at {str(path)!r}; give the path of an architecture.json "
-                "written by Architecture.save (a search run directory holds one).")
+                f"No architecture file at {str(path)!r}; give the path of an "
+                f"{RunDir.ARCHITECTURE} written by Architecture.save (a search run directory "
+                "holds one).")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:

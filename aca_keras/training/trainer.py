@@ -465,8 +465,8 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
     run = RunDir(run_path)
     if not run_path.is_dir():
         raise RunDirError(f"The run directory {str(run_path)!r} does not exist; give the "
-                          "directory of a search run (it holds architecture.json and "
-                          "config.json).")
+                          f"directory of a search run (it holds {RunDir.ARCHITECTURE} and "
+                          f"{RunDir.CONFIG}).")
     arch_path = run.architecture
     if not arch_path.is_file():
         raise RunDirError(f"The run directory {str(run_path)!r} has no {RunDir.ARCHITECTURE}; "
