@@ -185,6 +185,20 @@ def run_cli(body: Callable[[], int], prog: str | None = None,
         warnings.showwarning = previous
 
 
+# aca_keras.distribute.get_strategy's names, spelled here: that module imports TensorFlow,
+# which the commands import only after quiet_startup()
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def add_strategy_argument(parser: argparse.ArgumentParser) -> None:
+    """``--strategy`` of ``aca-search`` and ``aca-train``."""
+    parser.add_argument("--strategy", choices=STRATEGIES, default="default",
+                        help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
+                             "(several machines, set TF_CONFIG on each); --batch-size stays "
+                             "the global batch (default: default, one device; see "
+                             "docs/scaling.md)")
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Adds ``(default: X)`` to an option's help unless the help already states its default
     or there is none to state (``None``, ``False``)."""

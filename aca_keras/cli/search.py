@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aca_keras.cli import DefaultsHelpFormatter, run_cli
+from aca_keras.cli import DefaultsHelpFormatter, add_strategy_argument, run_cli
 from aca_keras.searching.config import defaults
 from aca_keras.space.op_sets import OP_SETS
 
@@ -90,11 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(flag, dest=name, type=kind, default=None, help=text + shown)
     parser.add_argument("--seed", type=int, default=None,
                         help="seed (reproducible on CPU); drawn and recorded when omitted")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
-                        default="default",
-                        help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
-                             "(several machines, set TF_CONFIG on each); --batch-size stays "
-                             "the global batch (see docs/scaling.md)")
+    add_strategy_argument(parser)
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU (alphas and "
                              "loss stay float32); ignored with --resume (the run keeps its own)")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from aca_keras.cli import run_cli
+from aca_keras.cli import add_strategy_argument, run_cli
 from aca_keras.io.run_dir import RunDir
 
 
@@ -60,11 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: 16)")
     parser.add_argument("--jit-compile", action="store_true",
                         help="XLA-compile the train step")
-    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"),
-                        default="default",
-                        help="devices: 'mirrored' (all GPUs of this machine), 'multiworker' "
-                             "(several machines, set TF_CONFIG on each); --batch-size stays "
-                             "the global batch (default: default, one device)")
+    add_strategy_argument(parser)
     parser.add_argument("--no-sync-batch-norm", action="store_true",
                         help="with --strategy: BatchNorm statistics per replica instead of "
                              "over the global batch (smaller graph, other results)")
