@@ -210,6 +210,15 @@ class _Chain(keras.layers.Layer):
         return shape
 
 
+class _CentredChain(_Chain):
+    """A chain with a ``centred`` argument (stride-2 windows on the even pixels)."""
+
+    @classmethod
+    def from_config(cls, config):
+        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
+        return cls(**{"centred": False, **config})
+
+
 def _call(layer: keras.layers.Layer, x, training):
     if isinstance(layer, (keras.layers.BatchNormalization, _Chain, FactorizedReduce)):
         return layer(x, training=training)
@@ -346,7 +355,7 @@ class ReLUConvBN(_Chain):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class DilConv(_Chain):
+class DilConv(_CentredChain):
     """ReLU, depthwise (optionally dilated) conv, pointwise conv, BatchNorm.
 
     TensorFlow cannot combine a stride with a dilation in a depthwise convolution, so a strided
@@ -392,11 +401,6 @@ class DilConv(_Chain):
         middle = (self.subsample,) if self.subsample is not None else ()
         return (self.relu, *pad, self.depthwise, *middle, self.pointwise, self.bn)
 
-    @classmethod
-    def from_config(cls, config):
-        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
-        return cls(**{"centred": False, **config})
-
     def get_config(self):
         return {**super().get_config(), "channels_out": self.channels_out,
                 "kernel_size": self.kernel_size, "stride": self.stride,
@@ -405,7 +409,7 @@ class DilConv(_Chain):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class SepConv(_Chain):
+class SepConv(_CentredChain):
     """Two stacked :class:`DilConv` with dilation 1 (DARTS's separable convolution).
     ``sync_batch_norm``: their BatchNorms synchronise their statistics across replicas (see
     :func:`batch_norm`); ``False`` (the default) for configs saved without the key.
@@ -430,11 +434,6 @@ class SepConv(_Chain):
     def _chain(self):
         return (self.first, self.second)
 
-    @classmethod
-    def from_config(cls, config):
-        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
-        return cls(**{"centred": False, **config})
-
     def get_config(self):
         return {**super().get_config(), "channels_in": self.channels_in,
                 "channels_out": self.channels_out, "kernel_size": self.kernel_size,
@@ -443,7 +442,7 @@ class SepConv(_Chain):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PoolBN(_Chain):
+class PoolBN(_CentredChain):
     """3x3 max or average pool (padding excluded from averages) and BatchNorm.
 
     Acts on the first ``channels_out`` input channels when fewer outputs are asked for.
@@ -488,11 +487,6 @@ class PoolBN(_Chain):
         head = (self.slice,) if self.slice is not None else ()
         sample = (self.subsample,) if self.subsample is not None else ()
         return (*head, self.pooling, *sample, self.bn)
-
-    @classmethod
-    def from_config(cls, config):
-        # configs written before ``centred`` existed (aca_keras 0.1.0) keep their padding
-        return cls(**{"centred": False, **config})
 
     def get_config(self):
         return {**super().get_config(), "pool": self.pool, "channels_out": self.channels_out,
