@@ -122,6 +122,27 @@ def test_fit_runs_bilevel_search_and_reports_both_losses():
     assert all(op not in ("none", "skip_connect") for op, _ in genotype.normal + genotype.reduce)
 
 
+def test_released_step_function_is_freed_and_traced_again_by_the_next_fit():
+    """search() drops the step's traced function before scoring (its graph is most of a
+    search's memory): the function object is really freed, and a later fit traces a new
+    step that continues the same optimisation."""
+    import gc
+    import weakref
+
+    net = _net()
+    data = tf.data.Dataset.from_tensor_slices((_batch(5, 16), _batch(6, 16))).batch(8)
+    net.fit(data, epochs=1, verbose=0)
+    step = weakref.ref(net.train_function)
+    net.release_traced_functions()
+    gc.collect()
+    assert net.train_function is None
+    assert step() is None, "the traced step is still referenced after release"
+    before = _snapshot(net.weight_variables)
+    net.fit(data, epochs=1, verbose=0)
+    assert net.optimizer.iterations.numpy() == 4
+    assert any(np.any(b != v.numpy()) for b, v in zip(before, net.weight_variables))
+
+
 @pytest.mark.parametrize("graph_optimizations", [False, True])
 def test_step_runs_without_grappler_on_every_call(monkeypatch, graph_optimizations):
     """By default every call of the step (not only the first, see make_train_function) runs

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 from collections.abc import Callable, Mapping, Sequence
 
 import keras
@@ -527,6 +528,13 @@ class SearchNetwork(keras.Model):
         train_function._without_grappler = True
         self.train_function = train_function
         return train_function
+
+    def release_traced_functions(self) -> None:
+        """Drop the traced train/test/predict functions (the search step's graph is the
+        largest part of a search's memory), so that channel scoring and the derived network
+        reuse that memory instead of adding to it. A later ``fit`` traces the step again."""
+        self.train_function = self.test_function = self.predict_function = None
+        gc.collect()
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # compile() builds the model and both optimisers. Under a tf.distribute strategy

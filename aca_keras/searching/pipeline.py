@@ -239,7 +239,10 @@ def search(dataset: Any = None, *, epochs: int | None = None,
         if not resume and not run.checkpoint.exists():
             _remove_unstarted_run(run)
         raise
+    # the step's graph is not needed any more: scoring and the derived model reuse its memory
+    network.release_traced_functions()
     architecture = derive_architecture(network, bundle, config, run, say=say)
+    del network
     return build_derived(architecture, bundle, config, run, say=say)
 
 
