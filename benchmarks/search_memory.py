@@ -121,7 +121,8 @@ def _vm_hwm_mib() -> float:
 
 
 def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
-              score_batches: int, release: bool = True) -> dict[str, Any]:
+              score_batches: int, release: bool = True, recompute: bool = False
+              ) -> dict[str, Any]:
     """The end-to-end search in this (fresh) process, with per-phase peaks."""
     sampler = PhaseSampler()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -146,12 +147,14 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
         def __init__(self):
             super().__init__()
             self.batches = 0
+            self.times: list[float] = []
 
         def on_train_begin(self, logs=None):
             sampler.enter("first step")
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches += 1
+            self.times.append(time.perf_counter())
             if self.batches == 1:
                 sampler.enter("steady steps")
 
@@ -159,7 +162,7 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
     config = SearchConfig(dataset="<arrays>", epochs=1, ops=setting.ops, cells=setting.cells,
                           channels=setting.channels, nodes=setting.nodes,
                           batch_size=setting.batch, seed=0, hessian_every=hessian_every,
-                          score_batches=score_batches)
+                          score_batches=score_batches, recompute=recompute)
     config.validate()
     config.resolve_variant()
     sampler.enter("build")
@@ -190,8 +193,11 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
         model = build_derived(architecture, bundle, config, tmp)
         params = model.count_params()
     result = sampler.stop()
+    gaps = np.diff(phases.times)
     result.update(setting=setting_name, images=images, steps=steps, derived_params=params,
+                  step_s_median=float(np.median(gaps)) if len(gaps) else None,
                   hessian_every=hessian_every, score_batches=score_batches, release=release,
+                  recompute=recompute,
                   tf_allocator=_tf_memory_info())
     return result
 
@@ -217,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="collapse monitor every N epochs (0: off; default: the "
                              "search default)")
     parser.add_argument("--score-batches", type=int, default=SearchConfig.score_batches)
+    parser.add_argument("--recompute", action="store_true",
+                        help="search with recompute=True (gradient checkpointing per cell)")
     parser.add_argument("--keep-step-graph", action="store_true",
                         help="do not release the search step's traced function before scoring "
                              "(search() releases it; this shows what that saves)")
@@ -232,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(run_child(args.setting, args.images, args.threads,
                                    args.hessian_every, args.score_batches,
-                                   release=not args.keep_step_graph)))
+                                   release=not args.keep_step_graph,
+                                   recompute=args.recompute)))
         return 0
     if not SAMPLE.is_file():
         parser.error(f"the CIFAR-10 sample is missing: {SAMPLE} (put ../shared beside the "
@@ -246,18 +255,24 @@ def main(argv: list[str] | None = None) -> int:
     child = [sys.executable, __file__, "--child", "--setting", args.setting, "--images",
              str(args.images), "--threads", str(args.threads), "--hessian-every",
              str(args.hessian_every), "--score-batches", str(args.score_batches),
-             *(["--keep-step-graph"] if args.keep_step_graph else [])]
+             *(["--keep-step-graph"] if args.keep_step_graph else []),
+             *(["--recompute"] if args.recompute else [])]
     ours = _measure(child, "aca_keras search()", args.timeout)
     print(f"\naca_keras search() at the {args.setting} setting, {ours['steps']} steps "
           f"({args.images} images), collapse monitor every {args.hessian_every} epoch(s), "
           f"{args.score_batches} scoring batches"
-          f"{', step graph kept' if args.keep_step_graph else ''}:")
+          f"{', step graph kept' if args.keep_step_graph else ''}"
+          f"{', recompute=True' if args.recompute else ''}:")
     print(f"{'phase':<14} {'peak RSS MiB':>12} {'seconds':>9}")
     for row in ours["phases"]:
         print(f"{row['phase']:<14} {row['peak_rss_mib']:>12.0f} {row['seconds']:>9.1f}")
     print(f"{'whole process':<14} {ours['peak_rss_mib']:>12.0f}   (ru_maxrss; VmHWM "
           f"{ours['vm_hwm_mib']:.0f})")
     print(f"TensorFlow allocator: {ours['tf_allocator']}")
+    if ours.get("step_s_median") is not None:
+        first = next(r["seconds"] for r in ours["phases"] if r["phase"] == "first step")
+        print(f"first step {first:.1f} s, later steps {ours['step_s_median']:.2f} s (median of "
+              f"{ours['steps'] - 1})")
     out: dict[str, Any] = {"command": shlex.join(command), "machine": info, "aca_keras": ours}
     if not args.skip_torch:
         setting = SETTINGS[args.setting]
@@ -267,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         theirs = _measure(reference, "PyTorch reference", args.timeout)
         out["reference"] = theirs
         steady = next(r["peak_rss_mib"] for r in ours["phases"] if r["phase"] == "steady steps")
-        print(f"PyTorch reference step: peak RSS {theirs['peak_rss_mib']:.0f} MiB; "
+        print(f"PyTorch reference step: {theirs.get('ms_per_step', float('nan')):.0f} ms/step "
+              f"(median of {args.torch_steps}), peak RSS {theirs['peak_rss_mib']:.0f} MiB; "
               f"aca_keras steady steps / reference = {steady / theirs['peak_rss_mib']:.2f}, "
               f"whole search() / reference = "
               f"{ours['peak_rss_mib'] / theirs['peak_rss_mib']:.2f}")

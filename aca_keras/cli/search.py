@@ -57,6 +57,9 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
     ("--eval-channels", "eval_channels", int, "initial channels of the derived model"),
     ("--no-auxiliary", "auxiliary", bool, "derived model without the auxiliary head"),
     ("--drop-path", "drop_path", float, "derived model drop path"),
+    ("--recompute", "recompute", bool,
+     "recompute each supernet cell's forward pass in the backward pass: much less memory, "
+     "one more forward computation per step"),
     ("--no-sync-batch-norm", "sync_batch_norm", bool,
      "with --strategy: BatchNorm statistics per replica instead of over the global batch "
      "(smaller graph, other results)"),

@@ -68,6 +68,24 @@ def stride2_padding(centred: bool = True):
         _CENTRED_STRIDE2.reset(token)
 
 
+_MOVING_STATISTICS_FROZEN: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "moving_statistics_frozen", default=False)
+
+
+@contextlib.contextmanager
+def moving_statistics_frozen(frozen: bool = True):
+    """While a function is traced within this context, :class:`BatchNormalization` layers in
+    training mode still normalise with the batch statistics but leave their moving
+    statistics as they are. Used when a supernet cell's forward pass is computed a second
+    time in the backward pass (``SearchNetwork.compile(recompute=True)``): that batch must
+    not be counted twice."""
+    token = _MOVING_STATISTICS_FROZEN.set(bool(frozen))
+    try:
+        yield
+    finally:
+        _MOVING_STATISTICS_FROZEN.reset(token)
+
+
 def _centred(value: bool | None) -> bool:
     return _CENTRED_STRIDE2.get() if value is None else bool(value)
 
@@ -130,8 +148,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
         outputs = tf.nn.batch_normalization(x, mean, variance, offset, scale, self.epsilon)
         unbiased = variance * total / tf.maximum(total - 1.0, 1.0)  # as the fused kernel
         m = self.momentum
-        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
-        self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
+        if not _MOVING_STATISTICS_FROZEN.get():
+            self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+            self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
         return tf.cast(outputs, self.compute_dtype)
 
     def call(self, inputs, training=None, mask=None):
@@ -141,7 +160,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
             if context is not None and context.num_replicas_in_sync > 1:
                 return self._synchronized_call(inputs, context)
         if not self._fusable(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
+            if not (training and _MOVING_STATISTICS_FROZEN.get()):
+                return super().call(inputs, training=training, mask=mask)
+            # the stock computation updates the statistics itself: put them back
+            kept = [tf.identity(v) for v in (self.moving_mean, self.moving_variance)]
+            outputs = super().call(inputs, training=training, mask=mask)
+            for variable, value in zip((self.moving_mean, self.moving_variance), kept):
+                variable.assign(value)
+            return outputs
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else _graph_constant(1.0, channels)
         offset = self.beta if self.center else _graph_constant(0.0, channels)
@@ -154,8 +180,9 @@ class BatchNormalization(keras.layers.BatchNormalization):
                 inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
                 variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
                 is_training=True, exponential_avg_factor=1.0 - self.momentum)
-            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
-            self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
+            if not _MOVING_STATISTICS_FROZEN.get():
+                self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+                self.moving_variance.assign(tf.cast(variance, self.moving_variance.dtype))
         else:
             outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 inputs, scale, offset, mean=tf.cast(self.moving_mean, tf.float32),
@@ -298,6 +325,10 @@ class Noise(keras.layers.Layer):
     outputs the noise's mean, zero, so a derived or exported model that holds it stays
     deterministic (exported files match Keras).
     """
+
+    #: its training output is random: a supernet does not recompute a cell that holds it
+    #: (``SearchNetwork.compile(recompute=True)``), which would draw other noise
+    stochastic = True
 
     def __init__(self, channels_out: int, stride: int = 1, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)

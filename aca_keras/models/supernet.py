@@ -105,6 +105,11 @@ class MixedEdge(keras.layers.Layer):
             self.shuffle = ChannelShuffle(self.partial_k)
 
     @property
+    def stochastic(self) -> bool:
+        """Whether a candidate draws random numbers in training (the ``noise`` op)."""
+        return any(getattr(layer, "stochastic", False) for layer in self.candidates)
+
+    @property
     def op_channels(self) -> int:
         """Channels the candidate operations see and produce (``channels // partial_k``)."""
         return self.channels // self.partial_k
@@ -177,6 +182,24 @@ def _scalar_rows(weights) -> list[list]:
     return [flat[r * columns:(r + 1) * columns] for r in range(rows)]
 
 
+def _recomputed_cell(cell, s0, s1, weights, betas, training):
+    """``cell((s0, s1), ...)`` whose inner activations are not kept for the backward pass:
+    the backward pass runs the cell's forward pass again (``tf.recompute_grad``), trading
+    one more forward computation for the memory of all the cell's intermediate tensors.
+    The second pass leaves the BatchNorm moving statistics alone (the batch counts once)."""
+    passes = []
+
+    def forward(s0, s1, weights, *betas):
+        again = bool(passes)
+        passes.append(again)
+        edge_weights = tf.unstack(betas[0]) if betas else None
+        with ops_lib.moving_statistics_frozen(again):
+            return cell((s0, s1), _scalar_rows(weights), training=training,
+                        edge_weights=edge_weights)
+
+    return tf.recompute_grad(forward)(s0, s1, weights, *(() if betas is None else (betas,)))
+
+
 def _call_op(layer, x, training):
     if isinstance(layer, (keras.layers.Identity, ops_lib.ChannelSlice)):
         return layer(x)
@@ -231,6 +254,11 @@ class SearchCell(keras.layers.Layer):
                 self.edges[index].build(state_shape if source < 2 else reduced)
                 index += 1
         self.built = True
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether an edge draws random numbers in training (the ``noise`` op)."""
+        return any(edge.stochastic for edge in self.edges)
 
     def call(self, inputs, weights, training=None, edge_weights=None, taps=None):
         """``weights``: per edge, the operation weights; ``edge_weights`` (PC-DARTS edge
@@ -360,6 +388,7 @@ class SearchNetwork(keras.Model):
         self.beta_decay_lambda = self.add_weight(shape=(), initializer="zeros",
                                                  trainable=False, name="beta_decay_lambda")
         self.graph_optimizations = False
+        self.recompute = False  # set by compile()
         self.alpha_optimizer = None
         self.architect: BilevelOptimizer | None = None  # set by compile()
         self._trackers = {
@@ -382,16 +411,24 @@ class SearchNetwork(keras.Model):
             x = layer(x)
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
         # softmax in float32, then cast to the compute dtype (bfloat16/float16 when mixed)
-        w_normal, w_reduce = (_scalar_rows(keras.ops.cast(w, self.compute_dtype))
-                              for w in self.op_weights())
+        matrices = [keras.ops.cast(w, self.compute_dtype) for w in self.op_weights()]
+        rows = [None, None]  # per cell type, the weights as scalars, made when first needed
         b_normal = b_reduce = None
         if self.edge_normalization:
-            b_normal, b_reduce = (tf.unstack(b) for b in self.beta_weights())
+            b_normal, b_reduce = self.beta_weights()
         for index, cell in enumerate(self.search_cells):
-            weights = w_reduce if cell.reduction else w_normal
+            kind = int(cell.reduction)
             betas = b_reduce if cell.reduction else b_normal
             cell_taps = ({e: t for (c, e), t in taps.items() if c == index}
                          if taps else None)
+            if self.recompute and training and not cell_taps and not cell.stochastic:
+                out = _recomputed_cell(cell, s0, s1, matrices[kind], betas, training)
+                s0, s1 = s1, out
+                continue
+            if rows[kind] is None:
+                rows[kind] = _scalar_rows(matrices[kind])
+            weights = rows[kind]
+            betas = None if betas is None else tf.unstack(betas)
             if cell_taps:
                 out = cell((s0, s1), weights, training=training, edge_weights=betas,
                            taps=cell_taps)
@@ -461,7 +498,8 @@ class SearchNetwork(keras.Model):
                 weight_decay: float = 3e-4, alpha_weight_decay: float = 1e-3,
                 grad_clip: float | None = 5.0, unrolled_eps: float = 0.01, loss=None,
                 jit_compile: bool = False, alpha_warmup: bool = False,
-                beta_decay: bool = False, graph_optimizations: bool = False, **kwargs):
+                beta_decay: bool = False, graph_optimizations: bool = False,
+                recompute: bool = False, **kwargs):
         """Configure the bi-level search.
 
         Args:
@@ -485,6 +523,11 @@ class SearchNetwork(keras.Model):
             beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
                 (ramped by :class:`aca_keras.searching.variants.BetaDecaySchedule`), to the
                 architecture step.
+            recompute: keep only each cell's inputs for the backward pass and compute the
+                cell's forward pass again there (gradient checkpointing per cell): much less
+                tensor memory for one more forward computation per step. The same
+                gradients and BatchNorm statistics; cells holding a random operation
+                (``noise``) are not recomputed.
         """
         if optimizer is None:
             optimizer = MomentumSGD(learning_rate=0.025, momentum=0.9)
@@ -503,6 +546,7 @@ class SearchNetwork(keras.Model):
             alpha_optimizer = keras.optimizers.LossScaleOptimizer(alpha_optimizer)
         self.alpha_optimizer = alpha_optimizer
         self.graph_optimizations = bool(graph_optimizations)
+        self.recompute = bool(recompute)
         self.architect = BilevelOptimizer(
             self, order=order, weight_decay=weight_decay,
             alpha_weight_decay=alpha_weight_decay, grad_clip=grad_clip,
@@ -551,6 +595,7 @@ class SearchNetwork(keras.Model):
             "optimizer": keras.optimizers.serialize(self.optimizer),
             "alpha_optimizer": keras.optimizers.serialize(self.alpha_optimizer),
             **self.architect.settings(),
+            "recompute": self.recompute,
         }
 
     def compile_from_config(self, config):

@@ -72,6 +72,9 @@ class SearchConfig:
     drop_path: float = 0.2
     seed: int | None = None
     jit_compile: bool = False
+    # gradient checkpointing per supernet cell: less tensor memory, one more forward pass
+    # per step (SearchNetwork.compile's recompute; benchmarks/README.md has the figures)
+    recompute: bool = False
     # tf.distribute: the kind ("default", "mirrored", "multiworker") and replica count of the
     # last session (a resume may use other devices); the strategy object itself is not JSON
     strategy: str = "default"

@@ -335,7 +335,7 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int, *,
         order=config.order, weight_decay=config.weight_decay,
         alpha_weight_decay=config.alpha_weight_decay, grad_clip=config.grad_clip,
         jit_compile=config.jit_compile, alpha_warmup=config.alpha_warmup_epochs > 0,
-        beta_decay=config.beta_decay_weight > 0)
+        beta_decay=config.beta_decay_weight > 0, recompute=config.recompute)
     return network
 
 
