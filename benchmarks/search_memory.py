@@ -47,6 +47,7 @@ from search_step import (  # noqa: E402  (benchmark helpers of the same folder)
     SETTINGS,
     SHARED,
     _measure,
+    _tf_memory_info,
     _version,
     machine,
 )
@@ -200,16 +201,6 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
                   recompute=recompute,
                   tf_allocator=_tf_memory_info())
     return result
-
-
-def _tf_memory_info() -> dict[str, float] | str:
-    import tensorflow as tf
-
-    try:
-        info = tf.config.experimental.get_memory_info("CPU:0")
-    except (ValueError, RuntimeError, tf.errors.OpError) as exc:
-        return f"unavailable on CPU:0 ({type(exc).__name__})"
-    return {"current_mib": info["current"] / 2**20, "peak_mib": info["peak"] / 2**20}
 
 
 def main(argv: list[str] | None = None) -> int:
