@@ -26,13 +26,15 @@ Methods (each snapshot of a search is derived, allocated and retrained):
 
 Every unit (a search, a retraining) writes its JSON record atomically when done and is
 never rerun; searches and trainings resume from their checkpoints, so the study continues
-where it stopped. ``--report`` (later) builds the tables of ``studies/README.md``.
+where it stopped. The ``report`` phase (JSON files only, no TensorFlow) builds the tables
+between the markers of ``studies/README.md`` and ``collapse-report.png``.
 
 Usage (from the repository root; one TensorFlow thread per process)::
 
     TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python studies/collapse.py search --only darts-full
     TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python studies/collapse.py search --only darts-s3,aca-s3
     python studies/collapse.py train
+    python studies/collapse.py report    # tables into studies/README.md, works on partial results
     python studies/collapse.py search --config tiny --results /tmp/c   # smoke test
 """
 
@@ -342,18 +344,489 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
     return record_path
 
 
+# ---------------------------------------------------------------------------------- report
+# Reads only JSON files (no TensorFlow); works on partial results and says what is missing.
+
+REPORT_START = "<!-- collapse-report:start -->"
+REPORT_END = "<!-- collapse-report:end -->"
+DEFAULT_README = HERE / "README.md"
+BOOTSTRAP_RESAMPLES = 2000
+BOOTSTRAP_SEED = 0
+#: normal-cell skip edges (of 8) from which a derived cell counts as collapsed
+COLLAPSE_SKIP_EDGES = 4
+
+
+def read_alphas(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The lines of an ``alphas.jsonl``, one per epoch in epoch order (a resumed search may
+    have written an epoch twice: the last line wins; a half-written last line is skipped)."""
+    import json
+
+    by_epoch: dict[int, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and "epoch" in entry:
+                by_epoch[int(entry["epoch"])] = entry
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def collapse_rows(lines: Sequence[dict[str, Any]],
+                  snapshot_epochs: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per snapshot epoch reached and for the last epoch reached: skip and
+    parameter-free edges of the derived normal cell, the latest Hessian eigenvalue measured
+    at or before that epoch (with the epoch it was measured at), the supernet's accuracy on
+    its weights half and on its alpha half."""
+    if not lines:
+        return []
+    last = lines[-1]["epoch"]
+    wanted = sorted({e for e in snapshot_epochs if e <= last} | {last})
+    by_epoch = {line["epoch"]: line for line in lines}
+    rows = []
+    for epoch in wanted:
+        line = by_epoch.get(epoch)
+        if line is None:  # an epoch missing from the file: nothing to show
+            continue
+        eigen, eigen_epoch = None, None
+        for other in lines:
+            if other["epoch"] > epoch:
+                break
+            if other.get("hessian_eigenvalue") is not None:
+                eigen, eigen_epoch = float(other["hessian_eigenvalue"]), other["epoch"]
+        metrics = line.get("metrics") or {}
+        rows.append({"epoch": epoch, "snapshot": epoch in snapshot_epochs,
+                     "skip_edges": line.get("skip_edges"),
+                     "parameter_free_edges": line.get("parameter_free_edges"),
+                     "hessian_eigenvalue": eigen, "hessian_epoch": eigen_epoch,
+                     "accuracy": metrics.get("accuracy"),
+                     "alpha_accuracy": metrics.get("alpha_accuracy")})
+    return rows
+
+
+def collapse_first_half(lines: Sequence[dict[str, Any]],
+                        threshold: int = COLLAPSE_SKIP_EDGES) -> dict[str, Any]:
+    """The collapse criterion's first half: at least ``threshold`` of the 8 normal-cell edges
+    ``skip_connect`` at the last epoch reached; also the first epoch at which it held."""
+    if not lines:
+        return {"met": False, "first_epoch": None, "last_epoch": None, "last_skip": None}
+    first = next((line["epoch"] for line in lines
+                  if (line.get("skip_edges") or 0) >= threshold), None)
+    last_skip = lines[-1].get("skip_edges") or 0
+    return {"met": last_skip >= threshold, "first_epoch": first,
+            "last_epoch": lines[-1]["epoch"], "last_skip": last_skip}
+
+
+def decode_correct(record: dict[str, Any]) -> np.ndarray:
+    """The per-image boolean correctness of a training record (``correct``, bit-packed)."""
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(record["correct"]), dtype=np.uint8))
+    return bits[: int(record["test_images"])].astype(bool)
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
+    """Exact McNemar test on paired correctness: ``(b, c, p)`` with b the images only A gets
+    right, c those only B gets right, p the two-sided binomial test of b among b + c at 1/2."""
+    a = np.asarray(correct_a, dtype=bool)
+    b_ = np.asarray(correct_b, dtype=bool)
+    if a.shape != b_.shape:
+        raise ValueError(f"unpaired correctness vectors: {a.shape} vs {b_.shape}")
+    b = int(np.sum(a & ~b_))
+    c = int(np.sum(~a & b_))
+    return b, c, binomial_two_sided(b, b + c)
+
+
+def binomial_two_sided(k: int, n: int) -> float:
+    """Two-sided exact binomial test of k successes in n trials at p = 1/2."""
+    if n == 0:
+        return 1.0
+    try:
+        from scipy.stats import binomtest  # optional: the exact sum below is the fallback
+    except ImportError:
+        import math
+
+        tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1))
+        return min(1.0, 2 * tail / 2**n)
+    return float(min(1.0, binomtest(k, n, 0.5).pvalue))
+
+
+def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """``(difference, low, high)``: accuracy of A minus B and a percentile bootstrap interval
+    from resampling the test images with replacement (the same images for A and B). 2-D
+    inputs (seeds x images) resample the same images for every seed and average the seeds."""
+    a = np.asarray(correct_a, dtype=np.float64)
+    b = np.asarray(correct_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"unpaired correctness vectors: {a.shape} vs {b.shape}")
+    diff = a - b
+    if diff.ndim == 2:
+        diff = diff.mean(axis=0)
+    n = diff.size
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 1_000_000 // max(n, 1))
+    for start in range(0, resamples, chunk):
+        stop = min(resamples, start + chunk)
+        index = rng.integers(0, n, size=(stop - start, n))
+        means[start:stop] = diff[index].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(diff.mean()), float(low), float(high)
+
+
+def load_training_records(results: Path, config: StudyConfig) -> dict[tuple[str, int, int], dict]:
+    """``(method, epoch, seed) -> record`` of every training record in ``results``."""
+    from json import JSONDecodeError, loads
+
+    records = {}
+    for path in sorted(Path(results).glob(f"{config.name}-train-*.json")):
+        try:
+            record = loads(path.read_text(encoding="utf-8"))
+        except (OSError, JSONDecodeError):
+            continue
+        if record.get("format") != FORMAT or record.get("kind") != "train":
+            continue
+        records[(record["method"], int(record["epoch"]), int(record["seed"]))] = record
+    return records
+
+
+def k_stability(record: dict[str, Any]) -> float | None:
+    """Mean absolute difference between the k_e of a record and the k_e from the second,
+    disjoint set of scoring batches (over the normal and reduction edges); None without."""
+    second = record.get("k_second_batches")
+    if not second:
+        return None
+    first = list(record["k_normal"]) + list(record["k_reduce"])
+    other = list(second["normal"]) + list(second["reduce"])
+    if len(first) != len(other) or not first:
+        return None
+    return float(np.mean(np.abs(np.asarray(first, float) - np.asarray(other, float))))
+
+
+def _fmt(value, digits: int = 4, dash: str = "—") -> str:
+    if value is None:
+        return dash
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    out += ["| " + " | ".join(row) + " |" for row in rows]
+    return out
+
+
+def search_runs(config: StudyConfig) -> list[tuple[str, int]]:
+    """``(kind, seed)`` of every search of the study, in report order."""
+    return [(kind, seed) for kind, (_ops, seeds) in SEARCHES.items()
+            for seed in getattr(config, seeds)]
+
+
+def collapse_section(config: StudyConfig, results: Path) -> tuple[list[str], dict]:
+    """Markdown of the collapse table, and the alphas lines per search run read."""
+    out = ["#### Collapse monitor per search run", "",
+           "Derived normal cell at the snapshot epochs and at the last epoch reached; "
+           "Hessian: largest eigenvalue of the validation loss w.r.t. the alphas, the latest "
+           "measured at or before that epoch (its epoch in brackets when earlier); "
+           "accuracies of the supernet on its weights half (train) and its alpha half.", ""]
+    rows, notes, runs = [], [], {}
+    for kind, seed in search_runs(config):
+        key = search_key(config, kind, seed)
+        path = Path(results) / "runs" / key / "alphas.jsonl"
+        total = config.epochs(kind)
+        if not path.is_file():
+            notes.append(f"* `{key}`: not started (no `alphas.jsonl`).")
+            continue
+        lines = read_alphas(path)
+        runs[(kind, seed)] = lines
+        if not lines:
+            notes.append(f"* `{key}`: `alphas.jsonl` holds no epoch yet.")
+            continue
+        snapshots = config.snapshot_epochs(kind)
+        for row in collapse_rows(lines, snapshots):
+            eigen = _fmt(row["hessian_eigenvalue"], 2)
+            if row["hessian_epoch"] is not None and row["hessian_epoch"] != row["epoch"]:
+                eigen += f" (e{row['hessian_epoch']})"
+            label = f"{row['epoch']}" + (f" ({round(100 * row['epoch'] / total)} %)"
+                                         if row["snapshot"] else " (last)")
+            rows.append([f"`{kind}` s{seed}", label, f"{_fmt(row['skip_edges'])} / 8",
+                         _fmt(row["parameter_free_edges"]), eigen, _fmt(row["accuracy"], 3),
+                         _fmt(row["alpha_accuracy"], 3)])
+        half = collapse_first_half(lines)
+        done = (Path(results) / f"{key}.json").is_file()
+        state = "finished" if done else f"running or stopped, {half['last_epoch']} of {total} epochs"
+        missing = [e for e in snapshots if e > half["last_epoch"]]
+        verdict = ("**met**" if half["met"] else "not met")
+        if kind.startswith("aca"):  # its op sets hold no skip_connect
+            note = (f"* `{key}` ({state}): no skip_connect in its op set (criterion not "
+                    f"applicable); {lines[-1].get('parameter_free_edges')} parameter-free "
+                    f"edges at epoch {half['last_epoch']}")
+        else:
+            note = (f"* `{key}` ({state}): {COLLAPSE_SKIP_EDGES}+ of 8 normal edges "
+                    f"skip_connect {verdict} ({half['last_skip']} at epoch "
+                    f"{half['last_epoch']}")
+            note += (f"; first reached at epoch {half['first_epoch']})" if half["first_epoch"]
+                     else "; never reached)")
+        if missing:
+            note += f"; snapshots not reached yet: {', '.join(map(str, missing))}"
+        notes.append(note + ".")
+    if rows:
+        out += _table(["search", "epoch", "skip edges", "param.-free edges", "Hessian eig.",
+                       "train acc.", "alpha-half acc."], rows)
+        out.append("")
+    out += ["Collapse criterion, first half (at the last epoch reached):", ""] + notes
+    return out, runs
+
+
+def retraining_section(config: StudyConfig, records: dict) -> list[str]:
+    units = training_units(config)
+    out = ["#### Retraining (test part, 10,000 images)" if config.test_images == 10_000
+           else "#### Retraining (test part)", ""]
+    missing = [u for u in units if (u.method, u.epoch, u.seed) not in records]
+    if not records:
+        out.append(f"Retraining results missing: none of the {len(units)} training records "
+                   "exists yet.")
+        return out
+    groups: dict[tuple[str, int], list] = {}
+    for unit in units:
+        groups.setdefault((unit.method, unit.epoch), [])
+    for key in records:
+        groups.setdefault(key[:2], [])
+    seeds = sorted(set(config.seeds) | {k[2] for k in records})
+    order = {method: index for index, method in enumerate(METHODS)}
+    rows = []
+    for method, epoch in sorted(groups, key=lambda k: (order.get(k[0], len(order)), k[1])):
+        present = {s: records[(method, epoch, s)] for s in seeds if (method, epoch, s) in records}
+        if not present:
+            continue
+        acc = np.array([r["accuracy"] for r in present.values()])
+        sd = float(acc.std(ddof=1)) if acc.size > 1 else None
+        se = sd / np.sqrt(acc.size) if sd is not None else None
+        params = sorted({int(r["params"]) for r in present.values()})
+        stab = [k_stability(r) for r in present.values()]
+        stab = [v for v in stab if v is not None]
+        skips = [r.get("skip_connect_normal") for r in present.values()]
+        kind = METHODS[method][0] if method in METHODS else "?"
+        total = config.epochs(kind) if method in METHODS else None
+        label = f"{epoch}" + (f" ({round(100 * epoch / total)} %)" if total else "")
+        rows.append([f"`{method}`", label]
+                    + [_fmt(present[s]["accuracy"]) if s in present else "—" for s in seeds]
+                    + [_fmt(float(acc.mean())), _fmt(sd), _fmt(se), str(acc.size),
+                       (str(params[0]) if len(params) == 1 else f"{params[0]}-{params[-1]}"),
+                       ", ".join("—" if v is None else str(v) for v in skips),
+                       _fmt(float(np.mean(stab)), 2) if stab else "—"])
+    out += _table(["method", "snapshot epoch"] + [f"s{s}" for s in seeds]
+                  + ["mean", "sd", "se", "n", "params", "skip edges (normal)",
+                     "k_e stability"], rows)
+    out += ["", "k_e stability: mean |k_e - k_e'| over the edges of both cells, k_e' from a "
+            "second, disjoint set of scoring batches (— where the method scores nothing or "
+            "uses alpha)."]
+    if missing:
+        grouped: dict[tuple[str, int], list[int]] = {}
+        for u in missing:
+            grouped.setdefault((u.method, u.epoch), []).append(u.seed)
+        listing = "; ".join(f"`{m}` e{e} s{','.join(map(str, s))}"
+                            for (m, e), s in grouped.items())
+        out += ["", f"Retraining results missing: {len(missing)} of {len(units)} units "
+                f"({listing})."]
+    return out
+
+
+def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """``((method, epoch), (method, epoch))`` pairs compared image by image: every ACA
+    method against ``darts-s3`` at the end of the search, and each DARTS search's derived
+    network at 100 % against its earlier snapshots (the collapse criterion's second half)."""
+    end = config.epochs("darts-s3")
+    pairs = [((m, config.epochs(kind)), ("darts-s3", end)) for m, (kind, *_r) in METHODS.items()
+             if kind == "aca-s3"]
+    for method in ("darts-s3", "darts-full"):
+        snaps = config.snapshot_epochs(METHODS[method][0])
+        pairs += [((method, snaps[-1]), (method, e)) for e in snaps[:-1]]
+    return pairs
+
+
+def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
+    out = ["#### Paired comparisons on the same test images", "",
+           "Difference = accuracy of A minus B. McNemar: exact two-sided binomial test on the "
+           "discordant images (b: only A right, c: only B right). CI: 95 % paired bootstrap "
+           f"over the test images ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); "
+           "the `all` row pools the seeds present for both (same images resampled for every "
+           "seed, differences averaged over seeds; McNemar on the summed counts).", ""]
+    rows, skipped, verdicts = [], [], {}
+    for a_key, b_key in comparison_pairs(config):
+        seeds = [s for s in sorted({k[2] for k in records})
+                 if (*a_key, s) in records and (*b_key, s) in records]
+        name = f"`{a_key[0]}` e{a_key[1]} vs `{b_key[0]}` e{b_key[1]}"
+        if not seeds:
+            skipped.append(name)
+            continue
+        a_all, b_all = [], []
+        for seed in seeds:
+            ra, rb = records[(*a_key, seed)], records[(*b_key, seed)]
+            ca, cb = decode_correct(ra), decode_correct(rb)
+            if ca.shape != cb.shape:
+                continue
+            a_all.append(ca)
+            b_all.append(cb)
+            b, c, p = mcnemar_exact(ca, cb)
+            diff, low, high = paired_bootstrap(ca, cb)
+            rows.append([name, f"s{seed}", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
+                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
+                         _fmt_p(p)])
+            if a_key[0] == b_key[0]:  # the collapse criterion's second half
+                verdicts.setdefault((a_key, seed), []).append(
+                    f"{'lower' if diff < 0 else 'not lower'} than e{b_key[1]} "
+                    f"({diff:+.4f}, p = {_fmt_p(p)})")
+        if len(a_all) > 1 and len({x.shape for x in a_all}) == 1:
+            ca, cb = np.stack(a_all), np.stack(b_all)
+            b = int(np.sum(ca & ~cb))
+            c = int(np.sum(~ca & cb))
+            diff, low, high = paired_bootstrap(ca, cb)
+            rows.append([name, "all", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
+                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
+                         _fmt_p(binomial_two_sided(b, b + c))])
+    if rows:
+        out += _table(["A vs B", "seed", "acc. A", "acc. B", "difference", "95 % CI", "b", "c",
+                       "McNemar p"], rows)
+    else:
+        out.append("No pair has both records yet.")
+    if verdicts:
+        out += ["", "Collapse criterion, second half (the derived network at the end of the "
+                "search against its earlier snapshots, same seed):", ""]
+        out += [f"* `{key[0]}` e{key[1]} s{seed}: " + "; ".join(parts) + "."
+                for (key, seed), parts in verdicts.items()]
+    if skipped and rows:
+        out += ["", f"Not yet comparable (a record missing): {'; '.join(skipped)}."]
+    return out
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
+
+
+def report_figure(config: StudyConfig, runs: dict, records: dict, path: Path) -> Path | None:
+    """Skip edges, Hessian eigenvalue and the retrained accuracy at the snapshots against the
+    search epoch, one line per search run. None where matplotlib is missing."""
+    try:
+        import matplotlib  # optional: only the figure needs it
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(3, 1, figsize=(8, 10), sharex=True)
+    colours = {"darts-s3": "tab:red", "aca-s3": "tab:blue", "darts-full": "tab:orange"}
+    styles = ["-", "--", ":", "-."]
+    for (kind, seed), lines in runs.items():
+        if not lines:
+            continue
+        colour, style = colours.get(kind), styles[(seed - 1) % len(styles)]
+        label = f"{kind} s{seed}"
+        epochs = [line["epoch"] for line in lines]
+        axes[0].plot(epochs, [line.get("skip_edges") for line in lines], style, color=colour,
+                     label=label)
+        measured = [(line["epoch"], line["hessian_eigenvalue"]) for line in lines
+                    if line.get("hessian_eigenvalue") is not None]
+        if measured:
+            axes[1].plot(*zip(*measured), style, marker="o", ms=3, color=colour, label=label)
+    markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
+    for index, method in enumerate(METHODS):
+        for seed in sorted({k[2] for k in records if k[0] == method}):
+            points = sorted((k[1], r["accuracy"]) for k, r in records.items()
+                            if k[0] == method and k[2] == seed)
+            axes[2].plot(*zip(*points), styles[(seed - 1) % len(styles)],
+                         marker=markers[index % len(markers)],
+                         label=f"{method} s{seed}")
+    axes[0].axhline(COLLAPSE_SKIP_EDGES, color="grey", lw=0.8, ls=":")
+    axes[0].set_ylabel("skip_connect edges\n(normal cell, of 8)")
+    axes[1].set_ylabel("largest Hessian eigenvalue\n(val. loss w.r.t. alphas)")
+    axes[2].set_ylabel("retrained test accuracy")
+    axes[2].set_xlabel("search epoch (snapshot)")
+    if not records:
+        axes[2].text(0.5, 0.5, "no retraining results yet", ha="center", va="center",
+                     transform=axes[2].transAxes)
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"Study {config.name}: collapse monitor and retrained accuracy")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def update_readme(readme: Path, block: str) -> None:
+    """Write ``block`` between the report markers of ``readme``; insert the markers at the
+    end of the "Study v2" section (before the ``---`` preceding "# Study v1") if missing."""
+    text = Path(readme).read_text(encoding="utf-8")
+    content = f"{REPORT_START}\n{block.rstrip()}\n{REPORT_END}"
+    if REPORT_START in text and REPORT_END in text:
+        head, rest = text.split(REPORT_START, 1)
+        _old, tail = rest.split(REPORT_END, 1)
+        text = head + content + tail
+    else:
+        lines = text.split("\n")
+        index = next((i for i, line in enumerate(lines) if line.startswith("# Study v1")),
+                     len(lines))
+        rule = next((i for i in range(index - 1, -1, -1) if lines[i].strip() == "---"), None)
+        at = rule if rule is not None else index
+        lines[at:at] = [content, ""]
+        text = "\n".join(lines)
+    Path(readme).write_text(text, encoding="utf-8")
+
+
+def report(results: str | os.PathLike = DEFAULT_RESULTS,
+           readme: str | os.PathLike | None = DEFAULT_README,
+           config: StudyConfig | None = None, figure: bool = True) -> str:
+    """Build the study's tables from ``results`` (markdown), write them between the markers
+    of ``readme`` (None: not written) and draw ``collapse-report.png`` into ``results``."""
+    config = config or CONFIGS["v2"]
+    results = Path(results)
+    collapse, runs = collapse_section(config, results)
+    records = load_training_records(results, config)
+    out = ["### Report (generated by `python studies/collapse.py report`)", ""]
+    out += collapse + [""] + retraining_section(config, records) + [""]
+    if records:
+        out += comparisons_section(config, records) + [""]
+    else:
+        out += ["Paired comparisons: none yet (no training record).", ""]
+    if figure:
+        path = report_figure(config, runs, records, results / "collapse-report.png")
+        try:
+            shown = path.relative_to(HERE) if path else None
+        except ValueError:
+            shown = path
+        out.append(f"Figure: `{shown}`." if path else "Figure: not drawn (no matplotlib).")
+    block = "\n".join(out).rstrip() + "\n"
+    if readme is not None:
+        update_readme(Path(readme), block)
+    return block
+
+
 # ------------------------------------------------------------------------------------ main
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("search", "train"))
+    parser.add_argument("phase", choices=("search", "train", "report"))
     parser.add_argument("--config", default="v2", choices=sorted(CONFIGS))
     parser.add_argument("--only", default=None,
                         help="comma-separated search kinds (search) or methods (train)")
     parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--results", default=None,
                         help=f"results folder (default {DEFAULT_RESULTS})")
+    parser.add_argument("--readme", default=str(DEFAULT_README),
+                        help="report: the README whose marked block receives the tables")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="report: print the tables only")
     return parser
 
 
@@ -361,6 +834,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = CONFIGS[args.config]
     results = Path(args.results) if args.results else DEFAULT_RESULTS
+    if args.phase == "report":  # JSON files only: no TensorFlow, no data
+        print(report(results, None if args.no_readme else args.readme, config), end="")
+        return 0
     results.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None
 

@@ -1,0 +1,201 @@
+"""The report phase of study v2 (studies/collapse.py): collapse table, paired tests, README."""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+STUDY = Path(__file__).resolve().parents[1] / "studies" / "collapse.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("collapse_study", STUDY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def _line(epoch, skip, eigen=None, acc=0.5, alpha_acc=0.4):
+    return {"epoch": epoch, "metrics": {"accuracy": acc, "alpha_accuracy": alpha_acc,
+                                        "loss": 1.0, "alpha_loss": 1.2},
+            "hessian_eigenvalue": eigen, "skip_edges": skip, "parameter_free_edges": skip + 1,
+            "mean_skip_weight": 0.3, "reduce_skip_edges": 0}
+
+
+def _write_search(results: Path, key: str, lines, tail: str = "") -> None:
+    run = results / "runs" / key
+    run.mkdir(parents=True)
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    (run / "alphas.jsonl").write_text(text + tail)
+
+
+def _darts_lines(last: int):
+    """Skip edges rise by one every 2 epochs up to 7; the Hessian every 5 epochs."""
+    return [_line(e, min(7, e // 2), eigen=float(e) if e % 5 == 0 else None,
+                  acc=e / 100, alpha_acc=e / 200) for e in range(1, last + 1)]
+
+
+def _record(study, method, epoch, seed, correct, **extra):
+    correct = np.asarray(correct, dtype=bool)
+    record = {"format": study.FORMAT, "version": 1, "kind": "train",
+              "key": f"v2-train-{method}-e{epoch}-s{seed}", "method": method,
+              "epoch": epoch, "seed": seed, "search": study.METHODS[method][0],
+              "accuracy": float(correct.mean()),
+              "correct": base64.b64encode(np.packbits(correct)).decode("ascii"),
+              "test_images": int(correct.size), "k_normal": [8] * 8, "k_reduce": [8] * 8,
+              "k_second_batches": None, "skip_connect_normal": 2, "params": 1234,
+              "seconds": 1.0}
+    record.update(extra)
+    return record
+
+
+def test_collapse_rows_pick_snapshots_last_epoch_and_latest_eigenvalue(study):
+    lines = _darts_lines(37)
+    rows = study.collapse_rows(lines, (25, 50, 100))
+    assert [r["epoch"] for r in rows] == [25, 37]
+    assert [r["snapshot"] for r in rows] == [True, False]
+    assert rows[0]["hessian_eigenvalue"] == 25.0 and rows[0]["hessian_epoch"] == 25
+    assert rows[1]["hessian_eigenvalue"] == 35.0 and rows[1]["hessian_epoch"] == 35
+    assert rows[0]["skip_edges"] == 7 and rows[0]["parameter_free_edges"] == 8
+    assert rows[1]["accuracy"] == pytest.approx(0.37)
+    assert rows[1]["alpha_accuracy"] == pytest.approx(0.185)
+    full = study.collapse_rows(_darts_lines(100), (25, 50, 100))
+    assert [r["epoch"] for r in full] == [25, 50, 100]
+    early = study.collapse_rows(_darts_lines(4), (25, 50, 100))
+    assert [r["epoch"] for r in early] == [4]
+    assert early[0]["hessian_eigenvalue"] is None
+    half = study.collapse_first_half(lines)
+    assert half["met"] and half["first_epoch"] == 8 and half["last_skip"] == 7
+    assert not study.collapse_first_half(_darts_lines(7))["met"]
+
+
+def test_read_alphas_last_line_wins_and_skips_a_torn_line(study, tmp_path):
+    lines = _darts_lines(3) + [_line(3, 5, eigen=9.0)]
+    _write_search(tmp_path, "k", lines, tail='{"epoch": 4, "metr')
+    read = study.read_alphas(tmp_path / "runs" / "k" / "alphas.jsonl")
+    assert [line["epoch"] for line in read] == [1, 2, 3]
+    assert read[-1]["skip_edges"] == 5
+
+
+def test_mcnemar_matches_hand_computed_value(study):
+    # 10 images only A gets right, 2 only B, 50 both, 38 neither
+    a = np.array([1] * 10 + [0] * 2 + [1] * 50 + [0] * 38, dtype=bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 50 + [0] * 38, dtype=bool)
+    b_count, c_count, p = study.mcnemar_exact(a, b)
+    assert (b_count, c_count) == (10, 2)
+    expected = 2 * sum(math.comb(12, k) for k in range(3)) / 2**12
+    assert expected == pytest.approx(0.0386, abs=1e-4)
+    assert p == pytest.approx(expected, rel=1e-9)
+    assert study.mcnemar_exact(b, a)[2] == pytest.approx(expected, rel=1e-9)
+    assert study.mcnemar_exact(a, a)[2] == 1.0
+    assert study.binomial_two_sided(6, 12) == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_contains_true_difference_and_is_reproducible(study):
+    rng = np.random.default_rng(5)
+    n = 4000
+    truth = rng.random(n) < 0.7
+    a = truth.copy()
+    b = truth.copy()
+    flip = rng.choice(n, 300, replace=False)
+    b[flip[:200]] = ~b[flip[:200]]  # B differs from A on 300 images
+    a[flip[200:]] = ~a[flip[200:]]
+    diff, low, high = study.paired_bootstrap(a, b)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    assert low < diff < high
+    assert high - low < 0.03
+    assert study.paired_bootstrap(a, b) == (diff, low, high)
+    stacked = study.paired_bootstrap(np.stack([a, a]), np.stack([b, b]))
+    assert stacked[0] == pytest.approx(diff)
+
+
+def test_report_inserts_markers_once_and_replaces_them(study, tmp_path):
+    config = study.CONFIGS["v2"]
+    results = tmp_path / "results"
+    _write_search(results, "v2-search-darts-s3-s1", _darts_lines(30))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Studies\n\n## Study v2 (issue 18)\n\ntext\n\n---\n\n"
+                      "# Study v1 (old)\n\nold tables\n")
+    study.report(results, readme, config, figure=False)
+    text = readme.read_text()
+    assert text.count(study.REPORT_START) == 1 and text.count(study.REPORT_END) == 1
+    assert text.index("text") < text.index(study.REPORT_START)
+    assert text.index(study.REPORT_END) < text.index("\n---\n") < text.index("# Study v1")
+    assert "| `darts-s3` s1 | 30 (last) |" in text
+    _write_search(results, "v2-search-aca-s3-s1", [_line(1, 0, eigen=3.0)])
+    study.report(results, readme, config, figure=False)
+    again = readme.read_text()
+    assert again.count(study.REPORT_START) == 1 and again.count(study.REPORT_END) == 1
+    assert "| `aca-s3` s1 | 1 (last) |" in again
+    assert again.endswith("old tables\n") and "text\n" in again
+    study.report(results, readme, config, figure=False)
+    assert readme.read_text() == again
+
+
+def test_partial_results_give_the_collapse_table_and_say_what_is_missing(study, tmp_path):
+    config = study.CONFIGS["v2"]
+    _write_search(tmp_path, "v2-search-darts-s3-s1", _darts_lines(26))
+    block = study.report(tmp_path, None, config, figure=False)
+    assert "| `darts-s3` s1 | 25 (25 %) | 7 / 8 |" in block
+    assert "Retraining results missing: none of the 42 training records exists yet." in block
+    assert "`v2-search-aca-s3-s1`: not started" in block
+    assert "snapshots not reached yet: 50, 100" in block
+
+
+def test_report_with_training_records(study, tmp_path):
+    config = study.CONFIGS["v2"]
+    rng = np.random.default_rng(0)
+    final = rng.random(1000) < 0.6
+    early = final.copy()
+    early[:100] = True  # the 25 % snapshot is better: collapse's second half
+    taylor = final.copy()
+    taylor[100:150] = True
+    records = [
+        _record(study, "darts-s3", 100, 1, final),
+        _record(study, "darts-s3", 25, 1, early),
+        _record(study, "taylor", 100, 1, taylor, k_second_batches={
+            "normal": [6] * 8, "reduce": [8] * 8}),
+    ]
+    for record in records:
+        (tmp_path / f"{record['key']}.json").write_text(json.dumps(record))
+    assert study.k_stability(records[2]) == pytest.approx(1.0)
+    assert study.k_stability(records[0]) is None
+    block = study.report(tmp_path, None, config, figure=False)
+    assert "| `darts-s3` | 100 (100 %) |" in block
+    assert "| `taylor` | 100 (100 %) |" in block and "| 1.00 |" in block
+    assert "Retraining results missing: 39 of 42 units" in block
+    row = next(line for line in block.splitlines()
+               if line.startswith("| `darts-s3` e100 vs `darts-s3` e25 | s1 |"))
+    b, c = int(row.split("|")[7]), int(row.split("|")[8])
+    assert (b, c) == (0, int(np.sum(~final[:100])))
+    assert "`taylor` e100 vs `darts-s3` e100" in block
+
+
+def test_command_line_report_imports_no_tensorflow_and_draws_the_figure(tmp_path):
+    import subprocess
+
+    _write_search(tmp_path, "v2-search-darts-s3-s1", _darts_lines(12))
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['collapse.py', 'report', '--results', {str(tmp_path)!r}, "
+            "'--no-readme']\n"
+            "try:\n"
+            f"    runpy.run_path({str(STUDY)!r}, run_name='__main__')\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "print('TENSORFLOW' if 'tensorflow' in sys.modules else 'NO-TENSORFLOW')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert "| `darts-s3` s1 | 12 (last) |" in done.stdout
+    assert done.stdout.strip().endswith("NO-TENSORFLOW")
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "collapse-report.png").stat().st_size > 0
