@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -48,3 +49,22 @@ def _seed_and_clear():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session(free_memory=False)
+
+
+@contextlib.contextmanager
+def study_module(script: str):
+    """Import ``studies/<script>.py`` as a module for the duration of the context (studies are
+    scripts, not a package); registered in ``sys.modules`` because dataclasses look their
+    module up there."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"{script}_study",
+                                                  REPO_ROOT / "studies" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import math
 import sys
@@ -11,18 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import study_module
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "collapse.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("collapse_study", STUDY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with study_module("collapse") as module:
+        yield module
 
 
 def _line(epoch, skip, eigen=None, acc=0.5, alpha_acc=0.4):
