@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 from conftest import study_module
 
-STUDY = Path(__file__).resolve().parents[1] / "studies" / "robustness.py"
-
 
 @pytest.fixture(scope="module")
 def study():
