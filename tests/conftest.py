@@ -52,15 +52,15 @@ def _seed_and_clear():
 
 
 @contextlib.contextmanager
-def study_module(script: str):
-    """Import ``studies/<script>.py`` as a module for the duration of the context (studies are
-    scripts, not a package); registered in ``sys.modules`` because dataclasses look their
-    module up there."""
+def script_module(folder: str, script: str):
+    """Import ``<folder>/<script>.py`` (``studies`` or ``benchmarks``: scripts, not a package)
+    as a module for the duration of the context; registered in ``sys.modules`` because
+    dataclasses look their module up there."""
     import importlib.util
     import sys
 
-    spec = importlib.util.spec_from_file_location(f"{script}_study",
-                                                  REPO_ROOT / "studies" / f"{script}.py")
+    spec = importlib.util.spec_from_file_location(f"{script}_{folder}_under_test",
+                                                  REPO_ROOT / folder / f"{script}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
@@ -68,3 +68,8 @@ def study_module(script: str):
         yield module
     finally:
         sys.modules.pop(spec.name, None)
+
+
+def study_module(script: str):
+    """``script_module("studies", script)``."""
+    return script_module("studies", script)

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("_gpu_check_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from conftest import script_module
 
 
 def _positive(value) -> bool:
@@ -27,7 +14,11 @@ def _positive(value) -> bool:
 
 @pytest.mark.slow  # 17-45 s: the benchmark's CPU smoke run (slow suite, with the benchmarks)
 def test_smoke_run_writes_every_figure(tmp_path, capsys):
-    gpu_check = _load_script()
+    with script_module("benchmarks", "gpu_check") as gpu_check:
+        _smoke_run(gpu_check, tmp_path, capsys)
+
+
+def _smoke_run(gpu_check, tmp_path, capsys):
     out = tmp_path / "gpu_check.json"
     # one search mode keeps the test short; the other modes differ only in the dtype policy
     # and jit_compile passed to the same code

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_graph.py"
+from conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def step_graph():
-    spec = importlib.util.spec_from_file_location("_step_graph_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    with script_module("benchmarks", "step_graph") as module:
+        yield module
 
 
 def test_composition_of_hand_made_types(step_graph):
