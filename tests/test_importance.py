@@ -252,3 +252,20 @@ def test_architecture_must_match_the_supernet(trained):
         importance.score_channels(net, other, batches)
     with pytest.raises(ValueError, match="Unknown channel scorer"):
         importance.get_scorer("fisher")
+
+
+def test_progress_counts_the_batches_that_exist(trained, capsys):
+    """Verbose scoring shows the number of batches it will really use: a split with fewer
+    batches than requested is not reported as ``n/16``."""
+    net, architecture, batches = trained
+    importance.raw_channel_statistics(net, architecture, batches[:3], max_batches=16,
+                                      verbose=True)
+    printed = capsys.readouterr().out
+    assert "scored batch 3/3" in printed and "/16" not in printed
+    importance.raw_channel_statistics(net, architecture, batches[:3], max_batches=16,
+                                      skip_batches=1, verbose=True)
+    assert "scored batch 2/2" in capsys.readouterr().out
+    # an iterator of unknown length reports the requested bound
+    importance.raw_channel_statistics(net, architecture, iter(batches[:3]), max_batches=2,
+                                      verbose=True)
+    assert "scored batch 2/2" in capsys.readouterr().out

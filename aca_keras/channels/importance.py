@@ -357,6 +357,7 @@ def raw_channel_statistics(network, architecture: Architecture, batches: Iterabl
     step = _batch_statistics_fn(network, targets, scorer)
     sums: dict[tuple[str, int, int], np.ndarray] = {}
     count = seen = 0
+    expected = _expected_batches(batches, max_batches, skip_batches)
     for batch in batches:
         if count >= max_batches:
             break
@@ -371,13 +372,23 @@ def raw_channel_statistics(network, architecture: Architecture, batches: Iterabl
             sums[key] = value if key not in sums else sums[key] + value
         count += 1
         if verbose:
-            print(f"\r  scored batch {count}/{max_batches}", end="", file=sys.stdout, flush=True)
+            print(f"\r  scored batch {count}/{expected}", end="", file=sys.stdout, flush=True)
     if verbose:
         print(file=sys.stdout, flush=True)
     if count == 0:
         raise ValueError("No batches to score channels on; the validation split is empty"
                          + (f" after skipping {skip_batches} batches." if skip_batches else "."))
     return {key: value / count for key, value in sums.items()}
+
+
+def _expected_batches(batches: Iterable, max_batches: int, skip_batches: int) -> int:
+    """How many batches scoring will use: ``max_batches``, or fewer where ``batches`` has a
+    known, smaller length (a ``tf.data.Dataset`` of known cardinality, a list)."""
+    try:
+        available = len(batches)  # type: ignore[arg-type]
+    except TypeError:  # unknown or infinite length
+        return max_batches
+    return max(0, min(max_batches, available - skip_batches))
 
 
 def _op_weights(network, architecture: Architecture) -> dict[str, list[float]]:
