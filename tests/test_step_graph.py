@@ -27,6 +27,7 @@ def test_composition_of_hand_made_types(step_graph):
     assert out["top_types"][0] == ("Const", 4)
 
 
+@pytest.mark.slow  # 20-40 s: traces a supernet step (slow suite, with the benchmarks)
 def test_tiny_supernet_step_graph(step_graph, tmp_path, capsys):
     out_json = tmp_path / "graph.json"
     code = step_graph.main(["--setting", "small", "--cells", "3", "--channels", "4",
