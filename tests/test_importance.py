@@ -262,10 +262,14 @@ def test_progress_counts_the_batches_that_exist(trained, capsys):
                                       verbose=True)
     printed = capsys.readouterr().out
     assert "scored batch 3/3" in printed and "/16" not in printed
-    importance.raw_channel_statistics(net, architecture, batches[:3], max_batches=16,
-                                      skip_batches=1, verbose=True)
-    assert "scored batch 2/2" in capsys.readouterr().out
-    # an iterator of unknown length reports the requested bound
-    importance.raw_channel_statistics(net, architecture, iter(batches[:3]), max_batches=2,
-                                      verbose=True)
-    assert "scored batch 2/2" in capsys.readouterr().out
+
+
+def test_expected_batches_of_lists_datasets_and_iterators():
+    expected = importance._expected_batches
+    assert expected([0] * 3, 16, 0) == 3
+    assert expected([0] * 3, 16, 1) == 2
+    assert expected([0] * 30, 16, 0) == 16
+    assert expected([0] * 3, 16, 5) == 0
+    assert expected(tf.data.Dataset.range(5).batch(2), 16, 0) == 3
+    assert expected(tf.data.Dataset.range(5).repeat(), 16, 0) == 16  # infinite
+    assert expected(iter([0] * 3), 2, 0) == 2  # unknown length: the requested bound
