@@ -69,7 +69,3 @@ def script_module(folder: str, script: str):
     finally:
         sys.modules.pop(spec.name, None)
 
-
-def study_module(script: str):
-    """``script_module("studies", script)``."""
-    return script_module("studies", script)

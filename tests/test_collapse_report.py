@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import study_module
+from conftest import script_module
 
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "collapse.py"
 
 
 @pytest.fixture(scope="module")
 def study():
-    with study_module("collapse") as module:
+    with script_module("studies", "collapse") as module:
         yield module
 
 

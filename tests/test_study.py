@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import study_module
+from conftest import script_module
 
 
 @pytest.fixture(scope="module")
 def study():
-    with study_module("robustness") as module:
+    with script_module("studies", "robustness") as module:
         yield module
 
 

@@ -445,11 +445,11 @@ def derive_architecture(network: SearchNetwork, bundle, config: SearchConfig,
     alpha_batches = bundle.search_pipelines(
         batch_size=config.batch_size, train_fraction=config.train_fraction, seed=config.seed,
         epochs=1, start_epoch=0, augment=False)
+    short = alpha_batches.steps_per_epoch < config.score_batches
     say(f"scoring channels ({config.scorer}, pooling {config.pooling}"
         f"{', divided by the op weight' if config.divide_weight else ''}) on "
         f"{min(config.score_batches, alpha_batches.steps_per_epoch)} validation batches"
-        + (f" (the split has fewer than the {config.score_batches} requested)"
-           if alpha_batches.steps_per_epoch < config.score_batches else ""))
+        + (f" (the split has fewer than the {config.score_batches} requested)" if short else ""))
     scores = score_channels(network, architecture, alpha_batches.dataset, scorer=config.scorer,
                             pooling=config.pooling, divide_weight=config.divide_weight,
                             max_batches=config.score_batches, verbose=say.enabled)
