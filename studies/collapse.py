@@ -715,8 +715,9 @@ def _fmt_p(p: float) -> str:
 
 
 def report_figure(config: StudyConfig, runs: dict, records: dict, path: Path) -> Path | None:
-    """Skip edges, Hessian eigenvalue and the retrained accuracy at the snapshots against the
-    search epoch, one line per search run. None where matplotlib is missing."""
+    """Skip edges and Hessian eigenvalue against the search epoch (one line per search run),
+    and the retrained accuracy at the snapshots (one line per method: mean +/- standard error
+    over its seeds). None where matplotlib is missing."""
     try:
         import matplotlib  # optional: only the figure needs it
 
@@ -739,18 +740,32 @@ def report_figure(config: StudyConfig, runs: dict, records: dict, path: Path) ->
                     if line.get("hessian_eigenvalue") is not None]
         if measured:
             axes[1].plot(*zip(*measured), style, marker="o", ms=3, color=colour, label=label)
+    # one colour per method (DARTS in its search's colour), mean +/- standard error over the
+    # seeds at each snapshot, methods side by side around the snapshot epoch
+    method_colours = {"darts-s3": "tab:red", "darts-full": "tab:orange", "taylor": "tab:blue",
+                      "refill": "tab:green", "refill-w": "tab:olive", "alpha": "tab:purple",
+                      "fixed": "tab:brown", "none": "tab:gray"}
     markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
-    for index, method in enumerate(METHODS):
-        for seed in sorted({k[2] for k in records if k[0] == method}):
-            points = sorted((k[1], r["accuracy"]) for k, r in records.items()
-                            if k[0] == method and k[2] == seed)
-            axes[2].plot(*zip(*points), styles[(seed - 1) % len(styles)],
-                         marker=markers[index % len(markers)],
-                         label=f"{method} s{seed}")
+    present = [method for method in METHODS if any(k[0] == method for k in records)]
+    for index, method in enumerate(present):
+        by_epoch: dict[int, list[float]] = {}
+        for key, record in records.items():
+            if key[0] == method:
+                by_epoch.setdefault(key[1], []).append(record["accuracy"])
+        epochs = sorted(by_epoch)
+        means = [float(np.mean(by_epoch[e])) for e in epochs]
+        errors = [float(np.std(by_epoch[e], ddof=1) / np.sqrt(len(by_epoch[e])))
+                  if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+        offset = (index - (len(present) - 1) / 2) * 0.8
+        seeds = sorted({k[2] for k in records if k[0] == method})
+        axes[2].errorbar([e + offset for e in epochs], means, yerr=errors, capsize=3,
+                         marker=markers[index % len(markers)], ms=5,
+                         color=method_colours.get(method),
+                         label=f"{method} (seeds {','.join(map(str, seeds))})")
     axes[0].axhline(COLLAPSE_SKIP_EDGES, color="grey", lw=0.8, ls=":")
     axes[0].set_ylabel("skip_connect edges\n(normal cell, of 8)")
     axes[1].set_ylabel("largest Hessian eigenvalue\n(val. loss w.r.t. alphas)")
-    axes[2].set_ylabel("retrained test accuracy")
+    axes[2].set_ylabel("retrained test accuracy\n(mean ± s.e. over seeds)")
     axes[2].set_xlabel("search epoch (snapshot)")
     if not records:
         axes[2].text(0.5, 0.5, "no retraining results yet", ha="center", va="center",
