@@ -640,15 +640,19 @@ def retraining_section(config: StudyConfig, records: dict) -> list[str]:
 
 def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[str, int]]]:
     """``((method, epoch), (method, epoch))`` pairs compared image by image: every ACA
-    method against ``darts-s3`` at the end of the search; every other ACA method against
-    ``taylor`` (today's default scorer, what the defaults decision compares against); and
-    each DARTS search's derived network at 100 % against its earlier snapshots (the
-    collapse criterion's second half)."""
+    method against ``darts-s3`` at the end of the search; every allocating ACA method
+    against ``taylor`` (today's default scorer, what the defaults decision compares against)
+    and against ``none`` (the same skip-free cell at full width: the capacity control);
+    ``refill-w`` against ``refill`` (the effect of dividing out the op weight); and each
+    DARTS search's derived network at 100 % against its earlier snapshots (the collapse
+    criterion's second half)."""
     end = config.epochs("darts-s3")
     aca = [m for m, (kind, *_r) in METHODS.items() if kind == "aca-s3"]
     aca_end = config.epochs("aca-s3")
     pairs = [((m, aca_end), ("darts-s3", end)) for m in aca]
-    pairs += [((m, aca_end), ("taylor", aca_end)) for m in aca if m != "taylor"]
+    pairs += [((m, aca_end), ("taylor", aca_end)) for m in aca if m not in ("taylor", "none")]
+    pairs += [((m, aca_end), ("none", aca_end)) for m in aca if m != "none"]
+    pairs.append((("refill-w", aca_end), ("refill", aca_end)))
     for method in ("darts-s3", "darts-full"):
         snaps = config.snapshot_epochs(METHODS[method][0])
         pairs += [((method, snaps[-1]), (method, e)) for e in snaps[:-1]]

@@ -177,17 +177,23 @@ def test_report_with_training_records(study, tmp_path):
     assert "`taylor` e100 vs `darts-s3` e100" in block
 
 
-def test_every_aca_method_is_paired_with_darts_and_with_the_default_scorer(study):
+def test_every_aca_method_is_paired_with_darts_the_default_scorer_and_the_control(study):
     config = study.CONFIGS["v2"]
     pairs = study.comparison_pairs(config)
     aca = [m for m, (kind, *_r) in study.METHODS.items() if kind == "aca-s3"]
     for method in aca:
         assert ((method, 100), ("darts-s3", 100)) in pairs
-        if method != "taylor":
+        if method not in ("taylor", "none"):
             assert ((method, 100), ("taylor", 100)) in pairs
+        if method != "none":
+            assert ((method, 100), ("none", 100)) in pairs
+    # each comparison once, in one direction
+    assert not {(b, a) for a, b in pairs} & set(pairs)
     assert (("taylor", 100), ("taylor", 100)) not in pairs
+    assert (("refill-w", 100), ("refill", 100)) in pairs
     assert (("darts-s3", 100), ("darts-s3", 25)) in pairs
-    assert len(pairs) == len(set(pairs)) == 2 * len(aca) - 1 + 2 + 2
+    # 6 vs DARTS, 4 vs taylor, 5 vs none, refill-w vs refill, 2 + 2 snapshot pairs
+    assert len(pairs) == len(set(pairs)) == 3 * len(aca) + 2 == 20
 
 
 def test_command_line_report_imports_no_tensorflow_and_draws_the_figure(tmp_path):
