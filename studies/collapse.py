@@ -584,6 +584,16 @@ def collapse_section(config: StudyConfig, results: Path) -> tuple[list[str], dic
     return out, runs
 
 
+def _mean_sd_se(values) -> tuple[float, float | None, float | None]:
+    """Mean, sample standard deviation and standard error of ``values`` (sd and se None for
+    a single value)."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 2:
+        return float(values.mean()), None, None
+    sd = float(values.std(ddof=1))
+    return float(values.mean()), sd, sd / float(np.sqrt(values.size))
+
+
 def retraining_section(config: StudyConfig, records: dict) -> list[str]:
     units = training_units(config)
     out = ["#### Retraining (test part, 10,000 images)" if config.test_images == 10_000
@@ -606,8 +616,7 @@ def retraining_section(config: StudyConfig, records: dict) -> list[str]:
         if not present:
             continue
         acc = np.array([r["accuracy"] for r in present.values()])
-        sd = float(acc.std(ddof=1)) if acc.size > 1 else None
-        se = sd / np.sqrt(acc.size) if sd is not None else None
+        mean, sd, se = _mean_sd_se(acc)
         params = sorted({int(r["params"]) for r in present.values()})
         stab = [k_stability(r) for r in present.values()]
         stab = [v for v in stab if v is not None]
@@ -617,7 +626,7 @@ def retraining_section(config: StudyConfig, records: dict) -> list[str]:
         label = f"{epoch}" + (f" ({round(100 * epoch / total)} %)" if total else "")
         rows.append([f"`{method}`", label]
                     + [_fmt(present[s]["accuracy"]) if s in present else "—" for s in seeds]
-                    + [_fmt(float(acc.mean())), _fmt(sd), _fmt(se), str(acc.size),
+                    + [_fmt(mean), _fmt(sd), _fmt(se), str(acc.size),
                        (str(params[0]) if len(params) == 1 else f"{params[0]}-{params[-1]}"),
                        ", ".join("—" if v is None else str(v) for v in skips),
                        _fmt(float(np.mean(stab)), 2) if stab else "—"])
@@ -746,26 +755,26 @@ def report_figure(config: StudyConfig, runs: dict, records: dict, path: Path) ->
             axes[1].plot(*zip(*measured), style, marker="o", ms=3, color=colour, label=label)
     # one colour per method (DARTS in its search's colour), mean +/- standard error over the
     # seeds at each snapshot, methods side by side around the snapshot epoch
-    method_colours = {"darts-s3": "tab:red", "darts-full": "tab:orange", "taylor": "tab:blue",
-                      "refill": "tab:green", "refill-w": "tab:olive", "alpha": "tab:purple",
-                      "fixed": "tab:brown", "none": "tab:gray"}
+    method_colours = {"darts-s3": colours["darts-s3"], "darts-full": colours["darts-full"],
+                      "taylor": "tab:blue", "refill": "tab:green", "refill-w": "tab:olive",
+                      "alpha": "tab:purple", "fixed": "tab:brown", "none": "tab:gray"}
     markers = ["o", "s", "^", "v", "D", "P", "X", "*"]
     present = [method for method in METHODS if any(k[0] == method for k in records)]
     for index, method in enumerate(present):
         by_epoch: dict[int, list[float]] = {}
-        for key, record in records.items():
-            if key[0] == method:
-                by_epoch.setdefault(key[1], []).append(record["accuracy"])
+        seeds = set()
+        for (m, epoch, seed), record in records.items():
+            if m == method:
+                by_epoch.setdefault(epoch, []).append(record["accuracy"])
+                seeds.add(seed)
         epochs = sorted(by_epoch)
-        means = [float(np.mean(by_epoch[e])) for e in epochs]
-        errors = [float(np.std(by_epoch[e], ddof=1) / np.sqrt(len(by_epoch[e])))
-                  if len(by_epoch[e]) > 1 else 0.0 for e in epochs]
+        stats = [_mean_sd_se(by_epoch[e]) for e in epochs]
         offset = (index - (len(present) - 1) / 2) * 0.8
-        seeds = sorted({k[2] for k in records if k[0] == method})
-        axes[2].errorbar([e + offset for e in epochs], means, yerr=errors, capsize=3,
+        axes[2].errorbar([e + offset for e in epochs], [m for m, _sd, _se in stats],
+                         yerr=[se or 0.0 for _m, _sd, se in stats], capsize=3,
                          marker=markers[index % len(markers)], ms=5,
                          color=method_colours.get(method),
-                         label=f"{method} (seeds {','.join(map(str, seeds))})")
+                         label=f"{method} (seeds {','.join(map(str, sorted(seeds)))})")
     axes[0].axhline(COLLAPSE_SKIP_EDGES, color="grey", lw=0.8, ls=":")
     axes[0].set_ylabel("skip_connect edges\n(normal cell, of 8)")
     axes[1].set_ylabel("largest Hessian eigenvalue\n(val. loss w.r.t. alphas)")
