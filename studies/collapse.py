@@ -723,6 +723,71 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
     return out
 
 
+DEFAULT_METHOD = "taylor"
+CANDIDATE_METHODS = ("refill", "refill-w")
+DECISION_MIN_SEEDS_AHEAD = 2
+
+
+def defaults_decision(config: StudyConfig, records: dict) -> dict[str, Any]:
+    """Apply the decision rule written in the README before seeds 2 and 3 were retrained: a
+    candidate replaces ``taylor`` only if, at 100 % of the search, (a) the paired bootstrap
+    over the test images with the seeds averaged gives a 95 % CI of its difference to
+    ``taylor`` entirely above 0 and (b) it is ahead on at least 2 seeds; of several, the
+    larger mean difference wins. Decided only once every seed of the config has both
+    records; until then ``winner`` is None and ``final`` False."""
+    end = config.epochs("aca-s3")
+    seeds = tuple(config.seeds)
+    out: dict[str, Any] = {"default": DEFAULT_METHOD, "candidates": {}, "winner": None,
+                           "final": False}
+    complete = True
+    for method in CANDIDATE_METHODS:
+        have = [s for s in seeds if (method, end, s) in records
+                and (DEFAULT_METHOD, end, s) in records]
+        complete &= len(have) == len(seeds)
+        if not have:
+            out["candidates"][method] = {"seeds": [], "qualifies": False}
+            continue
+        a = np.stack([decode_correct(records[(method, end, s)]) for s in have])
+        b = np.stack([decode_correct(records[(DEFAULT_METHOD, end, s)]) for s in have])
+        diff, low, high = paired_bootstrap(a, b)
+        per_seed = [float(x) for x in (a.mean(axis=1) - b.mean(axis=1))]
+        ahead = sum(d > 0 for d in per_seed)
+        out["candidates"][method] = {
+            "seeds": list(have), "difference": diff, "ci": [low, high],
+            "per_seed": per_seed, "seeds_ahead": ahead,
+            "qualifies": bool(low > 0 and ahead >= DECISION_MIN_SEEDS_AHEAD)}
+    out["final"] = complete
+    qualified = [(c["difference"], m) for m, c in out["candidates"].items() if c["qualifies"]]
+    if complete:
+        out["winner"] = max(qualified)[1] if qualified else DEFAULT_METHOD
+    return out
+
+
+def decision_section(config: StudyConfig, records: dict) -> list[str]:
+    """The defaults decision (issue 18, item 6) as the README's rule gives it."""
+    decision = defaults_decision(config, records)
+    out = ["#### Defaults decision (the rule written before seeds 2 and 3)", ""]
+    for method, c in decision["candidates"].items():
+        if not c["seeds"]:
+            out.append(f"* `{method}` vs `{DEFAULT_METHOD}`: no paired record yet.")
+            continue
+        seeds = ", ".join(f"s{s} {d:+.4f}" for s, d in zip(c["seeds"], c["per_seed"]))
+        out.append(f"* `{method}` vs `{DEFAULT_METHOD}` over seeds {seeds}: mean "
+                   f"{c['difference']:+.4f}, 95 % CI [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], "
+                   f"ahead on {c['seeds_ahead']} of {len(c['seeds'])} seeds: "
+                   f"{'meets' if c['qualifies'] else 'does not meet'} the rule"
+                   f"{'' if len(c['seeds']) == len(config.seeds) else ' so far'}.")
+    if decision["final"]:
+        winner = decision["winner"]
+        out += ["", f"**Decision: `{winner}`**" + (
+            " stays the default (no candidate meets the rule)." if winner == DEFAULT_METHOD
+            else f" becomes the default ({METHODS[winner][1]} scores, {METHODS[winner][2]} "
+                 f"pooling{', op weight divided out' if METHODS[winner][3] else ''}).")]
+    else:
+        out += ["", "Not decided yet: every seed needs both records at 100 %."]
+    return out
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.4f}" if p >= 1e-3 else f"{p:.1e}"
 
@@ -828,6 +893,7 @@ def report(results: str | os.PathLike = DEFAULT_RESULTS,
     out += collapse + [""] + retraining_section(config, records) + [""]
     if records:
         out += comparisons_section(config, records) + [""]
+        out += decision_section(config, records) + [""]
     else:
         out += ["Paired comparisons: none yet (no training record).", ""]
     if figure:

@@ -214,3 +214,67 @@ def test_command_line_report_imports_no_tensorflow_and_draws_the_figure(tmp_path
     assert done.stdout.strip().endswith("NO-TENSORFLOW")
     pytest.importorskip("matplotlib")
     assert (tmp_path / "collapse-report.png").stat().st_size > 0
+
+
+def _correct(rng, n, accuracy):
+    """n test images, exactly round(accuracy * n) right, in a random order."""
+    right = np.zeros(n, dtype=bool)
+    right[: round(accuracy * n)] = True
+    return rng.permutation(right)
+
+
+def _decision_records(study, accuracies):
+    """Records at 100 % for ``{method: [accuracy of seed 1, 2, 3]}``, each network's right
+    images drawn independently (as two retrainings disagree on many images)."""
+    config = study.CONFIGS["v2"]
+    end, n = config.epochs("aca-s3"), 4000
+    rng = np.random.default_rng(0)
+    records = {}
+    for i, seed in enumerate(config.seeds):
+        for method, acc in accuracies.items():
+            records[(method, end, seed)] = _record(study, method, end, seed,
+                                                   _correct(rng, n, acc[i]))
+    return config, records
+
+
+def test_defaults_decision_applies_the_written_rule(study):
+    # refill-w ahead by 3 points on every seed: CI above 0, 3 of 3 ahead -> wins;
+    # refill ahead on one seed only and on average about even -> does not qualify
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.69, 0.71], "refill": [0.72, 0.68, 0.70],
+        "refill-w": [0.73, 0.72, 0.74]})
+    d = study.defaults_decision(config, records)
+    assert d["final"] and d["winner"] == "refill-w"
+    rw, r = d["candidates"]["refill-w"], d["candidates"]["refill"]
+    assert rw["per_seed"] == pytest.approx([0.03, 0.03, 0.03])
+    assert rw["difference"] == pytest.approx(0.03) and rw["ci"][0] > 0 and rw["qualifies"]
+    assert r["seeds_ahead"] == 1 and not r["qualifies"]
+    assert r["difference"] == pytest.approx((0.02 - 0.01 - 0.01) / 3)
+    text = "\n".join(study.decision_section(config, records))
+    assert "**Decision: `refill-w`** becomes the default (refill scores, sorted pooling, " \
+           "op weight divided out)" in text
+
+
+def test_defaults_decision_needs_two_seeds_ahead_and_a_ci_above_zero(study):
+    # +6 points on one seed and -1 on the two others: mean +1.3 but ahead on 1 of 3
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.70, 0.70], "refill": [0.76, 0.69, 0.69]})
+    d = study.defaults_decision(config, records)
+    assert d["candidates"]["refill"]["difference"] == pytest.approx(0.04 / 3)
+    assert d["candidates"]["refill"]["ci"][0] > 0  # (a) holds: (b) is what rules it out
+    assert d["candidates"]["refill"]["seeds_ahead"] == 1
+    assert not d["candidates"]["refill"]["qualifies"]
+    # refill-w has no record: the decision is not final, no winner named
+    assert not d["final"] and d["winner"] is None
+    assert "Not decided yet" in "\n".join(study.decision_section(config, records))
+    # ahead on 2 of 3 by half a point, behind by half on the third: the CI (about +/- 1.2
+    # points with 4,000 images a seed) includes 0 -> taylor stays once everything is in
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.70, 0.70], "refill": [0.705, 0.705, 0.695],
+        "refill-w": [0.70, 0.695, 0.70]})
+    d = study.defaults_decision(config, records)
+    assert d["candidates"]["refill"]["seeds_ahead"] == 2
+    assert d["candidates"]["refill"]["ci"][0] < 0 < d["candidates"]["refill"]["ci"][1]
+    assert d["final"] and d["winner"] == "taylor"
+    assert "**Decision: `taylor`** stays the default" in \
+        "\n".join(study.decision_section(config, records))
