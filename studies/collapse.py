@@ -411,13 +411,21 @@ def collapse_rows(lines: Sequence[dict[str, Any]],
 def collapse_first_half(lines: Sequence[dict[str, Any]],
                         threshold: int = COLLAPSE_SKIP_EDGES) -> dict[str, Any]:
     """The collapse criterion's first half: at least ``threshold`` of the 8 normal-cell edges
-    ``skip_connect`` at the last epoch reached; also the first epoch at which it held."""
+    ``skip_connect`` at the last epoch reached; also the first epoch at which it held
+    (``first_epoch``: early epochs count, when near-uniform alphas can pick skip by chance)
+    and the epoch from which it held without a break to the last one (``held_from``)."""
     if not lines:
-        return {"met": False, "first_epoch": None, "last_epoch": None, "last_skip": None}
+        return {"met": False, "first_epoch": None, "held_from": None, "last_epoch": None,
+                "last_skip": None}
     first = next((line["epoch"] for line in lines
                   if (line.get("skip_edges") or 0) >= threshold), None)
     last_skip = lines[-1].get("skip_edges") or 0
-    return {"met": last_skip >= threshold, "first_epoch": first,
+    held_from = None
+    for line in reversed(lines):
+        if (line.get("skip_edges") or 0) < threshold:
+            break
+        held_from = line["epoch"]
+    return {"met": last_skip >= threshold, "first_epoch": first, "held_from": held_from,
             "last_epoch": lines[-1]["epoch"], "last_skip": last_skip}
 
 
@@ -571,8 +579,10 @@ def collapse_section(config: StudyConfig, results: Path) -> tuple[list[str], dic
             note = (f"* `{key}` ({state}): {COLLAPSE_SKIP_EDGES}+ of 8 normal edges "
                     f"skip_connect {verdict} ({half['last_skip']} at epoch "
                     f"{half['last_epoch']}")
-            note += (f"; first reached at epoch {half['first_epoch']})" if half["first_epoch"]
-                     else "; never reached)")
+            note += (f"; held from epoch {half['held_from']} on, first reached at epoch "
+                     f"{half['first_epoch']})" if half["held_from"]
+                     else f"; first reached at epoch {half['first_epoch']}, not held)"
+                     if half["first_epoch"] else "; never reached)")
         if missing:
             note += f"; snapshots not reached yet: {', '.join(map(str, missing))}"
         notes.append(note + ".")

@@ -72,7 +72,14 @@ def test_collapse_rows_pick_snapshots_last_epoch_and_latest_eigenvalue(study):
     assert early[0]["hessian_eigenvalue"] is None
     half = study.collapse_first_half(lines)
     assert half["met"] and half["first_epoch"] == 8 and half["last_skip"] == 7
+    assert half["held_from"] == 8
     assert not study.collapse_first_half(_darts_lines(7))["met"]
+    # 5 skip edges at epoch 1 (near-uniform alphas), then fewer, then 4+ from epoch 6 on
+    bumpy = [_line(e, s) for e, s in enumerate([5, 1, 2, 4, 3, 4, 4, 6], start=1)]
+    half = study.collapse_first_half(bumpy)
+    assert (half["met"], half["first_epoch"], half["held_from"]) == (True, 1, 6)
+    dropped = study.collapse_first_half(bumpy + [_line(9, 3)])
+    assert (dropped["met"], dropped["held_from"]) == (False, None)
 
 
 def test_read_alphas_last_line_wins_and_skips_a_torn_line(study, tmp_path):
