@@ -2,19 +2,40 @@
 on CIFAR-10 (JPEG round trip) and the DARTS V2 cell, both trained with one recipe on the same
 45,000 images and measured on the same 5,000 held-out images (issue 17).
 
-    python zoo/tools/make_cifar10_entries.py split    [--data PATH] [--work DIR] [--holdout 5000] [--seed 0]
+    python zoo/tools/make_cifar10_entries.py split    [--data PATH] [--work DIR] [--holdout 5000]
+                                                      [--seed 0] [--epochs 15 ...: the recipe]
     python zoo/tools/make_cifar10_entries.py search   [--work DIR] [--search-epochs 16] ...
-    python zoo/tools/make_cifar10_entries.py train --arch darts-v2 [--work DIR] [--epochs 15] ...
+    python zoo/tools/make_cifar10_entries.py train --arch darts-v2 [--work DIR]
     python zoo/tools/make_cifar10_entries.py train --arch aca      [--work DIR]
     python zoo/tools/make_cifar10_entries.py publish  [--work DIR] [--zoo-dir zoo]
     python zoo/tools/make_cifar10_entries.py status   [--work DIR]
 
-Every stage keeps its state in the work directory (default ``runs/cifar10-entries``, which git
-ignores), is idempotent (a finished stage says so and does nothing) and resumable: a stage that
-was killed, stopped (``--stop-after-epochs N``) or paused (``kill -STOP`` / ``kill -CONT``)
-continues from its last per-epoch checkpoint when the same command is run again. Settings are
-recorded by the first session of a stage and reused by later ones (a different explicit value
-is refused). Each process uses one TensorFlow thread (``--threads``).
+Every stage keeps its state in the work directory, by default ``zoo/tools/work/cifar10-entries/``,
+a folder that git tracks (the package data globs of ``pyproject.toml`` reach one level below
+``zoo/`` only, so nothing there is shipped). The work runs over several machine sessions, each
+starting from a fresh checkout of the repository: **commit the work directory at the end of
+every session** (``git add zoo/tools/work/cifar10-entries && git commit``), or its state (the
+split, the recipe, the checkpoints, the time records) is lost. ``status`` warns when the work
+directory is git-ignored or has uncommitted changes. Its lock files and the publish stage's
+scratch copy of the zoo (``zoo-staging/``) are git-ignored; the library's checkpoints (a few MB
+each) are committed, since a later session resumes from them.
+
+Every stage is idempotent (a finished stage says so and does nothing) and resumable: a stage
+that was killed, stopped (``--stop-after-epochs N``, N >= 1) or paused (``kill -STOP`` /
+``kill -CONT``) continues from its last per-epoch checkpoint when the same command is run
+again. Settings are recorded by the first session of a stage and reused by later ones (a
+different explicit value is refused). Each process uses one TensorFlow thread (``--threads``).
+
+Every session records the code it ran: the sha256 over the sorted contents of
+``aca_keras/**/*.py``, with ``git rev-parse HEAD`` and whether ``aca_keras`` had uncommitted
+changes. A stage is not resumed under a different code hash, and the two trainings are not
+published as a comparison when they ran different code, unless ``--allow-code-change`` is given
+(the entries' cards then say so).
+
+The tool's own records (``stages/<stage>.json``: settings, sessions, per-epoch times) live in
+``<work>/stages/``, apart from the library's run directories (``search/``, ``train-aca/``,
+``train-darts-v2/``): deleting a corrupt run directory, as a library error may advise, keeps
+them. The tool names exactly what to delete when the library reports a corrupt run.
 
 Stages:
 
@@ -26,29 +47,44 @@ Stages:
    --evaluate DATA`` rebuilds exactly this split from the entries' ``evaluation`` record
    (``load: {"test_fraction": 0.1}``), so no library support beyond ``load`` is needed.
    One seed (``--seed``, default 0) is fixed here for every later stage: the search's seed
-   and both trainings' seed (initial weights, data order, augmentation, drop path).
+   and both trainings' seed (initial weights, data order, augmentation, drop path). The
+   training recipe is fixed here too (``recipe.json``, created atomically; the recipe flags
+   ``--cells``, ``--channels``, ``--epochs``, ... of ``split`` change it), so that the search's
+   derived network (``eval_cells``, ``eval_channels``, ``drop_path``) and both trainings use
+   it; a training given other recipe values is refused.
 2. ``search``: ``aca_keras.search`` (its own default operation set, order, scorer, pooling and
    allocator; none is chosen here) on a documented subset of the 45,000: the first 10,000 in
    file order, which ``search`` splits into 5,000 weight / 5,000 architecture images with
    its seeded permutation. Supernet 5 cells, C = 8, 4 nodes, batch 64, 32x32 images, 16
-   epochs, the collapse monitor's Hessian every 4 epochs. Resumes from the run's
-   ``checkpoint.npz``.
-3. ``train --arch aca|darts-v2``: one recipe for both (``recipe.json``, fixed by whichever
-   training starts first): 8 cells, C = 16, auxiliary head (weight 0.4), drop path 0.2
-   (DARTS's linear ramp), cutout 16, batch 96, SGD momentum 0.9, learning rate 0.025 cosine
-   to 0, weight decay 3e-4, gradient clip 5, 15 epochs, on all 45,000 images; accuracy on
-   the 5,000 held-out images at the end. The ACA cell is the search's; the DARTS V2 cell is the
-   published one of the zoo entry ``darts-v2-cifar10``. ``aca_keras.training.train`` with its
-   per-epoch checkpoint (``train_checkpoint/``) and ``resume``. The two trainings may run as
-   two processes at once (``darts-v2`` needs only the split, so it can run beside the search).
+   epochs, the collapse monitor's Hessian every 8 epochs (after epochs 1, 8 and 16). Resumes
+   from the run's ``checkpoint.npz``.
+3. ``train --arch aca|darts-v2``: the one recipe of ``recipe.json``: 8 cells, C = 16, auxiliary
+   head (weight 0.4), drop path 0.2 (DARTS's linear ramp), cutout 16, batch 96, SGD momentum
+   0.9, learning rate 0.025 cosine to 0, weight decay 3e-4, gradient clip 5, 15 epochs, on all
+   45,000 images; accuracy on the 5,000 held-out images at the end. The ACA cell is the
+   search's; the DARTS V2 cell is the published one of the zoo entry ``darts-v2-cifar10``.
+   ``aca_keras.training.train`` with its per-epoch checkpoint (``train_checkpoint/``) and
+   ``resume``. The two trainings may run as two processes at once (``darts-v2`` needs only the
+   split, so it can run beside the search).
 4. ``publish``: both entries (weights, ONNX export verified against Keras), their cards stating
-   the data (JPEG round trip), the exact split, the recipe, hardware, wall and CPU times,
-   parameters and multiply-adds (``DerivedNetwork.flops``), and that the metric is
-   validation accuracy on a held-out part of CIFAR-10's training set, not CIFAR-10 test
-   accuracy. Then ``aca_keras.zoo.verify(name, evaluate=DATA)`` must pass for both, and the
-   accuracy re-measured with the published model must equal the card's exactly.
-5. ``status``: what is done, epochs reached, time spent, measured seconds per epoch, and the
-   projected time left.
+   the data (JPEG round trip), the exact split (and that the DARTS V2 cell's original search
+   did see the held-out images, which are part of CIFAR-10's training set), the recipe, the
+   unequal search budgets, hardware, wall and CPU times, parameters and multiply-adds
+   (``DerivedNetwork.flops``), paired statistics of the two models on the same held-out images
+   (exact McNemar test, Wilson 95 % intervals), and that the metric is validation accuracy on a
+   held-out part of CIFAR-10's training set, not CIFAR-10 test accuracy. The entries are
+   published into ``<work>/zoo-staging`` first and checked there (``aca_keras.zoo.verify(name,
+   evaluate=DATA)`` and the accuracy re-measured with the published model, which must equal the
+   card's exactly); only then are they copied into the zoo, whose entries and index are then
+   verified. A failed check leaves the zoo untouched. An existing entry of the same name that
+   this tool did not make (no tag ``made-by-make_cifar10_entries``) is never overwritten.
+5. ``status``: what is done, epochs reached, time spent (in sessions and in completed epochs),
+   measured seconds per epoch, the projected time left against the 8 CPU-hour budget, and
+   warnings about the work directory's git state.
+
+Times: a session's wall and CPU time count from its process's start (imports, data loading and
+tracing included; the time after the last record of a killed process is lost); the time in
+completed epochs is reported beside it.
 
 Budget (issue 17: search plus both trainings in about 8 CPU-hours, two single-thread
 processes at most). Step times measured while preparing this tool on this machine (2-core
@@ -62,14 +98,15 @@ Intel Xeon, one TensorFlow thread per process, three processes sharing the two c
 Projection at the defaults:
 
 * search: 16 epochs x 78 steps (5,000 + 5,000 images, batch 64) x 3.9 s = 4,870 s, the
-  Hessian at epochs 1, 4, 8, 12, 16 (5 x 20 Hessian-vector products, about one step each)
-  390 s, tracing and scoring 90 s: about 5,350 s = 1.5 CPU-hours;
+  Hessian at epochs 1, 8, 16 (3 x 20 Hessian-vector products, about one step each)
+  234 s, tracing and scoring 90 s: about 5,190 s = 1.44 CPU-hours;
 * training DARTS V2: 15 epochs x 468 steps (45,000 / 96) x 1.12 s = 7,860 s, plus tracing
   and the evaluations: about 2.2 CPU-hours;
-* training ACA: proportional to its multiply-adds (printed when it starts): 2.2 CPU-hours if
-  it costs what DARTS V2 costs, 3.3 if 1.5x (a cell without skip connections);
-* total 5.9-7.0 CPU-hours, within the 8. Wall time with two processes: search beside the
-  DARTS V2 training (2.2 h), then the ACA training (started at 1.5 h): about 3.7-4.8 hours.
+* training ACA: proportional to its multiply-adds (printed when it starts, and stored so that
+  ``status`` projects with them): 2.2 CPU-hours if it costs what DARTS V2 costs, 3.3 if 1.5x
+  (a cell without skip connections);
+* total 5.8-6.9 CPU-hours, within the 8. Wall time with two processes: search beside the
+  DARTS V2 training (2.2 h), then the ACA training (started at 1.45 h): about 3.6-4.7 hours.
 
 Each stage prints its projection when it starts and its measured seconds per epoch and time
 left after every epoch. Publishing (two ONNX exports, four evaluations of 5,000 images) takes
@@ -83,21 +120,28 @@ import contextlib
 import datetime as _dt
 import fcntl
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import platform
 import shlex
+import shutil
+import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+_IMPORTED_AT = time.time()
+
 REPO = Path(__file__).resolve().parents[2]
+TOOL = Path(__file__).resolve()
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train.npz"
-DEFAULT_WORK = REPO / "runs" / "cifar10-entries"
+DEFAULT_WORK = REPO / "zoo" / "tools" / "work" / "cifar10-entries"
 DEFAULT_ZOO = REPO / "zoo"
 #: The architectures trained, and the zoo names they are published under.
 ARCHS = ("aca", "darts-v2")
@@ -110,11 +154,22 @@ DATA_DESCRIPTION = (
     "images were stored as JPEG files: the JPEG round trip moves pixel values by 3 to 8 grey "
     "levels on average against the original release. 32x32 RGB, 10 classes, 5,000 per class, "
     "shuffled once with a fixed seed (../shared/data/cifar10-jpeg/train.npz).")
+#: The tag every entry made by this tool carries; ``publish`` overwrites only entries with it.
+MARKER_TAG = "made-by-make_cifar10_entries"
+#: Issue 17's budget for the search and both trainings.
+BUDGET_CPU_S = 8 * 3600.0
+#: The normal quantile of a two-sided 95 % interval.
+WILSON_Z = 1.959963984540054
 
 SPLIT_DEFAULTS: dict[str, Any] = {"holdout": 5000, "seed": 0}
 SEARCH_DEFAULTS: dict[str, Any] = {"images": 10_000, "epochs": 16, "cells": 5, "channels": 8,
-                                   "batch_size": 64, "hessian_every": 4,
+                                   "batch_size": 64, "hessian_every": 8,
                                    "score_batches": None}
+#: The search's command-line flags and the settings they set.
+SEARCH_FLAGS = (("--search-images", "images"), ("--search-epochs", "epochs"),
+                ("--search-cells", "cells"), ("--search-channels", "channels"),
+                ("--search-batch-size", "batch_size"), ("--hessian-every", "hessian_every"),
+                ("--score-batches", "score_batches"))
 RECIPE_DEFAULTS: dict[str, Any] = {"cells": 8, "channels": 16, "epochs": 15, "batch_size": 96,
                                    "learning_rate": 0.025, "momentum": 0.9,
                                    "weight_decay": 3e-4, "grad_clip": 5.0, "cutout": 16,
@@ -181,6 +236,27 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write_json(path, dict(data))
 
 
+def create_json_exclusive(path: Path, data: Mapping[str, Any]) -> bool:
+    """Create ``path`` holding ``data`` atomically and exclusively: the JSON is written to a
+    temporary file beside it, flushed to disk, then hard-linked into place (``os.link`` fails
+    when ``path`` exists, so two processes never both create it and no reader ever sees half
+    a file). ``False`` when ``path`` existed already (it is left as it is)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(dict(data), indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def hardware() -> str:
     """CPU model, cores, TensorFlow threads and load average of this session."""
     model = platform.processor() or platform.machine()
@@ -197,9 +273,153 @@ def hardware() -> str:
             f"{load} at the start")
 
 
-def _command(argv: list[str]) -> str:
-    return "python " + " ".join(shlex.quote(a) for a in
-                                [os.path.relpath(__file__, REPO), *argv])
+def _command(argv: Sequence[str]) -> str:
+    """The command line of this process, as typed (the stage log's record of a session)."""
+    return "python " + " ".join(shlex.quote(str(a)) for a in
+                                [os.path.relpath(TOOL, REPO), *argv])
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the repository when it lies in the repository's folder or beside
+    it (``../shared/...``), else absolute: what a clean command shows."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        resolved.relative_to(REPO.parent)
+    except ValueError:
+        return str(resolved)
+    return os.path.relpath(resolved, REPO)
+
+
+def clean_command(stage: str, work: Work, settings: Mapping[str, Any] | None = None, *,
+                  arch: str | None = None, data: str | None = None) -> str:
+    """The command that repeats a stage with every setting explicit: no session flags
+    (``--stop-after-epochs``, ``--threads``, ``--quiet``, ``--allow-code-change``) and
+    repository-relative paths (the provenance's ``command``)."""
+    argv = [stage] + (["--arch", arch] if arch else []) + ["--work", display_path(work.root)]
+    if data is not None:
+        argv += ["--data", display_path(data)]
+    settings = settings or {}
+    if stage == "split":
+        argv += ["--holdout", str(settings["holdout"]), "--seed", str(settings["seed"])]
+    if stage == "search":
+        flags: Sequence[tuple[str, str]] = SEARCH_FLAGS
+    elif stage in ("split", "train"):
+        flags = [("--" + key.replace("_", "-"), key) for key in RECIPE_DEFAULTS]
+    else:
+        flags = ()
+    for flag, key in flags:
+        if settings.get(key) is not None:
+            argv += [flag, repr(settings[key]) if isinstance(settings[key], float)
+                     else str(settings[key])]
+    return _command(argv)
+
+
+# ------------------------------------------------------------------------------ code version
+
+
+def _git(*args: str, cwd: Path = REPO) -> str | None:
+    """``git ARGS`` in ``cwd``: its output, or ``None`` when git is missing or fails."""
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def aca_keras_dir() -> Path:
+    """The folder of the ``aca_keras`` package that this process imports (not imported here)."""
+    spec = importlib.util.find_spec("aca_keras")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0]).resolve()
+    return REPO / "aca_keras"
+
+
+def code_version() -> dict[str, Any]:
+    """The code a session runs: ``aca_keras_sha256``, the sha256 over the sorted contents of
+    ``aca_keras/**/*.py`` (each file's relative path and bytes, length-prefixed, in path
+    order), and where git is available ``git_commit`` (``git rev-parse HEAD``) and
+    ``git_dirty`` (uncommitted changes in ``aca_keras/`` or this tool)."""
+    package = aca_keras_dir()
+    files = sorted(package.rglob("*.py"), key=lambda p: p.relative_to(package).as_posix())
+    digest = hashlib.sha256()
+    for path in files:
+        name = path.relative_to(package).as_posix().encode("utf-8")
+        data = path.read_bytes()
+        digest.update(b"%d:%s:%d:" % (len(name), name, len(data)))
+        digest.update(data)
+    record: dict[str, Any] = {"aca_keras_sha256": digest.hexdigest(), "files": len(files),
+                              "git_commit": None, "git_dirty": None}
+    head = _git("rev-parse", "HEAD")
+    if head:
+        dirty = _git("status", "--porcelain", "--", str(package), str(TOOL))
+        record.update(git_commit=head, git_dirty=None if dirty is None else bool(dirty))
+    return record
+
+
+def check_code(log: StageLog, code: Mapping[str, Any], allow: bool, what: str) -> bool:
+    """Refuse (a :class:`ToolError`) to resume ``log``'s stage under another code hash than
+    its earlier sessions ran, unless ``allow`` (``--allow-code-change``); ``True`` when the
+    code changed and it was allowed."""
+    current = code["aca_keras_sha256"]
+    earlier: dict[str, list[int]] = {}
+    commits: dict[str, str] = {}
+    for number, session_record in enumerate(log.data["sessions"], 1):
+        recorded = session_record.get("code") or {}
+        digest = recorded.get("aca_keras_sha256") or "not recorded"
+        if digest != current:
+            earlier.setdefault(digest, []).append(number)
+            if recorded.get("git_commit"):
+                commits.setdefault(digest, recorded["git_commit"])
+    if not earlier:
+        return False
+    shown = "; ".join(
+        f"session(s) {', '.join(map(str, numbers))} ran aca_keras sha256 {digest}"
+        + (f" (git commit {commits[digest]})" if digest in commits else "")
+        for digest, numbers in earlier.items())
+    if allow:
+        _say(f"warning: {what} resumes under other aca_keras code than before ({shown}; now "
+             f"{current}): allowed by --allow-code-change, recorded in the stage log and "
+             "stated on the published entry's card")
+        return True
+    raise ToolError(
+        f"{what} was run under other code: {shown}; this checkout has aca_keras sha256 "
+        f"{current} (sha256 over aca_keras/**/*.py). Resuming would mix two code versions in "
+        "one result. Check out the code the stage started with and run again, or pass "
+        "--allow-code-change to resume anyway (the change is recorded in the stage log and "
+        "stated on the published entry's card).")
+
+
+# ------------------------------------------------------------------------------ clocks
+
+
+_CLOCK_CLAIMED = False
+
+
+def process_start_time() -> float:
+    """When this process started (seconds since the epoch): from ``/proc`` (its start in clock
+    ticks after the boot time), else the time this module was imported."""
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in
+                    Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+        start = boot + ticks / os.sysconf("SC_CLK_TCK")
+        if 0 <= _IMPORTED_AT - start < 30 * 86400:
+            return start
+        if 0 <= start - _IMPORTED_AT < 2:  # the boot time has whole seconds only
+            return _IMPORTED_AT
+    return _IMPORTED_AT
+
+
+def _session_clock() -> tuple[float, float]:
+    """The origins (``perf_counter``, ``process_time``) of a session: the process's start for
+    the first session of a process (start-up, imports and data loading count), now for a
+    later one in the same process (several stages run in one process in the tests)."""
+    global _CLOCK_CLAIMED
+    if not _CLOCK_CLAIMED:
+        _CLOCK_CLAIMED = True
+        return time.perf_counter() - max(0.0, time.time() - process_start_time()), 0.0
+    return time.perf_counter(), time.process_time()
 
 
 # ------------------------------------------------------------------------------ work directory
@@ -234,11 +454,23 @@ class Work:
     def published(self) -> Path:
         return self.root / "published.json"
 
-    def stage_dir(self, stage: str) -> Path:
+    @property
+    def stages(self) -> Path:
+        """The tool's own records, apart from the library's run directories."""
+        return self.root / "stages"
+
+    @property
+    def zoo_staging(self) -> Path:
+        """Where ``publish`` writes and checks the entries before the real zoo (git-ignored
+        scratch, removed after a successful publish)."""
+        return self.root / "zoo-staging"
+
+    def run_dir(self, stage: str) -> Path:
+        """The library's run directory of a stage (``search`` or ``train:ARCH``)."""
         return self.search_dir if stage == "search" else self.train_dir(stage.split(":")[1])
 
     def stage_log(self, stage: str) -> Path:
-        return self.stage_dir(stage) / "stage.json"
+        return self.stages / f"{stage.replace(':', '-')}.json"
 
     def lock(self, stage: str) -> Path:
         return self.root / f".{stage.replace(':', '-')}.lock"
@@ -288,12 +520,46 @@ def stage_running(work: Work, stage: str) -> str | None:
     return None
 
 
-class StageLog:
-    """``stage.json`` of a stage: its settings, its sessions (command, hardware, wall and CPU
-    time), the wall and CPU time of every epoch and the session it ran in, and ``done``.
+def git_warnings(root: Path) -> list[str]:
+    """Why the work directory's state may not reach the next session: not in a git
+    repository, git-ignored, or uncommitted changes."""
+    where = root
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
+    top = _git("rev-parse", "--show-toplevel", cwd=where)
+    if top is None:
+        return [f"{root} is not inside a git repository (or git is missing): nothing carries "
+                "its state to the next session from a fresh checkout unless you copy it"]
+    try:
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(root)], cwd=where,
+                                 capture_output=True, timeout=120).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        ignored = False
+    if ignored:
+        return [f"git ignores {root}: its state is lost with this checkout. Use a tracked work "
+                f"directory (the default {display_path(DEFAULT_WORK)}) and commit the work "
+                "directory at the end of every session"]
+    if not root.is_dir():
+        return []
+    changes = _git("status", "--porcelain", "--untracked-files=all", "--", str(root),
+                   cwd=where)
+    if changes:
+        count = len(changes.splitlines())
+        rel = os.path.relpath(root, top)
+        return [f"{count} uncommitted change(s) in {root}: commit the work directory at the "
+                f"end of every session (git add {shlex.quote(rel)} && git commit -m "
+                "'cifar10 entries: session state')"]
+    return []
 
-    Times are written after every epoch, so a killed session keeps what it finished; the part
-    of an epoch cut off by a kill is not counted (it runs again after the resume)."""
+
+class StageLog:
+    """``stages/<stage>.json`` of a stage: its settings, its sessions (command, hardware, code
+    version, wall and CPU time), the wall and CPU time of every epoch and the session it ran
+    in, and ``done``.
+
+    A session's times count from its process's start and are written after every epoch, so a
+    killed session keeps what it recorded last; the part of an epoch cut off by a kill is not
+    counted in the epochs (it runs again after the resume)."""
 
     def __init__(self, path: Path, settings: Mapping[str, Any] | None = None) -> None:
         self.path = path
@@ -312,12 +578,17 @@ class StageLog:
     def done(self) -> bool:
         return bool(self.data.get("done"))
 
-    def start_session(self, command: str) -> None:
-        self._wall0, self._cpu0 = time.perf_counter(), time.process_time()
-        self.data["sessions"].append({
+    def start_session(self, command: str, code: Mapping[str, Any] | None = None,
+                      code_change_allowed: bool = False) -> None:
+        self._wall0, self._cpu0 = _session_clock()
+        record: dict[str, Any] = {
             "command": command, "hardware": hardware(), "pid": os.getpid(),
             "started": _dt.datetime.now().isoformat(timespec="seconds"),
-            "wall_s": 0.0, "cpu_s": 0.0})
+            "wall_s": 0.0, "cpu_s": 0.0, "code": dict(code or {})}
+        if code_change_allowed:
+            record["code_change_allowed"] = True
+        self.data["sessions"].append(record)
+        self._touch()
         self.save()
 
     def _touch(self) -> None:
@@ -348,11 +619,49 @@ class StageLog:
 
     @property
     def wall_s(self) -> float:
+        """Wall seconds spent in the sessions."""
         return float(sum(s["wall_s"] for s in self.data["sessions"]))
 
     @property
     def cpu_s(self) -> float:
+        """CPU seconds spent in the sessions."""
         return float(sum(s["cpu_s"] for s in self.data["sessions"]))
+
+    @property
+    def epochs_wall_s(self) -> float:
+        """Wall seconds of the completed epochs."""
+        return float(sum(e["wall_s"] for e in self.data["epochs"].values()))
+
+    @property
+    def epochs_cpu_s(self) -> float:
+        """CPU seconds of the completed epochs."""
+        return float(sum(e["cpu_s"] for e in self.data["epochs"].values()))
+
+    def code_hashes(self) -> list[str]:
+        """The aca_keras code hashes its sessions ran, in order of first use."""
+        out: list[str] = []
+        for s in self.data["sessions"]:
+            digest = (s.get("code") or {}).get("aca_keras_sha256") or "not recorded"
+            if digest not in out:
+                out.append(digest)
+        return out
+
+    def code_field(self, key: str) -> str:
+        """One field of the sessions' code records, its distinct values joined."""
+        values: list[str] = []
+        for s in self.data["sessions"]:
+            value = (s.get("code") or {}).get(key)
+            shown = "unknown" if value is None else str(value).lower()
+            if shown not in values:
+                values.append(shown)
+        return ", ".join(values) or "unknown"
+
+    def time_words(self) -> str:
+        """Both clocks: spent in the sessions, and in the completed epochs."""
+        sessions, epochs = len(self.data["sessions"]), len(self.data["epochs"])
+        return (f"spent in {sessions} session(s): {_hours(self.wall_s)} wall, "
+                f"{_hours(self.cpu_s)} CPU; in the {epochs} completed epoch(s): "
+                f"{_hours(self.epochs_wall_s)} wall, {_hours(self.epochs_cpu_s)} CPU")
 
     def epoch_seconds(self) -> float | None:
         """Median wall seconds of the epochs that were not a session's first (tracing)."""
@@ -384,6 +693,29 @@ def resolve_settings(what: str, given: Mapping[str, Any], recorded: Mapping[str,
     return {k: (given.get(k) if given.get(k) is not None else v) for k, v in defaults.items()}
 
 
+@contextlib.contextmanager
+def library_errors(work: Work, stage: str) -> Iterator[None]:
+    """Turn the library's run-directory and checkpoint errors into advice that names exactly
+    what to delete (the library's run directory of this stage, nothing else)."""
+    from aca_keras.errors import RunDirError
+
+    try:
+        yield
+    except RunDirError as error:
+        run = work.run_dir(stage)
+        name = "search" if stage == "search" else f"training of {stage.split(':')[1]}"
+        command = (clean_command("search", work) if stage == "search" else
+                   clean_command("train", work, arch=stage.split(":")[1]))
+        raise ToolError(
+            f"{error}\nIf the message says the run is corrupt or unreadable: delete the folder "
+            f"{run} (the library's run directory of this stage) and nothing else: keep "
+            f"{work.stage_log(stage)} (the tool's time records), split.json, recipe.json and "
+            f"the other stages' folders. Then run {command}: the {name} restarts from epoch "
+            "1, and the time already spent stays counted. If "
+            "the message names other settings or data, run the stage with its recorded "
+            "settings instead (see status).") from None
+
+
 # ------------------------------------------------------------------------------------- data
 
 
@@ -391,7 +723,7 @@ def require_split(work: Work) -> dict[str, Any]:
     """``split.json``, or a :class:`ToolError` saying to run ``split`` first."""
     if not work.split.is_file():
         raise ToolError(f"no split in {work.root}: run the split stage first: "
-                        f"{_command(['split', '--work', str(work.root)])}")
+                        f"{_command(['split', '--work', display_path(work.root)])}")
     return _read_json(work.split)
 
 
@@ -426,14 +758,56 @@ def load_data(record: Mapping[str, Any], given: str | None):
     return bundle
 
 
+# ----------------------------------------------------------------------------------- recipe
+
+RECIPE_HINT = ("The split stage fixed the one training recipe of this work directory in "
+               "recipe.json, which the search's derived network and both trainings use: drop "
+               "the flag, or give it to the split stage of a new --work.")
+
+
+def fix_recipe(work: Work, given: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Create ``recipe.json`` (the given values over the defaults, and the split's seed)
+    atomically and exclusively; when it exists (or another process created it first), the
+    recorded recipe, refusing given values that differ from it."""
+    if not work.recipe.is_file():
+        recipe = resolve_settings("the training recipe", given, None, RECIPE_DEFAULTS, "")
+        recipe["seed"] = int(seed)
+        if create_json_exclusive(work.recipe, recipe):
+            return recipe
+    return training_recipe(work, given)
+
+
+def read_recipe(work: Work) -> dict[str, Any]:
+    """``recipe.json``, checked to hold every recipe setting and the seed."""
+    if not work.recipe.is_file():
+        raise ToolError(f"no recipe.json in {work.root}: run the split stage, which fixes the "
+                        f"training recipe: "
+                        f"{_command(['split', '--work', display_path(work.root)])}")
+    recipe = _read_json(work.recipe)
+    missing = [k for k in (*RECIPE_DEFAULTS, "seed") if k not in recipe]
+    if missing:
+        raise ToolError(f"{work.recipe} lacks {missing}: restore it (git checkout -- "
+                        f"{display_path(work.recipe)}) or use a new --work")
+    return recipe
+
+
+def training_recipe(work: Work, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The work directory's one training recipe (``recipe.json``); given values that differ
+    from it are refused."""
+    return resolve_settings("the training recipe", given, read_recipe(work), RECIPE_DEFAULTS,
+                            RECIPE_HINT)
+
+
 def split_stage(args: argparse.Namespace) -> int:
-    """Hold out the validation images; record the split (idempotent)."""
+    """Hold out the validation images and fix the training recipe; record both
+    (idempotent)."""
     import numpy as np
 
     from aca_keras import data as data_lib
     from aca_keras.data.arrays import HOLDOUT_SEED, holdout
 
     work = Work(args.work)
+    given_recipe = {k: getattr(args, k) for k in RECIPE_DEFAULTS}
     recorded = _read_json(work.split) if work.split.is_file() else None
     path = data_path(recorded, args.data)
     if recorded:
@@ -441,8 +815,10 @@ def split_stage(args: argparse.Namespace) -> int:
                          {"holdout": recorded["holdout"], "seed": recorded["seed"]},
                          SPLIT_DEFAULTS, "Use a new --work for another split.")
         load_data(recorded, str(path))
+        recipe = fix_recipe(work, given_recipe, recorded["seed"])
         _say(f"split: already done in {work.split} ({recorded['train_images']:,} training, "
-             f"{recorded['holdout']:,} held-out images; data sha256 matches)")
+             f"{recorded['holdout']:,} held-out images; data sha256 matches); recipe "
+             f"{work.recipe}: {recipe_words(recipe)}")
         return 0
     settings = resolve_settings("the split", {"holdout": args.holdout, "seed": args.seed},
                                 None, SPLIT_DEFAULTS, "")
@@ -480,17 +856,29 @@ def split_stage(args: argparse.Namespace) -> int:
         "train_images": int(bundle.num_train),
         "train_split_sha256": data_lib.split_digest(bundle.x_train, bundle.y_train),
         "mean": list(bundle.mean), "std": list(bundle.std),
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "created": _dt.datetime.now().isoformat(timespec="seconds"), "code": code_version(),
     }
     work.root.mkdir(parents=True, exist_ok=True)
     np.savez(work.indices, heldout=heldout_idx.astype(np.int64),
              train=train_idx.astype(np.int64))
     _write_json(work.split, record)
+    recipe = fix_recipe(work, given_recipe, record["seed"])
     _say(f"split: {n:,} images of {path}: {bundle.num_train:,} for search and training, "
          f"{count:,} held out (test_fraction {fraction:g}, hold-out seed {HOLDOUT_SEED}; per "
          f"class {record['heldout_class_counts']}); seed {record['seed']} for every stage "
-         f"-> {work.split}")
+         f"-> {work.split}; the training recipe -> {work.recipe}: {recipe_words(recipe)}")
     return 0
+
+
+def recipe_words(recipe: Mapping[str, Any]) -> str:
+    """The recipe in one line, as the cards state it."""
+    return (f"{recipe['cells']} cells, C = {recipe['channels']}, auxiliary head "
+            f"(weight {recipe['auxiliary_weight']}), drop path {recipe['drop_path']} "
+            f"(linear ramp), cutout {recipe['cutout']}, batch {recipe['batch_size']}, "
+            f"SGD momentum {recipe['momentum']}, learning rate "
+            f"{recipe['learning_rate']} cosine to 0, weight decay "
+            f"{recipe['weight_decay']}, gradient clip {recipe['grad_clip']}, "
+            f"{recipe['epochs']} epochs, seed {recipe['seed']}")
 
 
 # ------------------------------------------------------------------------------- projections
@@ -560,10 +948,10 @@ def epoch_callbacks(log: StageLog, total_epochs: int, stop_after: int | None,
             self.finished += 1
             per_epoch = log.epoch_seconds() or projected_epoch_s
             left = (total_epochs - epoch - 1) * per_epoch
-            _say(f"[{log.path.parent.name}] epoch {epoch + 1}/{total_epochs}: {wall:.0f} s "
+            _say(f"[{log.path.stem}] epoch {epoch + 1}/{total_epochs}: {wall:.0f} s "
                  f"wall; {per_epoch:.0f} s per epoch measured (projected "
                  f"{projected_epoch_s:.0f}); about {_hours(left)} left; stage total so far "
-                 f"{_hours(log.wall_s)} wall, {_hours(log.cpu_s)} CPU")
+                 f"{_hours(log.wall_s)} wall, {_hours(log.cpu_s)} CPU in sessions")
             if stop_after is not None and self.finished >= stop_after \
                     and epoch + 1 < total_epochs:
                 raise StopSession(f"stopped after epoch {epoch + 1} of {total_epochs} "
@@ -574,10 +962,12 @@ def epoch_callbacks(log: StageLog, total_epochs: int, stop_after: int | None,
 
 
 @contextlib.contextmanager
-def session(log: StageLog, command: str) -> Iterator[None]:
+def session(log: StageLog, command: str, code: Mapping[str, Any], code_change_allowed: bool,
+            work: Work) -> Iterator[None]:
     """A session of a stage: recorded in ``log``; a ``--stop-after-epochs`` stop is a normal
-    end (exit status 0), any other exception keeps the recorded time and propagates."""
-    log.start_session(command)
+    end (exit status 0), any other exception keeps the recorded time and propagates. Either
+    way it ends with the reminder to commit the work directory."""
+    log.start_session(command, code, code_change_allowed)
     try:
         yield
     except StopSession as stop:
@@ -586,6 +976,9 @@ def session(log: StageLog, command: str) -> Iterator[None]:
     except BaseException:
         log.end_session()
         raise
+    finally:
+        _say(f"reminder: commit the work directory before this machine session ends (git add "
+             f"{shlex.quote(display_path(work.root))} && git commit)")
 
 
 # ------------------------------------------------------------------------------------ search
@@ -604,31 +997,49 @@ def search_subset(bundle, count: int):
                          name=f"{DATA_NAME}-search")
 
 
+#: The collapse monitor's edge counts reported on the ACA card.
+COLLAPSE_COUNTS = ("skip_edges", "parameter_free_edges", "reduce_skip_edges",
+                   "reduce_parameter_free_edges")
+
+
+def collapse_summary(path: Path) -> dict[str, Any] | None:
+    """From the search's ``alphas.jsonl``: every measured Hessian eigenvalue
+    (``[[epoch, value], ...]``) and the final epoch's skip and parameter-free edge counts."""
+    if not path.is_file():
+        return None
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+               if line.strip()]
+    if not records:
+        return None
+    last = records[-1]
+    return {"hessian": [[int(r["epoch"]), float(r["hessian_eigenvalue"])] for r in records
+                        if r.get("hessian_eigenvalue") is not None],
+            "final": {"epoch": int(last["epoch"]), **{k: last.get(k) for k in COLLAPSE_COUNTS}}}
+
+
 def search_stage(args: argparse.Namespace) -> int:
     """Search the ACA cell (resumable)."""
     work = Work(args.work)
     split = require_split(work)
-    log = StageLog(work.stage_log("search"))
-    given = {"images": args.search_images, "epochs": args.search_epochs,
-             "cells": args.search_cells, "channels": args.search_channels,
-             "batch_size": args.search_batch_size, "hessian_every": args.hessian_every,
-             "score_batches": args.score_batches}
-    settings = resolve_settings("the search", given, log.settings or None, SEARCH_DEFAULTS,
-                                "A search resumes with its own settings; drop the flag, or use "
-                                "a new --work.")
-    if log.done:
-        _say(f"search: already done ({settings['epochs']} epochs, {_hours(log.wall_s)} "
-             f"wall) -> {work.search_dir / 'architecture.json'}")
-        return 0
-    log.data["settings"] = settings
-    recipe = _read_json(work.recipe) if work.recipe.is_file() else None
-    eval_macro = dict(recipe or RECIPE_DEFAULTS)
+    recipe = read_recipe(work)  # the derived network of the search is the trainings' one
+    given = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key in SEARCH_FLAGS}
+    code = code_version()
+    with stage_lock(work, "search"), library_errors(work, "search"):
+        log = StageLog(work.stage_log("search"))  # read under the lock
+        settings = resolve_settings("the search", given, log.settings or None,
+                                    SEARCH_DEFAULTS, "A search resumes with its own settings; "
+                                    "drop the flag, or use a new --work.")
+        if log.done:
+            _say(f"search: already done ({settings['epochs']} epochs, {_hours(log.wall_s)} "
+                 f"wall) -> {work.search_dir / 'architecture.json'}")
+            return 0
+        changed = check_code(log, code, args.allow_code_change, "the search")
+        log.data["settings"] = settings
 
-    from aca_keras.io.checkpoint import read_checkpoint_meta
-    from aca_keras.io.run_dir import RunDir
-    from aca_keras.searching import pipeline
+        from aca_keras.io.checkpoint import read_checkpoint_meta
+        from aca_keras.io.run_dir import RunDir
+        from aca_keras.searching import pipeline
 
-    with stage_lock(work, "search"):
         bundle = load_data(split, args.data)
         data = search_subset(bundle, settings["images"])
         del bundle
@@ -645,22 +1056,22 @@ def search_stage(args: argparse.Namespace) -> int:
              + f"projected {_hours(total)} in all ({how}), {_hours(left)} left")
         per_epoch = (total - SEARCH_FIXED_S) / settings["epochs"]
         extra = {k: settings[k] for k in ("score_batches",) if settings[k] is not None}
-        with session(log, _command(args.argv)):
+        with session(log, _command(args.argv), code, changed, work):
             pipeline.search(
                 data, run_dir=run.path, resume=run.config.is_file(), epochs=settings["epochs"],
                 cells=settings["cells"], channels=settings["channels"],
                 batch_size=settings["batch_size"], seed=split["seed"],
-                hessian_every=settings["hessian_every"], eval_cells=eval_macro["cells"],
-                eval_channels=eval_macro["channels"], auxiliary=True,
-                drop_path=eval_macro["drop_path"], verbose=args.verbose,
+                hessian_every=settings["hessian_every"], eval_cells=recipe["cells"],
+                eval_channels=recipe["channels"], auxiliary=True,
+                drop_path=recipe["drop_path"], verbose=args.verbose,
                 callbacks=epoch_callbacks(log, settings["epochs"], args.stop_after_epochs,
                                           per_epoch),
                 **extra)
             config = _read_json(run.config)
             log.finish(images=data.num_train, ops=config["ops"], scorer=config["scorer"],
-                       pooling=config["pooling"], allocator=config["allocator"])
-            _say(f"search: done in {_hours(log.wall_s)} wall, {_hours(log.cpu_s)} CPU -> "
-                 f"{run.architecture}")
+                       pooling=config["pooling"], allocator=config["allocator"],
+                       collapse=collapse_summary(run.alphas))
+            _say(f"search: done; {log.time_words()} -> {run.architecture}")
     return 0
 
 
@@ -678,25 +1089,9 @@ def architecture_of(work: Work, arch: str):
         if not StageLog(work.stage_log("search")).done or not path.is_file():
             raise ToolError(f"the ACA cell comes from the search, which is not finished in "
                             f"{work.root}: run the search stage first: "
-                            f"{_command(['search', '--work', str(work.root)])}")
+                            f"{_command(['search', '--work', display_path(work.root)])}")
         return Architecture.load(path)
     return zoo.architecture(DARTS_V2_ENTRY)
-
-
-def training_recipe(work: Work, given: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """The work directory's one training recipe: ``recipe.json``, created by the first
-    training that starts (exclusively: two trainings starting at once agree on one)."""
-    hint = ("Both trainings use the one recipe in recipe.json (set by the first training); "
-            "drop the flag, or use a new --work.")
-    if not work.recipe.is_file():
-        recipe = resolve_settings("the training recipe", given, None, RECIPE_DEFAULTS, hint)
-        recipe["seed"] = int(seed)
-        work.root.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            with open(work.recipe, "x", encoding="utf-8") as handle:
-                handle.write(json.dumps(recipe, indent=2) + "\n")
-    return resolve_settings("the training recipe", given, _read_json(work.recipe),
-                            RECIPE_DEFAULTS, hint)
 
 
 def train_stage(args: argparse.Namespace) -> int:
@@ -704,25 +1099,36 @@ def train_stage(args: argparse.Namespace) -> int:
     work = Work(args.work)
     split = require_split(work)
     stage = f"train:{args.arch}"
-    log = StageLog(work.stage_log(stage))
     architecture = architecture_of(work, args.arch)
-    recipe = training_recipe(work, {k: getattr(args, k) for k in RECIPE_DEFAULTS},
-                             split["seed"])
-    if log.done:
-        _say(f"train {args.arch}: already done (validation accuracy "
-             f"{log.data['accuracy']:.4f}) -> {work.train_dir(args.arch)}")
-        return 0
-    log.data["settings"] = recipe
+    recipe = training_recipe(work, {k: getattr(args, k) for k in RECIPE_DEFAULTS})
+    code = code_version()
+    with stage_lock(work, stage), library_errors(work, stage):
+        log = StageLog(work.stage_log(stage))  # read under the lock
+        if log.done:
+            _say(f"train {args.arch}: already done (validation accuracy "
+                 f"{log.data['accuracy']:.4f}) -> {work.train_dir(args.arch)}")
+            return 0
+        if log.settings and log.settings != recipe:
+            differ = sorted(k for k in set(log.settings) | set(recipe)
+                            if log.settings.get(k) != recipe.get(k))
+            shown = ", ".join(f"{k}: started with {log.settings.get(k)!r}, recipe.json now "
+                              f"{recipe.get(k)!r}" for k in differ)
+            raise ToolError(f"train --arch {args.arch} was started with another recipe than "
+                            f"{work.recipe} now holds ({shown}; the stage log {log.path}). "
+                            "Restore recipe.json (git checkout -- "
+                            f"{display_path(work.recipe)}) to resume, or start over in a new "
+                            "--work.")
+        changed = check_code(log, code, args.allow_code_change, f"train --arch {args.arch}")
+        log.data["settings"] = recipe
 
-    import keras
+        import keras
 
-    from aca_keras.io.atomic import atomic_write_text
-    from aca_keras.io.checkpoint import read_checkpoint_meta
-    from aca_keras.io.run_dir import RunDir
-    from aca_keras.models.derived import build_model
-    from aca_keras.training import trainer
+        from aca_keras.io.atomic import atomic_write_text
+        from aca_keras.io.checkpoint import read_checkpoint_meta
+        from aca_keras.io.run_dir import RunDir
+        from aca_keras.models.derived import build_model
+        from aca_keras.training import trainer
 
-    with stage_lock(work, stage):
         bundle = load_data(split, args.data)
         run = RunDir(work.train_dir(args.arch))
         run.path.mkdir(parents=True, exist_ok=True)
@@ -733,6 +1139,9 @@ def train_stage(args: argparse.Namespace) -> int:
                             auxiliary_weight=recipe["auxiliary_weight"],
                             drop_path=recipe["drop_path"], mean=bundle.mean, std=bundle.std)
         macs = float(model.flops())
+        # stored now, so that status projects this network's time left with its own cost
+        log.data.update(macs=int(macs), params=trainable_params(model))
+        log.save()
         done = (int(read_checkpoint_meta(run.train_checkpoint)["epoch"])
                 if run.train_checkpoint.is_file() else 0)
         total, how = train_seconds(recipe, bundle.num_train, macs)
@@ -742,7 +1151,7 @@ def train_stage(args: argparse.Namespace) -> int:
              + (f"resuming after epoch {done}; " if done else "")
              + f"projected {_hours(total)} in all ({how}), {_hours(left)} left")
         per_epoch = (total - TRAIN_FIXED_S) / recipe["epochs"]
-        with session(log, _command(args.argv)):
+        with session(log, _command(args.argv), code, changed, work):
             result = trainer.train(
                 model, bundle, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
                 learning_rate=recipe["learning_rate"], momentum=recipe["momentum"],
@@ -754,10 +1163,68 @@ def train_stage(args: argparse.Namespace) -> int:
                                           per_epoch))
             log.finish(accuracy=float(result.test_accuracy), macs=int(macs),
                        params=trainable_params(model))
-            _say(f"train {args.arch}: done in {_hours(log.wall_s)} wall, {_hours(log.cpu_s)} "
-                 f"CPU; validation accuracy {result.test_accuracy:.4f} on "
-                 f"{bundle.num_test:,} held-out images -> {run.trained_model}")
+            _say(f"train {args.arch}: done; {log.time_words()}; validation accuracy "
+                 f"{result.test_accuracy:.4f} on {bundle.num_test:,} held-out images -> "
+                 f"{run.trained_model}")
     return 0
+
+
+# ---------------------------------------------------------------------------- paired statistics
+
+
+def wilson_interval(correct: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of the proportion ``correct / total`` (95 % for the default
+    ``z``)."""
+    if total < 1:
+        raise ValueError("total must be positive")
+    p = correct / total
+    z2 = z * z
+    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
+    half = z / (1 + z2 / total) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """The two-sided p-value of the exact McNemar test: ``b`` and ``c`` are the discordant
+    pairs (only the first model right, only the second right); under the null hypothesis ``b``
+    is Binomial(b + c, 1/2), and the p-value is twice the smaller tail, at most 1."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    term = tail = 1  # C(n, 0); then C(n, k + 1) = C(n, k) (n - k) / (k + 1), exact integers
+    for k in range(min(b, c)):
+        term = term * (n - k) // (k + 1)
+        tail += term
+    return min(1.0, 2 * tail / 2 ** n)
+
+
+def paired_statistics(hits_aca: Sequence[bool], hits_darts: Sequence[bool]) -> dict[str, Any]:
+    """The two models on the same images (``hits_*[i]``: image ``i`` classified right):
+    the discordant counts ``b`` (ACA right, DARTS V2 wrong) and ``c`` (the reverse), the exact
+    McNemar p-value and the Wilson 95 % interval of each accuracy."""
+    a = [bool(h) for h in hits_aca]
+    d = [bool(h) for h in hits_darts]
+    if len(a) != len(d) or not a:
+        raise ValueError("both models must be measured on the same, non-empty set of images")
+    n = len(a)
+    b = sum(x and not y for x, y in zip(a, d))
+    c = sum(y and not x for x, y in zip(a, d))
+    correct = {"aca": sum(a), "darts-v2": sum(d)}
+    return {
+        "images": n, "correct": correct,
+        "accuracy": {k: v / n for k, v in correct.items()},
+        "wilson95": {k: list(wilson_interval(v, n)) for k, v in correct.items()},
+        "both_right": sum(x and y for x, y in zip(a, d)),
+        "both_wrong": sum(not x and not y for x, y in zip(a, d)),
+        "b": b, "c": c, "p_value": mcnemar_exact(b, c),
+        "b_means": "ACA right, DARTS V2 wrong", "c_means": "ACA wrong, DARTS V2 right",
+        "test": ("exact McNemar test: two-sided binomial test of b against Binomial(b + c, "
+                 "1/2); Wilson score intervals with z = 1.96"),
+    }
+
+
+def _p_text(p: float) -> str:
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
 # ------------------------------------------------------------------------------------ publish
@@ -769,13 +1236,13 @@ def trainable_params(model) -> int:
     return int(sum(math.prod(w.shape) for w in model.inference_model().trainable_weights))
 
 
-def measure(model, x, y) -> tuple[int, int]:
-    """Correct predictions of ``model.inference_model()`` on ``(x, y)``, the way
-    ``aca_keras.zoo.verify(..., evaluate=...)`` measures them."""
+def measure(model, x, y):
+    """Which images ``model.inference_model()`` classifies right (a boolean array), measured
+    the way ``aca_keras.zoo.verify(..., evaluate=...)`` measures them."""
     import numpy as np
 
     logits = model.inference_model().predict(x.astype("float32"), batch_size=256, verbose=0)
-    return int(np.sum(np.argmax(logits, axis=-1) == y)), int(len(y))
+    return np.argmax(logits, axis=-1) == y
 
 
 def _training_settings(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -797,25 +1264,32 @@ def _stage_provenance(log: StageLog, command: str, settings: Mapping[str, Any], 
                       epochs: int, versions: Mapping[str, Any], data: str) -> dict[str, Any]:
     machines = sorted({s["hardware"].split("; load")[0] for s in log.data["sessions"]})
     sessions = len(log.data["sessions"])
+    shown = {str(k): str(v) for k, v in versions.items() if k != "machine"}
+    shown.update(aca_keras_code_sha256=", ".join(log.code_hashes()),
+                 git_commit=log.code_field("git_commit"), git_dirty=log.code_field("git_dirty"))
     return {
         "by": "aca_keras", "command": command, "settings": dict(settings), "seed": int(seed),
         "epochs": int(epochs), "hardware": " | ".join(machines),
-        "wall_time_s": round(log.wall_s, 1),
-        "versions": {str(k): str(v) for k, v in versions.items() if k != "machine"},
-        "data": data,
-        "note": (f"{sessions} session(s); wall time {log.wall_s:,.0f} s and CPU time "
-                 f"{log.cpu_s:,.0f} s summed over them (time lost to an interrupted epoch "
-                 "not counted; a SIGSTOP pause counts as wall time, not CPU time). Measured "
-                 "by zoo/tools/make_cifar10_entries.py; the machine was shared with other "
-                 "jobs."),
+        "wall_time_s": round(log.wall_s, 1), "versions": shown, "data": data,
+        "note": (f"Spent in {sessions} session(s): wall time {log.wall_s:,.0f} s and CPU time "
+                 f"{log.cpu_s:,.0f} s, each session counted from its process's start "
+                 "(start-up, data loading and tracing included; after a kill the time since "
+                 "the last record is lost; a SIGSTOP pause counts as wall time, not CPU time). "
+                 f"In the {len(log.data['epochs'])} completed epochs: wall time "
+                 f"{log.epochs_wall_s:,.0f} s and CPU time {log.epochs_cpu_s:,.0f} s. Code: "
+                 "aca_keras_code_sha256 is the sha256 over the sorted contents of "
+                 "aca_keras/**/*.py. Measured by zoo/tools/make_cifar10_entries.py; the machine "
+                 "was shared with other jobs."),
     }
 
 
 @dataclass
 class Published:
-    """What both entries are made of: the split, the recipe, the stage logs and configs, the
-    data, and each trained model's measurement (``results[arch]``)."""
+    """What both entries are made of: the work directory, the split, the recipe, the stage
+    logs and configs, the data, each trained model's measurement (``results[arch]``), the
+    paired statistics, and the code hashes of the trainings."""
 
+    work: Work
     split: dict[str, Any]
     recipe: dict[str, Any]
     names: dict[str, str]
@@ -825,10 +1299,50 @@ class Published:
     search_config: dict[str, Any]
     bundle: Any
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paired: dict[str, Any] = field(default_factory=dict)
+    codes: dict[str, list[str]] = field(default_factory=dict)
+    code_change_allowed: bool = False
 
 
+def refuse_foreign_entries(zoo_dir: Path, names: Sequence[str]) -> None:
+    """Refuse to publish over anything in ``zoo_dir`` that this tool did not make (an entry
+    without the tag ``MARKER_TAG``, or a folder without a readable ``entry.json``), and to hide
+    a bundled entry behind a private one of the same name."""
+    from aca_keras import zoo
+
+    bundled = zoo.bundled_zoo_dir()
+    for name in names:
+        target = zoo_dir / name
+        if (bundled is not None and bundled.resolve() != zoo_dir
+                and (bundled / name / "entry.json").is_file()):
+            raise ToolError(f"the bundled zoo {bundled} already has an entry {name!r}; an entry "
+                            f"of that name in {zoo_dir} would hide it. Choose another name "
+                            "(--aca-name / --darts-name) or publish into the bundled zoo "
+                            f"(--zoo-dir {display_path(bundled)})")
+        if not (target.exists() or target.is_symlink()):
+            continue
+        try:
+            tags = json.loads((target / "entry.json").read_text(encoding="utf-8")).get("tags")
+        except (OSError, ValueError, AttributeError):
+            raise ToolError(f"{target} exists but holds no readable entry.json: publish does "
+                            "not overwrite what this tool did not make. Move it away, or choose "
+                            "another name (--aca-name / --darts-name)") from None
+        if MARKER_TAG not in (tags or []):
+            raise ToolError(f"the zoo entry {target} was not made by this tool (it lacks the "
+                            f"tag {MARKER_TAG}): publish does not overwrite it. Choose another "
+                            "name (--aca-name / --darts-name), or remove that entry yourself "
+                            "if it should go")
+
+
+# When these entries are published into the bundled zoo (zoo/), tests/test_zoo.py must be
+# updated with them: test_bundled_zoo_is_found_and_lists_every_entry asserts
+# `[e.name for e in zoo.list(has_weights=True)] == [ACA_NAME]` (both new entries have weights)
+# and `zoo.list(pattern="darts-*") == ["darts-v1-cifar10", "darts-v2-cifar10"]`
+# (darts-v2-cifar10-trained matches the pattern), around its lines 147-149.
 def publish_stage(args: argparse.Namespace) -> int:
-    """Publish both entries, verify them (with ``evaluate``) and re-measure exactly."""
+    """Publish both entries into ``<work>/zoo-staging``, verify them there (with ``evaluate``
+    and the exact re-measure), then copy them into the zoo and verify all its entries and its
+    index."""
     work = Work(args.work)
     split = require_split(work)
     logs = {arch: StageLog(work.stage_log(f"train:{arch}")) for arch in ARCHS}
@@ -836,9 +1350,21 @@ def publish_stage(args: argparse.Namespace) -> int:
     if missing:
         raise ToolError("publish needs both trainings; not finished: "
                         + ", ".join(missing) + ". Run first: "
-                        + "; ".join(_command(["train", "--arch", a, "--work", str(work.root)])
-                                    for a in missing))
+                        + "; ".join(_command(["train", "--arch", a, "--work",
+                                              display_path(work.root)]) for a in missing))
     zoo_dir = Path(args.zoo_dir).expanduser().resolve()
+    names = {"aca": args.aca_name, "darts-v2": args.darts_name}
+    if names["aca"] == names["darts-v2"]:
+        raise ToolError(f"--aca-name and --darts-name are both {names['aca']!r}")
+    refuse_foreign_entries(zoo_dir, list(names.values()))
+    codes = {arch: logs[arch].code_hashes() for arch in ARCHS}
+    mixed = len(set(codes["aca"]) | set(codes["darts-v2"])) > 1
+    if mixed and not args.allow_code_change:
+        raise ToolError("the two trainings ran different aca_keras code (sha256 over "
+                        f"aca_keras/**/*.py): aca {', '.join(codes['aca'])}; darts-v2 "
+                        f"{', '.join(codes['darts-v2'])}; they are not a comparison at one code "
+                        "version. Retrain at one version (a new --work), or pass "
+                        "--allow-code-change to publish anyway: the cards then say so.")
 
     from aca_keras import zoo
     from aca_keras.io.run_dir import RunDir
@@ -850,32 +1376,211 @@ def publish_stage(args: argparse.Namespace) -> int:
     if differ:
         raise ToolError(f"the two trainings did not use one recipe (they differ in {differ}); "
                         "they cannot be published as a comparison")
-    ctx = Published(split=split, recipe=logs["aca"].settings,
-                    names={"aca": args.aca_name, "darts-v2": args.darts_name}, logs=logs,
-                    configs=configs, search_log=StageLog(work.stage_log("search")),
+    ctx = Published(work=work, split=split, recipe=logs["aca"].settings, names=names,
+                    logs=logs, configs=configs, search_log=StageLog(work.stage_log("search")),
                     search_config=_read_json(RunDir(work.search_dir).config),
-                    bundle=load_data(split, args.data))
+                    bundle=load_data(split, args.data), codes=codes,
+                    code_change_allowed=mixed)
     trained = {arch: runs[arch].trained_model for arch in ARCHS}
+    hits = {}
     for arch in ARCHS:
-        model = load_model(trained[arch], compile=False)
-        correct, total = measure(model, ctx.bundle.x_test, ctx.bundle.y_test)
+        with library_errors(work, f"train:{arch}"):
+            model = load_model(trained[arch], compile=False)
+        hits[arch] = measure(model, ctx.bundle.x_test, ctx.bundle.y_test)
+        correct, total = int(hits[arch].sum()), int(len(hits[arch]))
         ctx.results[arch] = {"correct": correct, "total": total, "accuracy": correct / total,
                              "macs": int(model.flops()), "params": trainable_params(model),
                              "trained_accuracy": float(logs[arch].data["accuracy"])}
         _say(f"publish: {arch} measures {correct}/{total} = {100 * correct / total:.2f}% on "
              "the held-out images")
-    for arch in ARCHS:
-        entry = zoo.publish(trained[arch], ctx.names[arch], zoo_dir=zoo_dir, overwrite=True,
-                            date=args.date, exports=("onnx",), **entry_arguments(ctx, arch))
-        _say(f"publish: {entry.name} -> {entry.path}")
+    ctx.paired = paired_statistics(hits["aca"], hits["darts-v2"])
+    p = ctx.paired
+    _say(f"publish: paired on {p['images']} images: b = {p['b']} (ACA right, DARTS V2 wrong), "
+         f"c = {p['c']}, exact McNemar p = {_p_text(p['p_value'])}")
 
-    record, failures = check_published(ctx, zoo_dir, data_path(split, args.data))
-    _write_json(work.published, record)
+    staging = work.zoo_staging
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for arch in ARCHS:
+        entry = zoo.publish(trained[arch], names[arch], zoo_dir=staging, overwrite=True,
+                            shadow=True, date=args.date, exports=("onnx",),
+                            **entry_arguments(ctx, arch))
+        _say(f"publish: {entry.name} -> {entry.path} (staging)")
+    record, failures = check_published(ctx, staging, data_path(split, args.data))
+    record.update(zoo_dir=str(zoo_dir), staging_dir=str(staging), paired=ctx.paired,
+                  code={"publish": code_version(), "trainings": codes,
+                        "search": ctx.search_log.code_hashes(),
+                        "code_change_allowed": ctx.code_change_allowed},
+                  published=_dt.datetime.now().isoformat(timespec="seconds"))
     if failures:
-        raise ToolError("published, but the checks failed: " + "; ".join(failures))
-    _say(f"publish: both entries verified (with --evaluate) in {zoo_dir}; summary -> "
-         f"{work.published}")
+        record.update(ok=False, stage="staging")
+        _write_json(work.published, record)
+        raise ToolError(f"the entries failed their checks in the staging zoo {staging} (kept "
+                        f"for inspection); the zoo {zoo_dir} was not changed. Failures: "
+                        + "; ".join(failures))
+
+    install_entries(staging, zoo_dir, [names[arch] for arch in ARCHS])
+    for arch in ARCHS:
+        record["entries"][arch]["path"] = str(zoo_dir / names[arch])
+    report = zoo.verify("all", zoo_dir=zoo_dir, build=False)
+    index_name = f"index {zoo_dir / 'index.json'}"
+    own = ([f"{e.name}: {c.name}: {c.detail}" for e in report.entries
+            if e.path.parent.resolve() == zoo_dir for c in e.checks if not c.ok]
+           + [f"{c.name}: {c.detail}" for c in report.indexes
+              if c.name == index_name and not c.ok])
+    others = [f for f in report.failures if f not in own]
+    if others:
+        _say("publish: warning: other zoo directories on the search path fail checks: "
+             + "; ".join(others))
+    record.update(stage="zoo", ok=not own,
+                  verify_all={"ok": not own, "entries": sum(e.path.parent.resolve() == zoo_dir
+                                                            for e in report.entries),
+                              "failures": own})
+    _write_json(work.published, record)
+    if own:
+        raise ToolError(f"published into {zoo_dir}, but zoo.verify over its entries and index "
+                        "failed: " + "; ".join(own))
+    shutil.rmtree(staging, ignore_errors=True)
+    _say(f"publish: both entries verified (with --evaluate, in the staging zoo) and copied into "
+         f"{zoo_dir}; zoo.verify over its {record['verify_all']['entries']} entries and its "
+         f"index passed; summary -> {work.published}. Commit the work directory and the zoo.")
     return 0
+
+
+def install_entries(staging: Path, zoo_dir: Path, names: Sequence[str]) -> None:
+    """Copy the checked entries of the staging zoo into ``zoo_dir``, each replacing the entry
+    of its name as a whole (both are copied beside the zoo's entries first, then renamed into
+    place), and rebuild ``zoo_dir``'s ``index.json``."""
+    from aca_keras import zoo
+    from aca_keras.zoo import _registry
+
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    incoming: dict[str, Path] = {}
+    try:
+        for name in names:
+            incoming[name] = zoo_dir / f".{name}.incoming-{uuid.uuid4().hex[:8]}"
+            shutil.copytree(staging / name, incoming[name])
+        for name, tmp in incoming.items():
+            target = zoo_dir / name
+            old = None
+            if target.exists() or target.is_symlink():
+                old = zoo_dir / f".{name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, target)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for tmp in incoming.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _registry.clear_cache()
+    zoo.build_index(zoo_dir, strict=False)
+
+
+def heldout_text(ctx: Published, arch: str) -> str:
+    """The metric's ``split``: which images, and what saw them (per architecture)."""
+    split, n_val = ctx.split, ctx.bundle.num_test
+    base = (f"validation: the {n_val:,} images held out from CIFAR-10's training set "
+            f"({split['data_display']}, JPEG round trip) by "
+            f"aca_keras.data.load(test_fraction={split['test_fraction']!r})")
+    if arch == "aca":
+        return (base + ", seen neither by the ACA search nor by the training here; not "
+                "CIFAR-10's test set")
+    return (base + ", not seen by the training here; but the DARTS V2 cell was searched by "
+            "Liu et al. (2019) on CIFAR-10's training set, which includes these images, so the "
+            "cell's search did see them; not CIFAR-10's test set")
+
+
+def search_budget_note(ctx: Published) -> str:
+    """The unequal searches of the two cells."""
+    from aca_keras import zoo
+
+    darts = dict(zoo.info(DARTS_V2_ENTRY).document["provenance"]["search"])
+    st = dict(darts.get("settings") or {})
+    sc, log, n_val = ctx.search_config, ctx.search_log, ctx.bundle.num_test
+    images = log.data.get("images", log.settings.get("images"))
+    order = {1: "first order", 2: "second order (unrolled)"}.get(sc.get("order"),
+                                                                  f"order {sc.get('order')}")
+    machines = sorted({s["hardware"].split("; load")[0] for s in log.data["sessions"]})
+    return (f"Unequal search budgets. DARTS V2: {st.get('variant', 'DARTS, second order')}; "
+            f"supernet of {st.get('supernet_cells', 8)} cells, C = "
+            f"{st.get('supernet_channels', 16)}, {darts.get('epochs', 50)} epochs, batch "
+            f"{st.get('batch_size', 64)}, on CIFAR-10's 50,000 training images "
+            f"({st.get('data', 'CIFAR-10 training set')}; the {n_val:,} held-out images here "
+            f"among them); cost {darts.get('cost', 'about 4 GPU-days, the paper says')}, as "
+            f"recorded in the zoo entry {DARTS_V2_ENTRY} (Liu et al., 2019). ACA here: {order}; "
+            f"supernet of {sc['cells']} cells, C = {sc['channels']}, {sc['epochs']} epochs, "
+            f"batch {sc.get('batch_size')}, on {images:,} images of this split's training part "
+            f"(not the held-out ones), {log.cpu_s / 3600:.2f} CPU-hours ({log.wall_s / 3600:.2f} "
+            f"h wall) spent in its sessions ({log.epochs_cpu_s / 3600:.2f} CPU-hours in its "
+            f"completed epochs) on {' | '.join(machines)}. The ACA cell had a far smaller "
+            "search.")
+
+
+def comparison_note(ctx: Published) -> str:
+    """Both accuracies with their Wilson intervals and the paired test."""
+    aca, darts, p, names = (ctx.results["aca"], ctx.results["darts-v2"], ctx.paired,
+                            ctx.names)
+    n_val, n_train = ctx.bundle.num_test, ctx.bundle.num_train
+
+    def interval(arch: str) -> str:
+        lo, hi = p["wilson95"][arch]
+        return f"Wilson 95 % interval {100 * lo:.2f}-{100 * hi:.2f} %"
+
+    return (f"Compared at equal recipe ({recipe_words(ctx.recipe)}), on the same {n_train:,} "
+            f"training and {n_val:,} held-out images: ACA {100 * aca['accuracy']:.2f}% "
+            f"({interval('aca')}) with {aca['params']:,} trainable parameters and "
+            f"{aca['macs'] / 1e6:.1f} M multiply-adds per image, DARTS V2 "
+            f"{100 * darts['accuracy']:.2f}% ({interval('darts-v2')}) with "
+            f"{darts['params']:,} trainable parameters and {darts['macs'] / 1e6:.1f} M "
+            f"multiply-adds (entries {names['aca']} and {names['darts-v2']}). Paired on the "
+            f"same {p['images']:,} images: ACA right and DARTS V2 wrong on b = {p['b']}, the "
+            f"reverse on c = {p['c']} (both right {p['both_right']}, both wrong "
+            f"{p['both_wrong']}); exact McNemar test p = {_p_text(p['p_value'])}. One run and "
+            "one seed per network: the spread over seeds is not known; the intervals and the "
+            f"test account only for the sampling of the {n_val:,} held-out images.")
+
+
+def time_note(ctx: Published) -> str:
+    """The time of the three stages on both clocks, against the budget."""
+    parts = [("the search", ctx.search_log), ("the ACA training", ctx.logs["aca"]),
+             ("the DARTS V2 training", ctx.logs["darts-v2"])]
+    spent = sum(log.cpu_s for _, log in parts)
+    return ("Time (CPU only, one TensorFlow thread per process): "
+            + "; ".join(f"{what} {log.cpu_s / 3600:.2f} CPU-hours ({log.wall_s / 3600:.2f} h "
+                        f"wall) spent in {len(log.data['sessions'])} session(s), "
+                        f"{log.epochs_cpu_s / 3600:.2f} CPU-hours ({log.epochs_wall_s / 3600:.2f}"
+                        " h wall) in its completed epochs" for what, log in parts)
+            + f"; {spent / 3600:.2f} of the {BUDGET_CPU_S / 3600:.0f} CPU-hour budget spent in "
+            "all.")
+
+
+def collapse_note(ctx: Published) -> str:
+    """The search's collapse monitor: the Hessian eigenvalues and the final edge counts."""
+    from aca_keras.io.run_dir import RunDir
+
+    summary = (ctx.search_log.data.get("collapse")
+               or collapse_summary(RunDir(ctx.work.search_dir).alphas))
+    if not summary:
+        return "The search's collapse monitor left no record (alphas.jsonl is missing)."
+    every = ctx.search_config.get("hessian_every", ctx.search_log.settings.get("hessian_every"))
+    if summary["hessian"]:
+        hessian = ("largest eigenvalue of the Hessian of the architecture loss with respect "
+                   "to the alphas (Lanczos, one fixed architecture batch) "
+                   + ", ".join(f"{value:.4g} after epoch {epoch}"
+                               for epoch, value in summary["hessian"]))
+    else:
+        hessian = f"the Hessian eigenvalue was not measured (hessian_every {every})"
+    f = summary["final"]
+    return (f"Collapse monitor of the ACA search (alphas.jsonl): {hessian}. After the final "
+            f"epoch ({f['epoch']}) the derived normal cell has {f['skip_edges']} skip and "
+            f"{f['parameter_free_edges']} parameter-free edge(s), the reduction cell "
+            f"{f['reduce_skip_edges']} skip and {f['reduce_parameter_free_edges']} "
+            "parameter-free edge(s).")
 
 
 def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
@@ -883,35 +1588,29 @@ def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
     the evaluation record of the split, provenance, tags, notes, citation."""
     from aca_keras import zoo
 
-    split, recipe, names, r = ctx.split, ctx.recipe, ctx.names, ctx.results[arch]
+    split, recipe, names, r, p = ctx.split, ctx.recipe, ctx.names, ctx.results[arch], ctx.paired
     n_val, n_train = ctx.bundle.num_test, ctx.bundle.num_train
+    other = "darts-v2" if arch == "aca" else "aca"
     not_test = ("The accuracy is validation accuracy on a held-out part of CIFAR-10's training "
                 "set, not CIFAR-10 test accuracy.")
-    recipe_words = (f"{recipe['cells']} cells, C = {recipe['channels']}, auxiliary head "
-                    f"(weight {recipe['auxiliary_weight']}), drop path {recipe['drop_path']} "
-                    f"(linear ramp), cutout {recipe['cutout']}, batch {recipe['batch_size']}, "
-                    f"SGD momentum {recipe['momentum']}, learning rate "
-                    f"{recipe['learning_rate']} cosine to 0, weight decay "
-                    f"{recipe['weight_decay']}, gradient clip {recipe['grad_clip']}, "
-                    f"{recipe['epochs']} epochs, seed {recipe['seed']}")
     evaluation = {"data": split["data_display"], "data_sha256": split["data_sha256"],
                   "load": {"test_fraction": split["test_fraction"]}, "split": "test",
                   "indices": (f"{split['rule']} (sha256 of the held-out indices as int64: "
                               f"{split['heldout_indices_sha256']})"),
                   "seed": int(split["holdout_seed"]), "images": n_val,
                   "split_sha256": split["heldout_split_sha256"]}
+    lo, hi = p["wilson95"][arch]
     metrics = [
         {"name": "top1_accuracy", "value": round(100 * r["accuracy"], 2), "unit": "%",
-         "split": (f"validation: the {n_val:,} images held out from CIFAR-10's training set "
-                   f"({split['data_display']}, JPEG round trip) by "
-                   f"aca_keras.data.load(test_fraction={split['test_fraction']!r}), never "
-                   "seen by the search or the training; not CIFAR-10's test set"),
-         "how": "measured",
+         "split": heldout_text(ctx, arch), "how": "measured",
          "source": ("the published model's inference_model().predict on the held-out images "
                     f"after {recipe['epochs']} training epochs (as aca-zoo verify --evaluate "
                     "measures it)"),
-         "note": (f"{r['correct']} of {r['total']} images. {not_test} One run, one seed: no "
-                  "spread is known."),
+         "note": (f"{r['correct']} of {r['total']} images; Wilson 95 % interval "
+                  f"{100 * lo:.2f}-{100 * hi:.2f} %. {not_test} One run, one seed: the spread "
+                  f"over seeds is not known. Paired with {names[other]} on the same images: "
+                  f"exact McNemar test b = {p['b']} (ACA right, DARTS V2 wrong), c = {p['c']} "
+                  f"(the reverse), p = {_p_text(p['p_value'])}."),
          "evaluation": evaluation},
         {"name": "multiply_adds", "value": round(r["macs"] / 1e6, 2), "unit": "M",
          "split": "n/a", "how": "measured",
@@ -928,28 +1627,33 @@ def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
                          "through the JPEG round trip.")}
     config = ctx.configs[arch]
     training = _stage_provenance(
-        ctx.logs[arch], ctx.logs[arch].data["sessions"][0]["command"],
+        ctx.logs[arch], clean_command("train", ctx.work, recipe, arch=arch),
         _training_settings(config), config["seed"], config["epochs"],
         config.get("versions", {}),
         f"the {n_train:,} training images of the split ({split['data_display']} without the "
         f"{n_val:,} held-out images)")
-    aca, darts = ctx.results["aca"], ctx.results["darts-v2"]
-    comparison = (f"Compared at equal recipe ({recipe_words}), on the same {n_train:,} "
-                  f"training and {n_val:,} held-out images: ACA {100 * aca['accuracy']:.2f}% "
-                  f"with {aca['params']:,} trainable parameters and {aca['macs'] / 1e6:.1f} M "
-                  f"multiply-adds per image, DARTS V2 {100 * darts['accuracy']:.2f}% with "
-                  f"{darts['params']:,} trainable parameters and {darts['macs'] / 1e6:.1f} M "
-                  f"multiply-adds (entries {names['aca']} and {names['darts-v2']}). One run, "
-                  "one seed each: no spread is known.")
-    notes = [not_test, comparison,
+    split_command = clean_command("split", ctx.work, {**recipe, "holdout": split["holdout"],
+                                                      "seed": split["seed"]},
+                                  data=split["data"])
+    notes = [not_test, heldout_text(ctx, arch)[0].upper() + heldout_text(ctx, arch)[1:] + ".",
+             comparison_note(ctx), search_budget_note(ctx), time_note(ctx),
              f"Split: {split['rule']}. Re-measure: aca-zoo verify {names[arch]} --evaluate "
              f"{split['data_display']} (the path of that file).",
-             f"Recipe: {recipe_words}; DARTS's evaluation recipe shortened from 20 cells, "
-             "C = 36 and 600 epochs to fit about 8 CPU-hours for the search and both "
+             f"Recipe: {recipe_words(recipe)}; DARTS's evaluation recipe shortened from 20 "
+             "cells, C = 36 and 600 epochs to fit about 8 CPU-hours for the search and both "
              "trainings; the accuracy is far below a full training's.",
-             "Made by zoo/tools/make_cifar10_entries.py, stages split, search, train --arch "
-             "aca, train --arch darts-v2 and publish (the command of each stage's first "
-             "session is in the provenance)."]
+             f"Made by zoo/tools/make_cifar10_entries.py: `{split_command}` (the split and the "
+             "recipe), then the stages search, train --arch aca, train --arch darts-v2 and "
+             "publish (each stage's command, with its settings explicit, is in the "
+             "provenance)."]
+    if arch == "aca":
+        notes.append(collapse_note(ctx))
+    if ctx.code_change_allowed:
+        notes.append("Published with --allow-code-change: the training sessions ran different "
+                     "aca_keras code (sha256 over aca_keras/**/*.py): ACA training "
+                     f"{', '.join(ctx.codes['aca'])}; DARTS V2 training "
+                     f"{', '.join(ctx.codes['darts-v2'])}. The comparison is not at one code "
+                     "version.")
     if r["trained_accuracy"] != r["accuracy"]:
         notes.append(f"At the end of the training aca_keras.training measured "
                      f"{100 * r['trained_accuracy']:.2f}% through its test pipeline; the metric "
@@ -959,7 +1663,9 @@ def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
         darts_entry = zoo.info(DARTS_V2_ENTRY)
         search = dict(darts_entry.document["provenance"]["search"])
         search["note"] = (f"Not searched here: the cell is DARTS V2's published genotype, taken "
-                          f"from the zoo entry {DARTS_V2_ENTRY}.")
+                          f"from the zoo entry {DARTS_V2_ENTRY}. Liu et al. (2019) searched it "
+                          "on CIFAR-10's training set, which includes the held-out images of "
+                          "this entry's metric.")
         return {**common,
                 "title": (f"DARTS V2 cell trained on CIFAR-10 (JPEG round trip) beside "
                           f"{names['aca']}, {recipe['cells']} cells, C = {recipe['channels']}, "
@@ -971,12 +1677,15 @@ def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
                             f"{names['aca']}, as its baseline. {not_test}"),
                 "provenance": {"search": search, "training": training},
                 "citation": darts_entry.document["citation"],
-                "tags": ["darts", "second-order", DATA_NAME, "trained", "validation-split"]}
+                "tags": ["darts", "second-order", DATA_NAME, "trained", "validation-split",
+                         MARKER_TAG]}
     sc, log = ctx.search_config, ctx.search_log
     images = log.data.get("images", log.settings["images"])
+    settings = {k: v for k, v in sc.items() if k not in ("versions", "data_dir")}
+    settings["dataset"] = (f"{DATA_NAME}: the first {images:,} training images of the split, "
+                           "passed in memory")
     search = _stage_provenance(
-        log, log.data["sessions"][0]["command"],
-        {k: v for k, v in sc.items() if k not in ("versions", "data_dir")}, sc["seed"],
+        log, clean_command("search", ctx.work, log.settings), settings, sc["seed"],
         sc["epochs"], sc.get("versions", {}),
         f"the first {images:,} of the {n_train:,} training images of the split "
         f"({split['data_display']}, file order), split by aca_keras.search into "
@@ -995,40 +1704,45 @@ def entry_arguments(ctx: Published, arch: str) -> dict[str, Any]:
                         f"{n_train:,} images; DARTS V2 was trained beside it with the identical "
                         f"recipe ({names['darts-v2']}). {not_test}"),
             "provenance": {"search": search, "training": training},
-            "tags": ["aca", DATA_NAME, "trained", "validation-split"]}
+            "tags": ["aca", DATA_NAME, "trained", "validation-split", MARKER_TAG]}
 
 
 def check_published(ctx: Published, zoo_dir: Path, path: Path
                     ) -> tuple[dict[str, Any], list[str]]:
-    """``aca_keras.zoo.verify(name, evaluate=path)`` of both entries, and the accuracy measured
-    again with each published model, which must equal the card's exactly: the summary record
-    and the failures."""
+    """``aca_keras.zoo.verify(name, evaluate=path)`` of both entries in ``zoo_dir``, and the
+    accuracy measured again with each published model, which must equal the card's exactly:
+    the summary record and the failures."""
     from aca_keras import zoo
 
-    record: dict[str, Any] = {"zoo_dir": str(zoo_dir), "entries": {},
-                              "search_wall_s": ctx.search_log.wall_s,
-                              "search_cpu_s": ctx.search_log.cpu_s}
+    log = ctx.search_log
+    record: dict[str, Any] = {"format": FORMAT, "zoo_dir": str(zoo_dir), "entries": {},
+                              "search_wall_s": log.wall_s, "search_cpu_s": log.cpu_s,
+                              "search_epochs_wall_s": log.epochs_wall_s,
+                              "search_epochs_cpu_s": log.epochs_cpu_s}
     failures = []
     for arch in ARCHS:
         name = ctx.names[arch]
         report = zoo.verify(name, zoo_dir=zoo_dir, evaluate=path)
         _say(report.format())
+        failures += report.failures
         entry = zoo.info(name, zoo_dir=zoo_dir)
-        correct, total = measure(zoo.load(name, zoo_dir=zoo_dir), ctx.bundle.x_test,
-                                 ctx.bundle.y_test)
         card = next(m.value for m in entry.metrics if m.name == "top1_accuracy")
+        hits = measure(zoo.load(name, zoo_dir=zoo_dir), ctx.bundle.x_test, ctx.bundle.y_test)
+        correct, total = int(hits.sum()), int(len(hits))
         again = round(100 * correct / total, 2)
         _say(f"publish: {name}: re-measured {again:.2f}% ({correct}/{total}), card "
              f"{card:.2f}%: {'equal' if again == card else 'DIFFERENT'}")
-        failures += report.failures
         if again != card:
             failures.append(f"{name}: re-measured {again}% but the card says {card}%")
+        train_log = ctx.logs[arch]
         record["entries"][arch] = {
             "name": name, "path": str(entry.path), "accuracy_percent": card,
             "remeasured_percent": again, "correct": correct, "images": total,
+            "wilson95_percent": [round(100 * v, 2) for v in ctx.paired["wilson95"][arch]],
             "params": entry.params, "multiply_adds": ctx.results[arch]["macs"],
-            "verify_ok": report.ok, "train_wall_s": ctx.logs[arch].wall_s,
-            "train_cpu_s": ctx.logs[arch].cpu_s}
+            "verify_ok": report.ok, "train_wall_s": train_log.wall_s,
+            "train_cpu_s": train_log.cpu_s, "train_epochs_wall_s": train_log.epochs_wall_s,
+            "train_epochs_cpu_s": train_log.epochs_cpu_s}
     record["ok"] = not failures
     return record, failures
 
@@ -1036,10 +1750,17 @@ def check_published(ctx: Published, zoo_dir: Path, path: Path
 # ------------------------------------------------------------------------------------- status
 
 
-def _epochs_done(path: Path, key: str) -> int:
+def _epochs_done(path: Path, key: str) -> tuple[int, str | None]:
+    """Epochs done by a run's checkpoint, and a problem reading it (``None`` when fine)."""
+    from aca_keras.errors import AcaError
     from aca_keras.io.checkpoint import read_checkpoint_meta  # NumPy only
 
-    return int(read_checkpoint_meta(path)[key]) if path.is_file() else 0
+    if not path.is_file():
+        return 0, None
+    try:
+        return int(read_checkpoint_meta(path)[key]), None
+    except (AcaError, KeyError, ValueError) as error:
+        return 0, str(error)
 
 
 def status_stage(args: argparse.Namespace) -> int:
@@ -1048,19 +1769,33 @@ def status_stage(args: argparse.Namespace) -> int:
 
     work = Work(args.work)
     _say(f"work directory: {work.root}")
+    for warning in git_warnings(work.root):
+        _say(f"warning: {warning}")
     if not work.split.is_file():
-        _say(f"split:          not done; next: {_command(['split', '--work', str(work.root)])}")
+        _say(f"split:          not done; next: "
+             f"{_command(['split', '--work', display_path(work.root)])}")
         return 0
     split = _read_json(work.split)
     shape = tuple(split["image_shape"])
     _say(f"split:          done: {split['train_images']:,} training, {split['holdout']:,} "
          f"held out ({split['data_display']}, test_fraction {split['test_fraction']:g}), "
          f"seed {split['seed']}")
-    left_total = 0.0
+    if work.recipe.is_file():
+        recipe = _read_json(work.recipe)
+        _say(f"recipe:         {recipe_words(recipe)} (recipe.json, fixed by the split)")
+    else:
+        recipe = {**RECIPE_DEFAULTS, "seed": split["seed"]}
+        _say("recipe:         no recipe.json: run the split stage again to fix it")
+    left_total, spent_total = 0.0, 0.0
+    problems: list[str] = []
 
     search_log = StageLog(work.stage_log("search"))
+    spent_total += search_log.cpu_s
     search_settings = search_log.settings or dict(SEARCH_DEFAULTS)
-    done = _epochs_done(RunDir(work.search_dir).checkpoint, "epochs_done")
+    done, problem = _epochs_done(RunDir(work.search_dir).checkpoint, "epochs_done")
+    if problem:
+        problems.append(f"search: {problem} Delete the folder {work.search_dir} (only it) and "
+                        "run the search again; it restarts from epoch 1")
     left = 0.0
     if not search_log.done:
         projected, _ = search_seconds(search_settings, shape, search_settings["epochs"] - done)
@@ -1071,10 +1806,13 @@ def status_stage(args: argparse.Namespace) -> int:
     _say("search:         " + _stage_line(search_log, done, search_settings["epochs"], left,
                                           stage_running(work, "search")))
 
-    recipe = (_read_json(work.recipe) if work.recipe.is_file() else dict(RECIPE_DEFAULTS))
     for arch in ARCHS:
         log = StageLog(work.stage_log(f"train:{arch}"))
-        done = _epochs_done(RunDir(work.train_dir(arch)).train_checkpoint, "epoch")
+        spent_total += log.cpu_s
+        done, problem = _epochs_done(RunDir(work.train_dir(arch)).train_checkpoint, "epoch")
+        if problem:
+            problems.append(f"train {arch}: {problem} Delete the folder {work.train_dir(arch)} "
+                            "(only it) and run the training again; it restarts from epoch 1")
         left = 0.0
         if not log.done:
             macs = float(log.data.get("macs") or estimated_macs(recipe, shape))
@@ -1089,17 +1827,26 @@ def status_stage(args: argparse.Namespace) -> int:
         if log.done:
             line += f"; validation accuracy {log.data['accuracy']:.4f}"
         elif arch == "aca" and not search_log.done:
-            line += " (waits for the search)"
+            line += (" (waits for the search; projected with an estimate of its multiply-adds "
+                     "until it starts)")
         _say(f"train {arch:9s} " + line)
     if work.published.is_file():
         record = _read_json(work.published)
         shown = ", ".join(f"{e['name']} {e['accuracy_percent']:.2f}%"
                           for e in record["entries"].values())
+        where = (record["zoo_dir"] if record.get("stage", "zoo") == "zoo"
+                 else f"the staging zoo {record.get('staging_dir')}; the zoo is unchanged")
         _say(f"publish:        {'done' if record['ok'] else 'FAILED checks'}: {shown} in "
-             f"{record['zoo_dir']}")
+             f"{where}")
     else:
         _say("publish:        not done")
+    for problem in problems:
+        _say(f"problem: {problem}")
     _say(f"projected time left: {_hours(left_total)} of CPU (one thread per process)")
+    total = spent_total + left_total
+    _say(f"budget: {spent_total / 3600:.2f} CPU-hours spent + {left_total / 3600:.2f} "
+         f"projected left = {total / 3600:.2f} vs the {BUDGET_CPU_S / 3600:.0f} CPU-hour budget "
+         f"({'within it' if total <= BUDGET_CPU_S else 'OVER it'})")
     return 0
 
 
@@ -1109,16 +1856,31 @@ def _stage_line(log: StageLog, done: int, total: int, left: float, running: str 
         return f"not started ({total} epochs; projected {_hours(left)})"
     state = "done" if log.done else (running or "stopped")
     measured = log.epoch_seconds()
-    text = (f"{state}: epoch {done}/{total}, {_hours(log.wall_s)} wall, {_hours(log.cpu_s)} "
-            f"CPU over {len(log.data['sessions'])} session(s)")
+    text = f"{state}: epoch {done}/{total}; {log.time_words()}"
     if measured is not None:
-        text += f", {measured:.0f} s per epoch"
+        text += f"; {measured:.0f} s per epoch"
     if not log.done:
-        text += f", about {_hours(left)} left"
+        text += f"; about {_hours(left)} left"
     return text
 
 
 # ---------------------------------------------------------------------------------------- CLI
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_recipe_flags(parser: argparse.ArgumentParser, where: str) -> None:
+    for key, value in RECIPE_DEFAULTS.items():
+        parser.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
+                            help=f"{where} (default {value})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1126,42 +1888,45 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Stages: split, search, train --arch aca|darts-v2, publish, status. See the "
-               "module docstring for the budget.")
+               "module docstring for the budget. Commit the work directory at the end of "
+               "every session.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--work", default=str(DEFAULT_WORK),
-                        help=f"work directory holding every stage's state (default {DEFAULT_WORK})")
+                        help=f"work directory holding every stage's state, tracked by git: "
+                             f"commit it at the end of every session (default "
+                             f"{display_path(DEFAULT_WORK)})")
     common.add_argument("--data", default=None,
                         help=f"the CIFAR-10 .npz (default: the split's, else {DEFAULT_DATA})")
     common.add_argument("--threads", type=int, default=1,
                         help="TensorFlow threads of this process (default 1)")
     common.add_argument("--quiet", dest="verbose", action="store_const", const=0, default=1,
                         help="no progress lines from the library")
-    common.add_argument("--stop-after-epochs", type=int, default=None, metavar="N",
-                        help="stop this session after N epochs (resumable; search and train)")
+    common.add_argument("--stop-after-epochs", type=_at_least_one, default=None, metavar="N",
+                        help="stop this session after N >= 1 epochs (resumable; search and "
+                             "train)")
+    common.add_argument("--allow-code-change", action="store_true",
+                        help="resume a stage whose earlier sessions ran other aca_keras code, "
+                             "or publish trainings that ran different code (recorded, and "
+                             "stated on the cards)")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    p = sub.add_parser("split", parents=[common], help="hold out the validation images")
+    p = sub.add_parser("split", parents=[common],
+                       help="hold out the validation images; fix the training recipe")
     p.add_argument("--holdout", type=int, default=None,
                    help=f"held-out images (default {SPLIT_DEFAULTS['holdout']})")
     p.add_argument("--seed", type=int, default=None,
                    help=f"seed of the search and both trainings (default {SPLIT_DEFAULTS['seed']})")
+    _add_recipe_flags(p, "training recipe, fixed in recipe.json")
 
     p = sub.add_parser("search", parents=[common], help="search the ACA cell")
-    for flag, key, kind in (("--search-images", "images", int), ("--search-epochs", "epochs", int),
-                            ("--search-cells", "cells", int),
-                            ("--search-channels", "channels", int),
-                            ("--search-batch-size", "batch_size", int),
-                            ("--hessian-every", "hessian_every", int),
-                            ("--score-batches", "score_batches", int)):
+    for flag, key in SEARCH_FLAGS:
         default = SEARCH_DEFAULTS[key]
-        p.add_argument(flag, type=kind, default=None,
+        p.add_argument(flag, type=int, default=None,
                        help=f"default {default if default is not None else 'aca_keras.search'}")
 
     p = sub.add_parser("train", parents=[common], help="train one architecture")
     p.add_argument("--arch", required=True, choices=ARCHS)
-    for key, value in RECIPE_DEFAULTS.items():
-        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=None,
-                       help=f"default {value}")
+    _add_recipe_flags(p, "must equal recipe.json's value (fixed by the split)")
 
     p = sub.add_parser("publish", parents=[common], help="publish and verify both entries")
     p.add_argument("--zoo-dir", default=str(DEFAULT_ZOO), help=f"default {DEFAULT_ZOO}")
