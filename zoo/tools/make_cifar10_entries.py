@@ -1452,7 +1452,7 @@ def install_entries(staging: Path, zoo_dir: Path, names: Sequence[str]) -> None:
     of its name as a whole (both are copied beside the zoo's entries first, then renamed into
     place), and rebuild ``zoo_dir``'s ``index.json``."""
     from aca_keras import zoo
-    from aca_keras.zoo import _registry
+    from aca_keras.zoo import _publish, _registry
 
     zoo_dir.mkdir(parents=True, exist_ok=True)
     incoming: dict[str, Path] = {}
@@ -1461,19 +1461,7 @@ def install_entries(staging: Path, zoo_dir: Path, names: Sequence[str]) -> None:
             incoming[name] = zoo_dir / f".{name}.incoming-{uuid.uuid4().hex[:8]}"
             shutil.copytree(staging / name, incoming[name])
         for name, tmp in incoming.items():
-            target = zoo_dir / name
-            old = None
-            if target.exists() or target.is_symlink():
-                old = zoo_dir / f".{name}.old-{uuid.uuid4().hex[:8]}"
-                os.replace(target, old)
-            try:
-                os.replace(tmp, target)
-            except BaseException:
-                if old is not None:
-                    os.replace(old, target)
-                raise
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            _publish._place(tmp, zoo_dir / name)  # an existing entry is replaced as a whole
     finally:
         for tmp in incoming.values():
             shutil.rmtree(tmp, ignore_errors=True)
