@@ -280,14 +280,18 @@ def _command(argv: Sequence[str]) -> str:
 
 
 def display_path(path: str | os.PathLike) -> str:
-    """``path`` relative to the repository when it lies in the repository's folder or beside
-    it (``../shared/...``), else absolute: what a clean command shows."""
-    resolved = Path(path).expanduser().resolve()
-    try:
-        resolved.relative_to(REPO.parent)
-    except ValueError:
-        return str(resolved)
-    return os.path.relpath(resolved, REPO)
+    """``path`` relative to the repository when it lies in the repository or in the ``shared``
+    folder beside it (``../shared/...``, the project's layout), else absolute: what a clean
+    command shows. Symbolic links are kept as written (a ``../shared`` that is a link stays
+    ``../shared``)."""
+    shown = Path(os.path.abspath(Path(path).expanduser()))
+    for root in (REPO, REPO.parent / "shared"):
+        try:
+            shown.relative_to(root)
+        except ValueError:
+            continue
+        return os.path.relpath(shown, REPO)
+    return str(shown)
 
 
 def clean_command(stage: str, work: Work, settings: Mapping[str, Any] | None = None, *,
