@@ -739,20 +739,23 @@ DECISION_MIN_SEEDS_AHEAD = 2
 
 
 def defaults_decision(config: StudyConfig, records: dict) -> dict[str, Any]:
-    """Apply the decision rule written in the README before seeds 2 and 3 were retrained: a
-    candidate replaces ``taylor`` only if, at 100 % of the search, (a) the paired bootstrap
-    over the test images with the seeds averaged gives a 95 % CI of its difference to
-    ``taylor`` entirely above 0 and (b) it is ahead on at least 2 seeds; of several, the
-    larger mean difference wins. Decided only once every seed of the config has both
-    records; until then ``winner`` is None and ``final`` False."""
+    """Apply the decision rule written in the README before the ACA networks of seeds 2 and
+    3 were retrained: a candidate replaces ``taylor`` only if, at 100 % of the search, (a)
+    the paired bootstrap over the test images with the seeds averaged gives a 95 % CI of its
+    difference to ``taylor`` entirely above 0 and (b) it is ahead (strictly) on at least 2
+    seeds; of several, the larger mean difference wins, and on an exact tie ``taylor``
+    stays. Decided only once every seed of the config has both records (of the same test
+    images); until then ``winner`` is None and ``final`` False."""
     end = config.epochs("aca-s3")
     seeds = tuple(config.seeds)
     out: dict[str, Any] = {"default": DEFAULT_METHOD, "candidates": {}, "winner": None,
-                           "final": False}
+                           "final": False, "tie": False}
     complete = True
     for method in CANDIDATE_METHODS:
         have = [s for s in seeds if (method, end, s) in records
-                and (DEFAULT_METHOD, end, s) in records]
+                and (DEFAULT_METHOD, end, s) in records
+                and records[(method, end, s)]["test_images"]
+                == records[(DEFAULT_METHOD, end, s)]["test_images"]]
         complete &= len(have) == len(seeds)
         if not have:
             out["candidates"][method] = {"seeds": [], "qualifies": False}
@@ -769,14 +772,18 @@ def defaults_decision(config: StudyConfig, records: dict) -> dict[str, Any]:
     out["final"] = complete
     qualified = [(c["difference"], m) for m, c in out["candidates"].items() if c["qualifies"]]
     if complete:
-        out["winner"] = max(qualified)[1] if qualified else DEFAULT_METHOD
+        best = max(qualified, default=None)
+        tied = best is not None and sum(d == best[0] for d, _ in qualified) > 1
+        out["tie"] = tied
+        out["winner"] = best[1] if best is not None and not tied else DEFAULT_METHOD
     return out
 
 
 def decision_section(config: StudyConfig, records: dict) -> list[str]:
     """The defaults decision (issue 18, item 6) as the README's rule gives it."""
     decision = defaults_decision(config, records)
-    out = ["#### Defaults decision (the rule written before seeds 2 and 3)", ""]
+    out = ["#### Defaults decision (the rule written before the ACA results of seeds 2 and 3)",
+           ""]
     for method, c in decision["candidates"].items():
         if not c["seeds"]:
             out.append(f"* `{method}` vs `{DEFAULT_METHOD}`: no paired record yet.")
@@ -790,7 +797,8 @@ def decision_section(config: StudyConfig, records: dict) -> list[str]:
     if decision["final"]:
         winner = decision["winner"]
         out += ["", f"**Decision: `{winner}`**" + (
-            " stays the default (no candidate meets the rule)." if winner == DEFAULT_METHOD
+            (" stays the default (candidates tied)." if decision.get("tie") else
+             " stays the default (no candidate meets the rule).") if winner == DEFAULT_METHOD
             else f" becomes the default ({METHODS[winner][1]} scores, {METHODS[winner][2]} "
                  f"pooling{', op weight divided out' if METHODS[winner][3] else ''}).")]
     else:

@@ -285,3 +285,30 @@ def test_defaults_decision_needs_two_seeds_ahead_and_a_ci_above_zero(study):
     assert d["final"] and d["winner"] == "taylor"
     assert "**Decision: `taylor`** stays the default" in \
         "\n".join(study.decision_section(config, records))
+
+
+def test_defaults_decision_both_qualify_larger_wins_an_exact_tie_keeps_taylor(study):
+    # both ahead on every seed, refill by 4 points and refill-w by 3: both qualify, refill wins
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.70, 0.70], "refill": [0.74, 0.74, 0.74],
+        "refill-w": [0.73, 0.73, 0.73]})
+    d = study.defaults_decision(config, records)
+    assert d["candidates"]["refill"]["qualifies"] and d["candidates"]["refill-w"]["qualifies"]
+    assert d["winner"] == "refill" and not d["tie"]
+    # the same 3-point lead for both: an exact tie of the mean differences -> taylor stays
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.70, 0.70], "refill": [0.73, 0.73, 0.73],
+        "refill-w": [0.73, 0.73, 0.73]})
+    d = study.defaults_decision(config, records)
+    assert d["candidates"]["refill"]["difference"] == d["candidates"]["refill-w"]["difference"]
+    assert d["tie"] and d["winner"] == "taylor"
+    assert "stays the default (candidates tied)" in "\n".join(
+        study.decision_section(config, records))
+    # an equal accuracy on a seed is not "ahead": 2 equal seeds and 1 ahead -> 1 of 3
+    config, records = _decision_records(study, {
+        "taylor": [0.70, 0.70, 0.70], "refill": [0.70, 0.70, 0.76]})
+    c = study.defaults_decision(config, records)["candidates"]["refill"]
+    assert c["per_seed"] == pytest.approx([0.0, 0.0, 0.06]) and c["seeds_ahead"] == 1
+    assert not c["qualifies"]
+    assert "ahead on 1 of 3 seeds: does not meet the rule." in "\n".join(
+        study.decision_section(config, records))

@@ -190,6 +190,9 @@ def test_the_default_plan_fits_the_budget(tool):
     assert ignored.returncode == 1
     assert tool.display_path(tool.DEFAULT_WORK) == "zoo/tools/work/cifar10-entries"
     assert tool.display_path(REPO.parent / "shared" / "d.npz") == "../shared/d.npz"
+    # anything else beside the repository (a CI clone's /tmp/pytest-of-...) stays absolute
+    elsewhere = REPO.parent / "elsewhere" / "x.npz"
+    assert tool.display_path(elsewhere) == str(elsewhere)
 
 
 def test_the_split_fixes_one_recipe_atomically(tool, npz, tmp_path, capsys):
