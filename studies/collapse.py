@@ -58,6 +58,8 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
+from aca_keras.stats import mcnemar_exact  # noqa: E402  (NumPy only; after the path above)
+
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train.npz"
 DEFAULT_RESULTS = HERE / "results" / "collapse"
 FORMAT = "aca_keras.study.collapse"
@@ -435,32 +437,6 @@ def decode_correct(record: dict[str, Any]) -> np.ndarray:
     return bits[: int(record["test_images"])].astype(bool)
 
 
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[int, int, float]:
-    """Exact McNemar test on paired correctness: ``(b, c, p)`` with b the images only A gets
-    right, c those only B gets right, p the two-sided binomial test of b among b + c at 1/2."""
-    a = np.asarray(correct_a, dtype=bool)
-    b_ = np.asarray(correct_b, dtype=bool)
-    if a.shape != b_.shape:
-        raise ValueError(f"unpaired correctness vectors: {a.shape} vs {b_.shape}")
-    b = int(np.sum(a & ~b_))
-    c = int(np.sum(~a & b_))
-    return b, c, binomial_two_sided(b, b + c)
-
-
-def binomial_two_sided(k: int, n: int) -> float:
-    """Two-sided exact binomial test of k successes in n trials at p = 1/2."""
-    if n == 0:
-        return 1.0
-    try:
-        from scipy.stats import binomtest  # optional: the exact sum below is the fallback
-    except ImportError:
-        import math
-
-        tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1))
-        return min(1.0, 2 * tail / 2**n)
-    return float(min(1.0, binomtest(k, n, 0.5).pvalue))
-
-
 def paired_bootstrap(correct_a: np.ndarray, correct_b: np.ndarray,
                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
                      level: float = 0.95) -> tuple[float, float, float]:
@@ -712,12 +688,11 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
                     f"({diff:+.4f}, p = {_fmt_p(p)})")
         if len(a_all) > 1 and len({x.shape for x in a_all}) == 1:
             ca, cb = np.stack(a_all), np.stack(b_all)
-            b = int(np.sum(ca & ~cb))
-            c = int(np.sum(~ca & cb))
+            b, c, p = mcnemar_exact(ca, cb)  # every seed's discordant images together
             diff, low, high = paired_bootstrap(ca, cb)
             rows.append([name, "all", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
                          f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
-                         _fmt_p(binomial_two_sided(b, b + c))])
+                         _fmt_p(p)])
     if rows:
         out += _table(["A vs B", "seed", "acc. A", "acc. B", "difference", "95 % CI", "b", "c",
                        "McNemar p"], rows)

@@ -101,7 +101,6 @@ def test_mcnemar_matches_hand_computed_value(study):
     assert p == pytest.approx(expected, rel=1e-9)
     assert study.mcnemar_exact(b, a)[2] == pytest.approx(expected, rel=1e-9)
     assert study.mcnemar_exact(a, a)[2] == 1.0
-    assert study.binomial_two_sided(6, 12) == pytest.approx(1.0)
 
 
 def test_paired_bootstrap_contains_true_difference_and_is_reproducible(study):

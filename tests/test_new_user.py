@@ -453,12 +453,12 @@ def test_zoo_verify_evaluate_refuses_other_data(published, tmp_path):
 
 
 def test_wilson_interval():
-    from aca_keras.zoo._verify import wilson_interval
+    from aca_keras.stats import wilson_interval
 
-    low, high = wilson_interval(464, 932)
+    low, high = wilson_interval(464, 932, z=3.0)  # the zoo's metric check: 3 sigmas
     assert low == pytest.approx(0.4490, abs=1e-3) and high == pytest.approx(0.5468, abs=1e-3)
-    assert wilson_interval(40, 40)[1] == 1.0
-    assert wilson_interval(0, 40)[0] == pytest.approx(0.0, abs=1e-12)
+    assert wilson_interval(40, 40, z=3.0)[1] == 1.0
+    assert wilson_interval(0, 40, z=3.0)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_publishing_a_bundled_name_needs_allow_shadow(trained, tmp_path, capsys):

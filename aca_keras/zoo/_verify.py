@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from aca_keras.errors import AcaError, DataError, ZooError
+from aca_keras.stats import wilson_interval
 from aca_keras.zoo import _models, _registry
 from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
@@ -248,20 +248,6 @@ def _check_index(root: Path) -> Check:
     same = actual == expected
     return Check(f"index {path}", same, "up to date" if same else
                  "out of date; rebuild it with aca_keras.zoo.build_index(zoo_dir)")
-
-
-def wilson_interval(correct: int, total: int, sigmas: float = EVALUATE_SIGMAS
-                    ) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion ``correct / total`` with
-    ``z = sigmas``: the accuracies that this measurement on ``total`` images does not rule
-    out at that many standard deviations."""
-    if total < 1:
-        raise ValueError("total must be positive")
-    p = correct / total
-    z2 = sigmas * sigmas
-    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-    half = (sigmas / (1 + z2 / total)) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _check_metric(rep: EntryReport, entry: EntryInfo, evaluate: Any, data_dir: Any,

@@ -158,8 +158,6 @@ DATA_DESCRIPTION = (
 MARKER_TAG = "made-by-make_cifar10_entries"
 #: Issue 17's budget for the search and both trainings.
 BUDGET_CPU_S = 8 * 3600.0
-#: The normal quantile of a two-sided 95 % interval.
-WILSON_Z = 1.959963984540054
 
 SPLIT_DEFAULTS: dict[str, Any] = {"holdout": 5000, "seed": 0}
 SEARCH_DEFAULTS: dict[str, Any] = {"images": 10_000, "epochs": 16, "cells": 5, "channels": 8,
@@ -1176,32 +1174,6 @@ def train_stage(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- paired statistics
 
 
-def wilson_interval(correct: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """The Wilson score interval of the proportion ``correct / total`` (95 % for the default
-    ``z``)."""
-    if total < 1:
-        raise ValueError("total must be positive")
-    p = correct / total
-    z2 = z * z
-    centre = (p + z2 / (2 * total)) / (1 + z2 / total)
-    half = z / (1 + z2 / total) * math.sqrt(p * (1 - p) / total + z2 / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """The two-sided p-value of the exact McNemar test: ``b`` and ``c`` are the discordant
-    pairs (only the first model right, only the second right); under the null hypothesis ``b``
-    is Binomial(b + c, 1/2), and the p-value is twice the smaller tail, at most 1."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    term = tail = 1  # C(n, 0); then C(n, k + 1) = C(n, k) (n - k) / (k + 1), exact integers
-    for k in range(min(b, c)):
-        term = term * (n - k) // (k + 1)
-        tail += term
-    return min(1.0, 2 * tail / 2 ** n)
-
-
 def paired_statistics(hits_aca: Sequence[bool], hits_darts: Sequence[bool]) -> dict[str, Any]:
     """The two models on the same images (``hits_*[i]``: image ``i`` classified right):
     the discordant counts ``b`` (ACA right, DARTS V2 wrong) and ``c`` (the reverse), the exact
@@ -1210,9 +1182,10 @@ def paired_statistics(hits_aca: Sequence[bool], hits_darts: Sequence[bool]) -> d
     d = [bool(h) for h in hits_darts]
     if len(a) != len(d) or not a:
         raise ValueError("both models must be measured on the same, non-empty set of images")
+    from aca_keras.stats import mcnemar_exact, wilson_interval  # NumPy only, no TensorFlow
+
     n = len(a)
-    b = sum(x and not y for x, y in zip(a, d))
-    c = sum(y and not x for x, y in zip(a, d))
+    b, c, p_value = mcnemar_exact(a, d)
     correct = {"aca": sum(a), "darts-v2": sum(d)}
     return {
         "images": n, "correct": correct,
@@ -1220,7 +1193,7 @@ def paired_statistics(hits_aca: Sequence[bool], hits_darts: Sequence[bool]) -> d
         "wilson95": {k: list(wilson_interval(v, n)) for k, v in correct.items()},
         "both_right": sum(x and y for x, y in zip(a, d)),
         "both_wrong": sum(not x and not y for x, y in zip(a, d)),
-        "b": b, "c": c, "p_value": mcnemar_exact(b, c),
+        "b": b, "c": c, "p_value": p_value,
         "b_means": "ACA right, DARTS V2 wrong", "c_means": "ACA wrong, DARTS V2 right",
         "test": ("exact McNemar test: two-sided binomial test of b against Binomial(b + c, "
                  "1/2); Wilson score intervals with z = 1.96"),
