@@ -1,6 +1,7 @@
 """Statistics for comparing classifiers measured on the same images.
 
-Pure Python and NumPy (no TensorFlow, no SciPy), shared by the zoo's metric check
+Pure Python and NumPy: importing it loads neither TensorFlow nor SciPy (the package
+itself is installed with TensorFlow). Shared by the zoo's metric check
 (:func:`aca_keras.zoo.verify`), the collapse study (``studies/collapse.py``) and the zoo's
 CIFAR-10 entry tool (``zoo/tools/make_cifar10_entries.py``):
 

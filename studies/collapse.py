@@ -58,7 +58,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from aca_keras.stats import mcnemar_exact  # noqa: E402  (NumPy only; after the path above)
+from aca_keras.stats import mcnemar_exact  # noqa: E402  (loads no TensorFlow; after the path above)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train.npz"
 DEFAULT_RESULTS = HERE / "results" / "collapse"

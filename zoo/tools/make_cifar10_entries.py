@@ -1182,7 +1182,7 @@ def paired_statistics(hits_aca: Sequence[bool], hits_darts: Sequence[bool]) -> d
     d = [bool(h) for h in hits_darts]
     if len(a) != len(d) or not a:
         raise ValueError("both models must be measured on the same, non-empty set of images")
-    from aca_keras.stats import mcnemar_exact, wilson_interval  # NumPy only, no TensorFlow
+    from aca_keras.stats import mcnemar_exact, wilson_interval  # loads no TensorFlow
 
     n = len(a)
     b, c, p_value = mcnemar_exact(a, d)
