@@ -148,15 +148,31 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files if k != "__record__"}
 
 
-def _assert_same_state(a: Path, b: Path, atol: float) -> None:
+def _assert_same_state(a: Path, b: Path, atol: float, slot_fraction: float = 0.0) -> None:
+    """Every array of two checkpoints equal within ``atol``; optimiser slots (keys under
+    ``optimizer/`` and ``alpha_optimizer/``) within ``slot_fraction`` of their largest value
+    where that is looser."""
     first, second = _arrays(a), _arrays(b)
     assert sorted(first) == sorted(second)
     for key in first:
-        np.testing.assert_allclose(first[key], second[key], rtol=0, atol=atol, err_msg=key)
+        tol = atol
+        if key.startswith(("optimizer/", "alpha_optimizer/")) and first[key].dtype.kind == "f":
+            tol = max(atol, slot_fraction * float(np.abs(first[key]).max(initial=0.0)))
+        np.testing.assert_allclose(first[key], second[key], rtol=0, atol=tol, err_msg=key)
 
 
-def _assert_same_search(single: Path, other: Path, atol: float = 2e-5) -> None:
-    _assert_same_state(single / "checkpoint.npz", other / "checkpoint.npz", atol)
+def _assert_same_search(single: Path, other: Path, atol: float = 2e-5,
+                        weights_atol: float = 2e-4) -> None:
+    # The replicas sum their gradients in another order than one device does, and two epochs
+    # carry that float32 rounding into the state. On a 2-core AMD EPYC machine (2026-12-04)
+    # the weights differed by up to 1.3e-4 and the alpha optimiser's first moment by 1.1e-3 of
+    # 0.10 (the validation-loss gradient w.r.t. the alphas is a small difference of large
+    # terms), while the alphas agreed within 6e-6; earlier machines held 2e-5 everywhere.
+    # So: weights within ``weights_atol``, optimiser slots within 2 % of their scale (a
+    # replica-averaging error, e.g. summed gradients, moves them by 100 %: Adam's update is
+    # scale-free, so the alphas alone would not show it), the alphas within the tight ``atol``.
+    _assert_same_state(single / "checkpoint.npz", other / "checkpoint.npz", weights_atol,
+                       slot_fraction=0.02)
     lines = [json.loads((d / "alphas.jsonl").read_text().splitlines()[-1]) for d in (single, other)]
     for cell in ("normal", "reduce"):
         np.testing.assert_allclose(lines[0]["alphas"][cell], lines[1]["alphas"][cell], atol=atol)
