@@ -28,7 +28,8 @@ REPO = HERE.parents[1]
 
 SEARCH = dict(epochs=2, cells=3, channels=4, nodes=1, ops=["max_pool_3x3", "sep_conv_3x3"],
               batch_size=16, eval_cells=3, eval_channels=4, score_batches=1, seed=11,
-              verbose=0, grad_clip=0.5)  # a small clip, so that clipping is exercised
+              verbose=0, grad_clip=0.5,  # a small clip, so that clipping is exercised
+              hessian_every=0)  # measured on one device only (test_monitor)
 TRAIN = dict(epochs=2, batch_size=16, grad_clip=0.1, seed=5, verbose=0)
 
 

@@ -149,6 +149,25 @@ def test_collapse_monitor_is_a_keras_callback_for_any_fit():
         monitor.CollapseMonitor(net, _batch(4), every=-1)
 
 
+def test_the_monitor_leaves_every_variable_of_the_search_as_it_was():
+    """The Hessian products move the alphas and run training-mode passes (BatchNorm moving
+    statistics, the ``noise`` op's random-generator state): all of it is restored, bit for
+    bit, so a search with the monitor is the search without it (most search tests switch it
+    off with ``hessian_every=0`` for speed and rely on this)."""
+    keras.utils.set_random_seed(3)
+    net = SearchNetwork((8, 8, 3), 3, cells=3, channels=4, nodes=2, ops="rdarts-s4")
+    net.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    net.ensure_built()
+    variables = net.variables
+    assert any("seed" in v.path for v in net.non_trainable_variables)  # noise's generator
+    before = [np.array(v.numpy(), copy=True) for v in variables]
+    logs: dict = {}
+    monitor.CollapseMonitor(net, _batch(7, 16), iterations=3).on_epoch_end(0, logs)
+    assert np.isfinite(logs["hessian_eigenvalue"]) and logs["hessian_eigenvalue"] != 0.0
+    for variable, value in zip(variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+
+
 # ------------------------------------------------------------------------------ op sets
 
 

@@ -101,7 +101,7 @@ def _cli(module: str, argv: list[str], capsys) -> tuple[int, str, str]:
 
 SEARCH_ARGS = ["--epochs", "1", "--channels", "4", "--nodes", "2", "--batch-size", "16",
                "--eval-cells", "2", "--eval-channels", "4", "--score-batches", "1",
-               "--no-auxiliary", "--seed", "1"]
+               "--no-auxiliary", "--seed", "1", "--hessian-every", "0"]
 
 
 # --------------------------------------------------------- 2. image folders with few classes

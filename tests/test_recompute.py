@@ -16,6 +16,12 @@ TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=8, nodes=2,
             stem_multiplier=1)
 
 
+#: a zero, a parameter-free and a BatchNorm-carrying candidate: the whole search step traced
+#: twice (and second order) is the slowest part of this file, and every operation's
+#: recomputation is checked on its own below
+STEP_OPS = ("none", "max_pool_3x3", "sep_conv_3x3")
+
+
 def _batch(seed: int, n: int = 8):
     rng = np.random.default_rng(seed)
     return (tf.constant(rng.uniform(0, 255, (n, 8, 8, 3)).astype("float32")),
@@ -77,7 +83,7 @@ def test_recomputation_really_leaves_out_the_cells_activations():
     alive at its peak (TensorFlow's allocator statistics)."""
     counts = {}
     for recompute in (False, True):
-        net = SearchNetwork(**TINY, ops="aca")
+        net = SearchNetwork(**TINY, ops=STEP_OPS)
         net.compile(recompute=recompute)
         x, y = _batch(2)
         variables = net.weight_variables + net.alpha_variables
@@ -93,13 +99,11 @@ def test_recomputation_really_leaves_out_the_cells_activations():
     assert counts[True] > 1.5 * counts[False]
 
 
-#: a zero, a parameter-free and a BatchNorm-carrying candidate: the whole search step traced
-#: twice (and second order) is the slowest part of this file, and every operation's
-#: recomputation is checked on its own above
-STEP_OPS = ("none", "max_pool_3x3", "sep_conv_3x3")
 
 
-@pytest.mark.parametrize("order", [1, 2])
+# second order (45 s) in the slow suite: its steps take their gradients through the same
+# recomputed cells as the first-order ones
+@pytest.mark.parametrize("order", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_search_steps_with_recompute_equal_steps_without(order):
     results = []
     for recompute in (False, True):

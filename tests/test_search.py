@@ -16,7 +16,8 @@ from aca_keras.space.architecture import Architecture
 from aca_keras.space.genotype import Genotype
 
 TINY = dict(epochs=2, cells=3, channels=4, nodes=2, batch_size=16, eval_cells=3,
-            eval_channels=4, score_batches=2, seed=11, verbose=0)
+            eval_channels=4, score_batches=2, seed=11, verbose=0,
+            hessian_every=0)  # the collapse monitor: test_monitor, test_reliability
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +92,9 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+# 70 s; test_reliability's test_search_killed_mid_epoch_resumes_exactly checks the same resume
+# (from the epoch-1 checkpoint, after a SIGKILL) on a smaller op set with the monitor on
+@pytest.mark.slow
 def test_resume_after_interruption_matches_uninterrupted_run(arrays, finished_run, tmp_path):
     run_dir, _ = finished_run
     partial = tmp_path / "partial"

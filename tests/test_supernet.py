@@ -12,6 +12,9 @@ from aca_keras.space.topology import num_edges_for as num_edges
 from aca_keras.space.topology import reduction_indices
 
 TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4, nodes=2)
+#: for tests of the step's mechanics (bilevel updates, tracing, release, graph options), not
+#: of the ops: a zero, a parameter-free and a weighted candidate, a sixth of the ops to trace
+MECHANICS = dict(nodes=1, ops=("none", "max_pool_3x3", "sep_conv_3x3"))
 
 
 def _batch(seed: int, n: int = 8, shape=(8, 8, 3), classes: int = 4):
@@ -79,7 +82,7 @@ def test_alpha_step_changes_only_alphas_and_uses_only_validation_batch():
     results = []
     for x_w, y_w in ((x_w1, y_w1), (x_w2, y_w2)):
         keras.utils.set_random_seed(7)
-        net = _net()
+        net = _net(**MECHANICS)
         weights_before = _snapshot(net.weight_variables)
         alphas_before = _snapshot(net.alpha_variables)
         net.architect.alpha_step(x_w, y_w, x_a, y_a)
@@ -106,7 +109,7 @@ def test_weight_step_changes_weights_not_alphas():
 
 
 def test_fit_runs_bilevel_search_and_reports_both_losses():
-    net = _net()
+    net = _net(**MECHANICS)
     (x_w, y_w), (x_a, y_a) = _batch(5, 16), _batch(6, 16)
     data = tf.data.Dataset.from_tensor_slices(((x_w, y_w), (x_a, y_a))).batch(8)
     alphas_before = _snapshot(net.alpha_variables)
@@ -118,7 +121,7 @@ def test_fit_runs_bilevel_search_and_reports_both_losses():
     assert net.alpha_optimizer.iterations.numpy() == 4
     assert any(np.any(b != v.numpy()) for b, v in zip(alphas_before, net.alpha_variables))
     genotype = net.genotype()
-    assert len(genotype.normal) == 2 * TINY["nodes"]
+    assert len(genotype.normal) == 2 * MECHANICS["nodes"]
     assert all(op not in ("none", "skip_connect") for op, _ in genotype.normal + genotype.reduce)
 
 
@@ -129,7 +132,7 @@ def test_released_step_function_is_freed_and_traced_again_by_the_next_fit():
     import gc
     import weakref
 
-    net = _net()
+    net = _net(**MECHANICS)
     data = tf.data.Dataset.from_tensor_slices((_batch(5, 16), _batch(6, 16))).batch(8)
     net.fit(data, epochs=1, verbose=0)
     step = weakref.ref(net.train_function)
@@ -158,7 +161,7 @@ def test_step_runs_without_grappler_on_every_call(monkeypatch, graph_optimizatio
 
     monkeypatch.setattr(supernet, "_grappler_disabled", counting)
     before = tf.config.optimizer.get_experimental_options()
-    net = SearchNetwork(**TINY)
+    net = SearchNetwork(**{**TINY, **MECHANICS})
     net.compile(graph_optimizations=graph_optimizations)
     assert net.graph_optimizations is graph_optimizations
     data = tf.data.Dataset.from_tensor_slices((_batch(1, 12), _batch(2, 12))).batch(4)

@@ -127,7 +127,7 @@ def test_hypermodel_without_auxiliary_head_on_datasets(digits, tmp_path):
 # -------------------------------------------------------------------------- SearchTuner
 
 TINY_SEARCH = dict(epochs=1, cells=3, channels=4, nodes=2, batch_size=32, eval_cells=2,
-                   eval_channels=4, score_batches=1)
+                   eval_channels=4, score_batches=1, hessian_every=0)
 TINY_TRAIN = dict(epochs=1, batch_size=32)
 
 

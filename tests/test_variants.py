@@ -218,7 +218,8 @@ def test_pc_darts_search_end_to_end_with_the_darts_op_set(tmp_path):
     arrays = bundle.x_train[:96], bundle.y_train[:96]
     model = search(arrays, run_dir=tmp_path / "run", variant="pc_darts", ops=ops, epochs=2,
                    cells=3, channels=C, nodes=1, batch_size=16, eval_cells=3,
-                   eval_channels=C, score_batches=1, seed=5, verbose=0, allocator="none")
+                   eval_channels=C, score_batches=1, seed=5, verbose=0, allocator="none",
+                   hessian_every=0)
     architecture = model.architecture
     assert architecture.provenance["variant"] == "pc_darts"
     assert architecture.provenance["partial_k"] == K
