@@ -16,8 +16,8 @@ TINY = dict(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=8, nodes=2,
             stem_multiplier=1)
 
 
-#: a zero, a parameter-free and a BatchNorm-carrying candidate: the whole search step traced
-#: twice (and second order) is the slowest part of this file, and every operation's
+#: a zero, a parameter-free and a BatchNorm-carrying candidate, for the graph and step tests
+#: (tracing the whole search step twice is the slowest part of this file); every operation's
 #: recomputation is checked on its own below
 STEP_OPS = ("none", "max_pool_3x3", "sep_conv_3x3")
 
@@ -97,8 +97,6 @@ def test_recomputation_really_leaves_out_the_cells_activations():
         counts[recompute] = sum(op.type == "FusedBatchNormV3" for op in graph.get_operations())
     # every BatchNorm of the three cells runs twice (forward, and again in the backward)
     assert counts[True] > 1.5 * counts[False]
-
-
 
 
 # second order (45 s) in the slow suite: its steps take their gradients through the same

@@ -17,7 +17,7 @@ from aca_keras.space.genotype import Genotype
 
 TINY = dict(epochs=2, cells=3, channels=4, nodes=2, batch_size=16, eval_cells=3,
             eval_channels=4, score_batches=2, seed=11, verbose=0,
-            hessian_every=0)  # the collapse monitor: test_monitor, test_reliability
+            hessian_every=0)  # the Hessian eigenvalue off: test_monitor, test_reliability
 
 
 @pytest.fixture(scope="module")
