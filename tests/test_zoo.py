@@ -241,7 +241,9 @@ def test_load_of_an_architecture_only_entry_warns_and_builds_fresh_weights():
 
 
 def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, capsys):
-    from aca_keras.exporting import export
+    import onnxruntime
+
+    from aca_keras.exporting import read_metadata
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", zoo.NoWeightsWarning)
@@ -250,12 +252,16 @@ def test_aca_entry_loads_its_weights_and_exports_to_onnx_with_parity(tmp_path, c
     fresh = zoo.load(ACA_NAME, weights=False, seed=3)
     trained_logits = np.asarray(model.inference_model()(images, training=False))
     assert not np.allclose(trained_logits, fresh.inference_model()(images, training=False))
-    result = export(model, tmp_path / "aca.onnx", format="onnx",
-                    class_names=list(model.class_names))
-    assert result.verified and result.max_abs_diff < 1e-4 and result.top1_agreement == 1.0
-    # the same through the CLI, which delegates to aca_keras.exporting.export
-    assert cli_main(["export", ACA_NAME, "--output", str(tmp_path / "cli.onnx")]) == 0
-    assert "verified" in capsys.readouterr().out and (tmp_path / "cli.onnx").is_file()
+    # one conversion (tf2onnx is the slow part): through the CLI, which delegates to
+    # aca_keras.exporting.export; its file is then run here, independently of its own check
+    written = tmp_path / "cli.onnx"
+    assert cli_main(["export", ACA_NAME, "--output", str(written)]) == 0
+    assert "verified" in capsys.readouterr().out and written.is_file()
+    assert read_metadata(written)["class_names"] == list(model.class_names)
+    session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    np.testing.assert_allclose(got, trained_logits, atol=1e-4, rtol=0)
+    assert (got.argmax(1) == trained_logits.argmax(1)).all()
 
 
 @pytest.mark.slow
