@@ -174,14 +174,15 @@ def test_errors_name_the_missing_file_and_the_stage_to_run_first(tool, npz, tmp_
 
 
 def test_the_default_plan_fits_the_budget(tool):
-    assert tool.SEARCH_DEFAULTS["hessian_every"] == 8
+    assert tool.SEARCH_DEFAULTS["hessian_every"] == 3
     search, how = tool.search_seconds(tool.SEARCH_DEFAULTS, (32, 32, 3))
     darts, how_train = tool.train_seconds(tool.RECIPE_DEFAULTS, 45_000, tool.REFERENCE_MACS)
-    # the docstring's arithmetic: 16 x 78 x 3.9 + 3 Hessians (epochs 1, 8, 16) x 20 x 3.9 + 90
+    # the docstring's arithmetic: 6 x 78 x 11.1 + 3 Hessians (epochs 1, 3, 6) x 20 x 11.1 + 150
     assert "3 Hessian measurements" in how
-    assert search == pytest.approx(16 * 78 * 3.9 + 3 * 20 * 3.9 + 90)
-    assert search == pytest.approx(5_190, rel=0.001)
-    assert darts == pytest.approx(7_880, rel=0.01) and "15 epochs x 468 steps" in how_train
+    assert search == pytest.approx(6 * 78 * 11.1 + 3 * 20 * 11.1 + 150)
+    assert search == pytest.approx(6_010, rel=0.001)
+    # 6 x 468 x 3.19 + 20 s tracing
+    assert darts == pytest.approx(8_980, rel=0.01) and "6 epochs x 468 steps" in how_train
     assert tool.estimated_macs(tool.RECIPE_DEFAULTS, (32, 32, 3)) == tool.REFERENCE_MACS
     assert search + darts + 1.5 * darts <= tool.BUDGET_CPU_S  # ACA up to 1.5x DARTS V2's cost
     assert tool.RECIPE_DEFAULTS["cells"] >= 8 and tool.RECIPE_DEFAULTS["channels"] >= 16
@@ -357,7 +358,7 @@ def test_cards_state_what_saw_the_heldout_images_and_the_paired_test(tool, tmp_p
         assert training["command"] == ("python zoo/tools/make_cifar10_entries.py train "
                                        f"--arch {'aca' if args is aca else 'darts-v2'} --work "
                                        f"{tmp_path / 'work'} --cells 8 --channels 16 --epochs "
-                                       "15 --batch-size 96 --learning-rate 0.025 --momentum 0.9 "
+                                       "6 --batch-size 96 --learning-rate 0.025 --momentum 0.9 "
                                        "--weight-decay 0.0003 --grad-clip 5.0 --cutout 16 "
                                        "--drop-path 0.2 --auxiliary-weight 0.4")
         assert training["versions"]["aca_keras_code_sha256"] == HASH_A
@@ -372,7 +373,7 @@ def test_cards_state_what_saw_the_heldout_images_and_the_paired_test(tool, tmp_p
     search = aca["provenance"]["search"]
     assert search["settings"]["dataset"].startswith("cifar10-jpeg: the first 10,000")
     assert search["command"].startswith("python zoo/tools/make_cifar10_entries.py search --work")
-    assert "--search-epochs 16" in search["command"] and "--hessian-every 8" in search["command"]
+    assert "--search-epochs 6" in search["command"] and "--hessian-every 3" in search["command"]
     # trainings under two code hashes, published with --allow-code-change: the cards say so
     mixed = tool.entry_arguments(fake_context(tool, tmp_path / "mixed", code_change=True), "aca")
     assert (f"Published with --allow-code-change: the training sessions ran different "

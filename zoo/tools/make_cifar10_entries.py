@@ -55,12 +55,12 @@ Stages:
 2. ``search``: ``aca_keras.search`` (its own default operation set, order, scorer, pooling and
    allocator; none is chosen here) on a documented subset of the 45,000: the first 10,000 in
    file order, which ``search`` splits into 5,000 weight / 5,000 architecture images with
-   its seeded permutation. Supernet 5 cells, C = 8, 4 nodes, batch 64, 32x32 images, 16
-   epochs, the collapse monitor's Hessian every 8 epochs (after epochs 1, 8 and 16). Resumes
+   its seeded permutation. Supernet 5 cells, C = 8, 4 nodes, batch 64, 32x32 images, 6
+   epochs, the collapse monitor's Hessian every 3 epochs (after epochs 1, 3 and 6). Resumes
    from the run's ``checkpoint.npz``.
 3. ``train --arch aca|darts-v2``: the one recipe of ``recipe.json``: 8 cells, C = 16, auxiliary
    head (weight 0.4), drop path 0.2 (DARTS's linear ramp), cutout 16, batch 96, SGD momentum
-   0.9, learning rate 0.025 cosine to 0, weight decay 3e-4, gradient clip 5, 15 epochs, on all
+   0.9, learning rate 0.025 cosine to 0, weight decay 3e-4, gradient clip 5, 6 epochs, on all
    45,000 images; accuracy on the 5,000 held-out images at the end. The ACA cell is the
    search's; the DARTS V2 cell is the published one of the zoo entry ``darts-v2-cifar10``.
    ``aca_keras.training.train`` with its per-epoch checkpoint (``train_checkpoint/``) and
@@ -87,26 +87,30 @@ tracing included; the time after the last record of a killed process is lost); t
 completed epochs is reported beside it.
 
 Budget (issue 17: search plus both trainings in about 8 CPU-hours, two single-thread
-processes at most). Step times measured while preparing this tool on this machine (2-core
-Intel Xeon, one TensorFlow thread per process, three processes sharing the two cores):
+processes at most). Step times measured on the machine the entries are made on (2-core AMD
+EPYC, 2026-12-05; one TensorFlow thread per process, two processes on the two cores):
 
-* search step (5-cell, C = 8 ACA supernet, batch 64 per half, 32x32, first order): 3.9 s
-  (tracing 55 s, scoring and the derived model 33 s);
+* search step (5-cell, C = 8 ACA supernet, batch 64 per half, 32x32, first order): 11.1 s
+  (median of 8 steps; tracing about 50 s), plus scoring and the derived model (33 s on the
+  2-core Intel Xeon this tool was first sized on, 2.85x faster per step: about 95 s here);
 * training step (DARTS V2, 8 cells, C = 16, auxiliary head, batch 96, 32x32; 43.4 million
-  multiply-adds per image): 1.12 s, i.e. 2.7e-4 s per image and million multiply-adds.
+  multiply-adds per image): 3.19 s (median of 12 steps; tracing about 15 s), i.e. 7.7e-4 s
+  per image and million multiply-adds.
 
-Projection at the defaults:
+The first sizing (Xeon: 3.9 s and 1.12 s per step) planned a 16-epoch search and 15-epoch
+trainings; at this machine's speed that plan takes 16-19 CPU-hours, so the defaults are now
+a 6-epoch search and 6-epoch trainings. Projection at the defaults:
 
-* search: 16 epochs x 78 steps (5,000 + 5,000 images, batch 64) x 3.9 s = 4,870 s, the
-  Hessian at epochs 1, 8, 16 (3 x 20 Hessian-vector products, about one step each)
-  234 s, tracing and scoring 90 s: about 5,190 s = 1.44 CPU-hours;
-* training DARTS V2: 15 epochs x 468 steps (45,000 / 96) x 1.12 s = 7,860 s, plus tracing
-  and the evaluations: about 2.2 CPU-hours;
+* search: 6 epochs x 78 steps (5,000 + 5,000 images, batch 64) x 11.1 s = 5,195 s, the
+  Hessian at epochs 1, 3, 6 (3 x 20 Hessian-vector products, about one step each) 666 s,
+  tracing and scoring 150 s: about 6,010 s = 1.67 CPU-hours;
+* training DARTS V2: 6 epochs x 468 steps (45,000 / 96) x 3.19 s = 8,960 s, plus tracing
+  and the evaluations: about 2.5 CPU-hours;
 * training ACA: proportional to its multiply-adds (printed when it starts, and stored so that
-  ``status`` projects with them): 2.2 CPU-hours if it costs what DARTS V2 costs, 3.3 if 1.5x
+  ``status`` projects with them): 2.5 CPU-hours if it costs what DARTS V2 costs, 3.75 if 1.5x
   (a cell without skip connections);
-* total 5.8-6.9 CPU-hours, within the 8. Wall time with two processes: search beside the
-  DARTS V2 training (2.2 h), then the ACA training (started at 1.45 h): about 3.6-4.7 hours.
+* total 6.7-7.9 CPU-hours, within the 8. Wall time with two processes: search beside the
+  DARTS V2 training (2.5 h), then the ACA training (started at 1.67 h): about 4.2-5.4 hours.
 
 Each stage prints its projection when it starts and its measured seconds per epoch and time
 left after every epoch. Publishing (two ONNX exports, four evaluations of 5,000 images) takes
@@ -160,28 +164,28 @@ MARKER_TAG = "made-by-make_cifar10_entries"
 BUDGET_CPU_S = 8 * 3600.0
 
 SPLIT_DEFAULTS: dict[str, Any] = {"holdout": 5000, "seed": 0}
-SEARCH_DEFAULTS: dict[str, Any] = {"images": 10_000, "epochs": 16, "cells": 5, "channels": 8,
-                                   "batch_size": 64, "hessian_every": 8,
+SEARCH_DEFAULTS: dict[str, Any] = {"images": 10_000, "epochs": 6, "cells": 5, "channels": 8,
+                                   "batch_size": 64, "hessian_every": 3,
                                    "score_batches": None}
 #: The search's command-line flags and the settings they set.
 SEARCH_FLAGS = (("--search-images", "images"), ("--search-epochs", "epochs"),
                 ("--search-cells", "cells"), ("--search-channels", "channels"),
                 ("--search-batch-size", "batch_size"), ("--hessian-every", "hessian_every"),
                 ("--score-batches", "score_batches"))
-RECIPE_DEFAULTS: dict[str, Any] = {"cells": 8, "channels": 16, "epochs": 15, "batch_size": 96,
+RECIPE_DEFAULTS: dict[str, Any] = {"cells": 8, "channels": 16, "epochs": 6, "batch_size": 96,
                                    "learning_rate": 0.025, "momentum": 0.9,
                                    "weight_decay": 3e-4, "grad_clip": 5.0, "cutout": 16,
                                    "drop_path": 0.2, "auxiliary_weight": 0.4}
 
 # Step times measured here (see the module docstring); the projections scale them.
 #: Seconds per search step: 5-cell, C = 8 supernet, batch 64 per half, 32x32 images.
-SEARCH_STEP_S = 3.9
+SEARCH_STEP_S = 11.1
 SEARCH_REFERENCE = {"cells": 5, "channels": 8, "batch_size": 64, "pixels": 32 * 32}
 #: Tracing the search step, scoring the channels, building the derived model.
-SEARCH_FIXED_S = 90.0
-#: Training seconds per image and million multiply-adds (DARTS V2, 8 cells, C = 16: 1.12 s
+SEARCH_FIXED_S = 150.0
+#: Training seconds per image and million multiply-adds (DARTS V2, 8 cells, C = 16: 3.19 s
 #: per batch of 96 at 43.44 million multiply-adds per image).
-TRAIN_S_PER_IMAGE_MMAC = 1.12 / (96 * 43.44)
+TRAIN_S_PER_IMAGE_MMAC = 3.19 / (96 * 43.44)
 #: Multiply-adds per image of DARTS V2 at 8 cells, C = 16, 32x32 (the reference network).
 REFERENCE_MACS = 43.44e6
 #: Tracing the training step (once per session).
