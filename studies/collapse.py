@@ -26,8 +26,10 @@ Methods (each snapshot of a search is derived, allocated and retrained):
 
 Every unit (a search, a retraining) writes its JSON record atomically when done and is
 never rerun; searches and trainings resume from their checkpoints, so the study continues
-where it stopped. The ``report`` phase (JSON files only, no TensorFlow) builds the tables
-between the markers of ``studies/README.md`` and ``collapse-report.png``.
+where it stopped. Each process claims the unit it runs (``<results>/claims/``), so
+several processes can share one results folder. The ``report`` phase (JSON files only, no
+TensorFlow) builds the tables between the markers of ``studies/README.md`` and
+``collapse-report.png``.
 
 Usage (from the repository root; one TensorFlow thread per process)::
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import os
 import sys
@@ -217,6 +220,48 @@ class Unit:
 
     def key(self, config: StudyConfig) -> str:
         return f"{config.name}-train-{self.method}-e{self.epoch}-s{self.seed}"
+
+
+@contextlib.contextmanager
+def claim(results: Path, key: str):
+    """Hold ``results/claims/<key>`` while this process runs unit ``key``; yields False
+    when a live process already holds it. Lets several ``search``/``train`` processes share
+    one results folder: each unit runs once, whatever their ``--only`` sets. A claim whose
+    process is gone (killed, machine restarted) is stale and taken over."""
+    folder = results / "claims"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / key
+    for _ in range(2):
+        try:
+            handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = int(path.read_text().strip() or "0")
+            except (OSError, ValueError):
+                holder = 0
+            if holder and holder != os.getpid() and _process_alive(holder):
+                yield False
+                return
+            path.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        os.write(handle, str(os.getpid()).encode())
+        os.close(handle)
+        try:
+            yield True
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    yield False  # another process took the stale claim between our two tries
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def training_units(config: StudyConfig) -> list[Unit]:
@@ -942,12 +987,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = list(dict.fromkeys(plan))
         log(f"{len(plan)} searches: {plan}")
         for kind, seed in plan:
-            run_search(config, kind, seed, search_bundle, results, log)
+            with claim(results, search_key(config, kind, seed)) as mine:
+                if mine:
+                    run_search(config, kind, seed, search_bundle, results, log)
+                else:
+                    log(f"skip {search_key(config, kind, seed)}: another process runs it")
     else:
         units = [u for u in training_units(config) if only is None or u.method in only]
         log(f"{len(units)} trainings")
         for unit in units:
-            run_training(config, unit, search_bundle, train_bundle, test_arrays, results, log)
+            with claim(results, unit.key(config)) as mine:
+                if mine:
+                    run_training(config, unit, search_bundle, train_bundle, test_arrays,
+                                 results, log)
+                else:
+                    log(f"skip {unit.key(config)}: another process runs it")
     return 0
 
 

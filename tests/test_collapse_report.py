@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -311,3 +313,66 @@ def test_defaults_decision_both_qualify_larger_wins_an_exact_tie_keeps_taylor(st
     assert not c["qualifies"]
     assert "ahead on 1 of 3 seeds: does not meet the rule." in "\n".join(
         study.decision_section(config, records))
+
+
+def test_claim_lets_one_process_run_a_unit_and_releases_it(study, tmp_path):
+    with study.claim(tmp_path, "v2-train-taylor-e100-s1") as mine:
+        assert mine
+        held = tmp_path / "claims" / "v2-train-taylor-e100-s1"
+        assert held.read_text() == str(os.getpid())
+    assert not held.exists()  # released after the unit
+
+
+def test_claim_held_by_a_live_process_is_refused_and_a_dead_ones_is_taken_over(study, tmp_path):
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / "unit").write_text(str(holder.pid))
+        with study.claim(tmp_path, "unit") as mine:
+            assert not mine  # a live process runs it: skip
+        assert (folder / "unit").read_text() == str(holder.pid)  # left untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    with study.claim(tmp_path, "unit") as mine:  # its holder is gone: stale
+        assert mine
+        assert (folder / "unit").read_text() == str(os.getpid())
+    assert not (folder / "unit").exists()
+
+
+def test_claim_is_released_when_the_unit_fails(study, tmp_path):
+    with pytest.raises(RuntimeError), study.claim(tmp_path, "unit") as mine:
+        assert mine
+        raise RuntimeError("training diverged")
+    assert not (tmp_path / "claims" / "unit").exists()
+
+
+@pytest.mark.slow
+def test_train_processes_share_a_results_folder_through_claims(study, tmp_path,
+                                                              cifar_sample_path):
+    """End to end on the tiny config: a unit claimed by a live process is skipped, the others
+    are retrained once, claims are released, and a second run changes nothing."""
+    data = str(cifar_sample_path)
+    results = tmp_path / "results"
+    common = ["--config", "tiny", "--data", data, "--results", str(results)]
+    assert study.main(["search", "--only", "aca-s3", *common]) == 0
+    assert (results / "tiny-search-aca-s3-s1.json").is_file()
+    (results / "claims").mkdir(exist_ok=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (results / "claims" / "tiny-train-none-e2-s1").write_text(str(other.pid))
+        assert study.main(["train", "--only", "taylor,none", *common]) == 0
+    finally:
+        other.kill()
+        other.wait()
+    assert not (results / "tiny-train-none-e2-s1.json").exists()  # the other process's
+    record = json.loads((results / "tiny-train-taylor-e2-s1.json").read_text())
+    assert 0.0 <= record["accuracy"] <= 1.0 and record["test_images"] == 200
+    assert sorted(p.name for p in (results / "claims").iterdir()) == ["tiny-train-none-e2-s1"]
+    before = (results / "tiny-train-taylor-e2-s1.json").stat().st_mtime_ns
+    # the holder is gone: its claim is stale, so this run takes the unit over
+    assert study.main(["train", "--only", "taylor,none", *common]) == 0
+    assert json.loads((results / "tiny-train-none-e2-s1.json").read_text())["method"] == "none"
+    assert (results / "tiny-train-taylor-e2-s1.json").stat().st_mtime_ns == before
+    assert list((results / "claims").iterdir()) == []
