@@ -20,6 +20,7 @@ output is not a terminal; ``ACA_PROGRESS=1`` forces it on, ``ACA_PROGRESS=0`` of
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import sys
@@ -151,7 +152,22 @@ def progress_callbacks(verbose: Any, percent: float = 5.0,
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
     """Keras's ``CSVLogger`` with epochs counted from 1 (the first epoch is epoch 1), as in
-    ``alphas.jsonl``, ``train_history.csv`` and Keras's own ``Epoch 1/E`` lines."""
+    ``alphas.jsonl``, ``train_history.csv`` and Keras's own ``Epoch 1/E`` lines.
+
+    When it appends to a file that already has a header (a resumed run), its columns are
+    that header's, so every row lines up with it: a figure the first resumed epoch lacks
+    (the collapse monitor's ``hessian_eigenvalue`` on epochs it skips) is written ``NA``
+    in its column. Keras's own logger takes the columns from the first epoch's logs
+    instead and, not writing the header again, shifted such rows against it.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.append and not self.append_header:
+            with open(self.filename, newline="") as existing:
+                header = next(csv.reader(existing, delimiter=self.sep), [])
+            if header[:1] == ["epoch"] and len(header) > 1:
+                self.keys = header[1:]
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch + 1, logs)

@@ -339,3 +339,35 @@ def test_nan_stops_training_naming_the_checkpoint(tmp_path):
 
 if __name__ == "__main__":
     _child_main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
+
+
+def test_history_csv_rows_line_up_after_a_resume_that_lacks_a_figure(tmp_path):
+    """A resumed run appends to ``history.csv``; its first epoch may lack a figure the
+    header has (the collapse monitor skips epochs). Every row must keep the header's
+    columns, with ``NA`` where the figure is missing, and later figures must still land."""
+    import csv
+
+    from aca_keras.callbacks import EpochCSVLogger
+
+    path = tmp_path / "history.csv"
+    first = EpochCSVLogger(str(path), append=False)
+    first.on_train_begin()
+    first.on_epoch_end(0, {"loss": 2.0, "hessian_eigenvalue": 1.5, "skip_edges": 0})
+    first.on_epoch_end(1, {"loss": 1.9, "skip_edges": 1})
+    first.on_train_end()
+
+    resumed = EpochCSVLogger(str(path), append=True)
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"loss": 1.8, "skip_edges": 2})
+    resumed.on_epoch_end(3, {"loss": 1.7, "hessian_eigenvalue": 4.25, "skip_edges": 3})
+    resumed.on_train_end()
+
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    assert lines.count(lines[0]) == 1                      # the header is written once
+    assert all(len(line.split(",")) == len(header) for line in lines)
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert [float(r["loss"]) for r in rows] == [2.0, 1.9, 1.8, 1.7]
+    assert [int(r["skip_edges"]) for r in rows] == [0, 1, 2, 3]
+    assert [r["hessian_eigenvalue"] for r in rows] == ["1.5", "NA", "NA", "4.25"]
