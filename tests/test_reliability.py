@@ -8,6 +8,7 @@ resumes the run in this process and compares with an uninterrupted run.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -337,16 +338,10 @@ def test_nan_stops_training_naming_the_checkpoint(tmp_path):
               grad_clip=None, **{**TRAIN, "epochs": 1})
 
 
-if __name__ == "__main__":
-    _child_main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
-
-
 def test_history_csv_rows_line_up_after_a_resume_that_lacks_a_figure(tmp_path):
     """A resumed run appends to ``history.csv``; its first epoch may lack a figure the
     header has (the collapse monitor skips epochs). Every row must keep the header's
     columns, with ``NA`` where the figure is missing, and later figures must still land."""
-    import csv
-
     from aca_keras.callbacks import EpochCSVLogger
 
     path = tmp_path / "history.csv"
@@ -371,3 +366,7 @@ def test_history_csv_rows_line_up_after_a_resume_that_lacks_a_figure(tmp_path):
     assert [float(r["loss"]) for r in rows] == [2.0, 1.9, 1.8, 1.7]
     assert [int(r["skip_edges"]) for r in rows] == [0, 1, 2, 3]
     assert [r["hessian_eigenvalue"] for r in rows] == ["1.5", "NA", "NA", "4.25"]
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]))
