@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from pathlib import Path
+
+from aca_keras.io.atomic import atomic_write_text
+from aca_keras.plots import read_alpha_history
 
 MISSING = ("hessian_eigenvalue", "val_hessian_eigenvalue")
 CHECKED = ("skip_edges", "parameter_free_edges", "mean_skip_weight", "hessian_eigenvalue",
@@ -32,11 +34,8 @@ def repair(run: Path) -> int:
     lines = path.read_text().splitlines()
     header = lines[0].split(",")
     shifted = [key for key in header if key not in MISSING]
-    monitor = {}
-    for line in (run / "alphas.jsonl").read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            monitor[int(record["epoch"])] = record
+    monitor = {int(record["epoch"]): record
+               for record in read_alpha_history(run / "alphas.jsonl")}
     rows, fixed = [], 0
     for line in lines[1:]:
         values = line.split(",")
@@ -64,7 +63,7 @@ def repair(run: Path) -> int:
     writer.writeheader()
     writer.writerows(rows)
     if fixed:
-        path.write_text(out.getvalue())
+        atomic_write_text(path, out.getvalue())
     return fixed
 
 
