@@ -683,9 +683,11 @@ def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[s
     method against ``darts-s3`` at the end of the search; every allocating ACA method
     against ``taylor`` (today's default scorer, what the defaults decision compares against)
     and against ``none`` (the same skip-free cell at full width: the capacity control);
-    ``refill-w`` against ``refill`` (the effect of dividing out the op weight); and each
-    DARTS search's derived network at 100 % against its earlier snapshots (the collapse
-    criterion's second half)."""
+    ``refill-w`` against ``refill`` (the effect of dividing out the op weight); each
+    trajectory method's network at 100 % against its earlier snapshots (for the DARTS
+    searches the collapse criterion's second half; for ``taylor`` and ``refill`` whether a
+    longer search still helps ACA); and ``taylor`` and ``refill`` against ``darts-s3`` at the
+    earlier snapshots too (does ACA's lead hold along the search?)."""
     end = config.epochs("darts-s3")
     aca = [m for m, (kind, *_r) in METHODS.items() if kind == "aca-s3"]
     aca_end = config.epochs("aca-s3")
@@ -693,10 +695,20 @@ def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[s
     pairs += [((m, aca_end), ("taylor", aca_end)) for m in aca if m not in ("taylor", "none")]
     pairs += [((m, aca_end), ("none", aca_end)) for m in aca if m != "none"]
     pairs.append((("refill-w", aca_end), ("refill", aca_end)))
-    for method in ("darts-s3", "darts-full"):
+    for method in TRAJECTORY_METHODS:
         snaps = config.snapshot_epochs(METHODS[method][0])
         pairs += [((method, snaps[-1]), (method, e)) for e in snaps[:-1]]
+    darts_snaps = config.snapshot_epochs("darts-s3")
+    for method in TRAJECTORY_METHODS:
+        if METHODS[method][0] == "aca-s3":
+            pairs += [((method, e), ("darts-s3", e))
+                      for e in config.snapshot_epochs("aca-s3")[:-1] if e in darts_snaps]
     return pairs
+
+
+def is_darts(method: str) -> bool:
+    """Whether ``method`` is a plain DARTS search (skip_connect searched, no allocation)."""
+    return METHODS[method][0].startswith("darts")
 
 
 def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
@@ -727,7 +739,7 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
             rows.append([name, f"s{seed}", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
                          f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
                          _fmt_p(p)])
-            if a_key[0] == b_key[0]:  # the collapse criterion's second half
+            if a_key[0] == b_key[0] and is_darts(a_key[0]):  # collapse's second half
                 verdicts.setdefault((a_key, seed), []).append(
                     f"{'lower' if diff < 0 else 'not lower'} than e{b_key[1]} "
                     f"({diff:+.4f}, p = {_fmt_p(p)})")

@@ -169,6 +169,7 @@ def test_report_with_training_records(study, tmp_path):
         _record(study, "darts-s3", 25, 1, early),
         _record(study, "taylor", 100, 1, taylor, k_second_batches={
             "normal": [6] * 8, "reduce": [8] * 8}),
+        _record(study, "taylor", 25, 1, early),
     ]
     for record in records:
         (tmp_path / f"{record['key']}.json").write_text(json.dumps(record))
@@ -177,7 +178,16 @@ def test_report_with_training_records(study, tmp_path):
     block = study.report(tmp_path, None, config, figure=False)
     assert "| `darts-s3` | 100 (100 %) |" in block
     assert "| `taylor` | 100 (100 %) |" in block and "| 1.00 |" in block
-    assert "Retraining results missing: 39 of 42 units" in block
+    assert "Retraining results missing: 38 of 42 units" in block
+    # taylor along its search: compared with its own 25 % snapshot and with DARTS at 25 %,
+    # but the collapse verdict speaks of the DARTS searches only
+    row = next(line for line in block.splitlines()
+               if line.startswith("| `taylor` e100 vs `taylor` e25 | s1 |"))
+    b, c = int(row.split("|")[7]), int(row.split("|")[8])
+    assert (b, c) == (int(np.sum(taylor & ~early)), int(np.sum(early & ~taylor)))
+    assert "| `taylor` e25 vs `darts-s3` e25 | s1 |" in block
+    assert "* `darts-s3` e100 s1: lower than e25" in block
+    assert "* `taylor` e100 s1" not in block
     row = next(line for line in block.splitlines()
                if line.startswith("| `darts-s3` e100 vs `darts-s3` e25 | s1 |"))
     b, c = int(row.split("|")[7]), int(row.split("|")[8])
@@ -200,8 +210,16 @@ def test_every_aca_method_is_paired_with_darts_the_default_scorer_and_the_contro
     assert (("taylor", 100), ("taylor", 100)) not in pairs
     assert (("refill-w", 100), ("refill", 100)) in pairs
     assert (("darts-s3", 100), ("darts-s3", 25)) in pairs
-    # 6 vs DARTS, 4 vs taylor, 5 vs none, refill-w vs refill, 2 + 2 snapshot pairs
-    assert len(pairs) == len(set(pairs)) == 3 * len(aca) + 2 == 20
+    # the trajectory methods against their own earlier snapshots, and ACA against DARTS there
+    for method in study.TRAJECTORY_METHODS:
+        snaps = config.snapshot_epochs(study.METHODS[method][0])
+        assert {((method, snaps[-1]), (method, e)) for e in snaps[:-1]} <= set(pairs)
+    for method in ("taylor", "refill"):
+        assert ((method, 25), ("darts-s3", 25)) in pairs
+        assert ((method, 50), ("darts-s3", 50)) in pairs
+    # 6 vs DARTS, 4 vs taylor, 5 vs none, refill-w vs refill, 4 x 2 snapshot pairs,
+    # 2 x 2 ACA vs DARTS at the earlier snapshots
+    assert len(pairs) == len(set(pairs)) == 15 + 1 + 8 + 4 == 28
 
 
 def test_command_line_report_imports_no_tensorflow_and_draws_the_figure(tmp_path):
