@@ -35,6 +35,11 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
     ("--channels", "channels", int, "supernet initial channels C"),
     ("--nodes", "nodes", int, "intermediate nodes per cell"),
     ("--batch-size", "batch_size", int, "batch of each half"),
+    ("--test-fraction", "test_fraction", float,
+     "hold out this share of the training data (fixed seed) before searching; aca-train on "
+     "the run trains on the rest and evaluates on it"),
+    ("--search-images", "search_images", int,
+     "search on the first N training images only (after --test-fraction); default: all"),
     ("--train-fraction", "train_fraction", float,
      "share of the training set that trains weights (rest: alphas)"),
     ("--learning-rate", "learning_rate", float, "weight SGD learning rate"),

@@ -8,6 +8,7 @@ methods check their arguments and build the deterministic pipelines of
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -115,6 +116,17 @@ class DataBundle:
     def preprocessing_layers(self) -> list:
         """``preprocessing_layers(self.mean, self.std)``."""
         return preprocessing_layers(self.mean, self.std)
+
+    def head(self, count: int) -> DataBundle:
+        """The same bundle with only the first ``count`` training images (test part, class
+        names and channel statistics unchanged). Raises :class:`DataError` when ``count``
+        is not an integer in ``1..num_train``."""
+        if not is_int(count) or not 1 <= count <= self.num_train:
+            raise DataError(f"Cannot take the first {count!r} training images of {self.name!r}: "
+                            f"it holds {self.num_train}. Give a count between 1 and "
+                            f"{self.num_train}.")
+        return dataclasses.replace(self, x_train=self.x_train[:count],
+                                   y_train=self.y_train[:count])
 
     # -- splits ------------------------------------------------------------------------
 

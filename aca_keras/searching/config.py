@@ -38,6 +38,11 @@ class SearchConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     download: bool = True
+    # hold out this share of the training data (data.load's fixed-seed rule) before the
+    # search: neither the search nor aca-train on this run sees it, aca-train evaluates on it
+    test_fraction: float | None = None
+    # search on the first N images of the (remaining) training data only; None: all of them
+    search_images: int | None = None
     epochs: int = 50
     ops: str | list[str] = "aca"
     order: int = 1
@@ -105,6 +110,12 @@ class SearchConfig:
         if self.channels % resolved["partial_k"]:
             raise ValueError(f"channels ({self.channels}) must be a multiple of partial_k "
                              f"({resolved['partial_k']}) for variant {self.variant!r}")
+        if self.test_fraction is not None and not 0.0 < float(self.test_fraction) < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1) or None, got {self.test_fraction!r}")
+        if self.search_images is not None and (not is_int(self.search_images)
+                                               or self.search_images < 2):
+            raise ValueError(f"search_images must be an integer >= 2 or None (all images), got "
+                             f"{self.search_images!r}")
         if not 0.0 < self.train_fraction < 1.0:
             raise ValueError(f"train_fraction must be in (0, 1), got {self.train_fraction}")
         if self.dtype_policy not in ("float32", "mixed_float16", "mixed_bfloat16"):

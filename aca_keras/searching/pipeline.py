@@ -42,6 +42,7 @@ from aca_keras.callbacks import (
 )
 from aca_keras.channels.allocation import allocate
 from aca_keras.channels.importance import score_channels
+from aca_keras.data import DataBundle
 from aca_keras.errors import RunDirError
 from aca_keras.io.atomic import (
     atomic_write_json,
@@ -219,7 +220,7 @@ def search(dataset: Any = None, *, epochs: int | None = None,
     try:
         source = config.dataset if dataset is None or isinstance(dataset, (str, os.PathLike)) \
             else dataset
-        bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download)
+        bundle = load_search_data(source, config)
         say(f"aca_keras search: {bundle.name} {bundle.input_shape} x{bundle.num_train}, "
             f"{config.epochs} epochs, variant={config.variant}, ops={config.ops}, "
             f"order={config.order}, seed={config.seed} -> {run.path}")
@@ -244,6 +245,19 @@ def search(dataset: Any = None, *, epochs: int | None = None,
     architecture = derive_architecture(network, bundle, config, run, say=say)
     del network
     return build_derived(architecture, bundle, config, run, say=say)
+
+
+def load_search_data(source: Any, config: SearchConfig) -> DataBundle:
+    """The data a search with ``config`` sees: ``source`` loaded with the run's hold-out
+    (``test_fraction``), then cut to its first ``search_images`` training images.
+
+    The held-out images are the bundle's test part; the search never reads them.
+    """
+    bundle = data_lib.load(source, data_dir=config.data_dir, download=config.download,
+                           test_fraction=config.test_fraction)
+    if config.search_images is not None:
+        bundle = bundle.head(config.search_images)
+    return bundle
 
 
 def _remove_unstarted_run(run: RunDir) -> None:

@@ -451,7 +451,8 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
 
     ``run_dir`` holds ``architecture.json`` and ``config.json`` (written by
     :func:`aca_keras.search`; ``config.json`` needs at least ``dataset``, and may give
-    ``data_dir``, ``seed``, ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``).
+    ``data_dir``, ``seed``, ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``,
+    ``test_fraction``: the search's hold-out, which training leaves out and evaluates on).
     Arguments left ``None`` come from ``config.json``, then from DARTS's defaults (20 cells,
     C = 36, auxiliary head, drop path 0.2). The model's initial weights are drawn from
     ``seed``. Other arguments are :func:`train`'s.
@@ -495,8 +496,14 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
     auxiliary = bool(auxiliary if auxiliary is not None else config.get("auxiliary", True))
     drop_path = float(drop_path if drop_path is not None else config.get("drop_path", 0.2))
 
-    bundle = (load_data(dataset, data_dir=data_dir) if data_dir is not None
-              else load_data(dataset))
+    # the run's hold-out (search's test_fraction): trained on the rest, evaluated on it
+    test_fraction = config.get("test_fraction")
+    load_kwargs: dict[str, Any] = {}
+    if data_dir is not None:
+        load_kwargs["data_dir"] = data_dir
+    if test_fraction is not None:
+        load_kwargs["test_fraction"] = float(test_fraction)
+    bundle = load_data(dataset, **load_kwargs)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     model = build_model(architecture, bundle.input_shape, bundle.num_classes, cells=cells,
