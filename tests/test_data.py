@@ -87,7 +87,8 @@ def test_arrays_grayscale_labels_and_statistics():
     assert "num_train=30" in repr(bundle) and len(repr(bundle)) < 200
     assert data.load(bundle) is bundle
     # class names fix the number of classes
-    named = data.load((x, y[:, 0]), class_names=["a", "b", "c", "d"])
+    with pytest.warns(UserWarning, match=r"leave 1 of 4 classes .*: 3 \('d'\)"):
+        named = data.load((x, y[:, 0]), class_names=["a", "b", "c", "d"])
     assert named.num_classes == 4 and named.class_names == ("a", "b", "c", "d")
 
 
@@ -182,7 +183,10 @@ def test_image_folder_sources(tmp_path):
 def test_tfds_sources_through_mock_data(reachable):
     import tensorflow_datasets as tfds
 
-    with tfds.testing.mock_data(num_examples=12):
+    with tfds.testing.mock_data(num_examples=12), warnings.catch_warnings():
+        # 12 random mock labels leave some of the 10 classes empty (a warning: the class
+        # list comes from the set's metadata)
+        warnings.filterwarnings("ignore", "The training labels leave", UserWarning)
         cifar = data.load("cifar10")
         mnist = data.load("mnist", test_split=None)
         generic = data.load("tfds:fashion_mnist")
@@ -264,6 +268,45 @@ def test_bad_input_gives_a_clear_data_error(source, kwargs, phrase):
         data.load(source, **kwargs)
 
 
+def test_labels_with_empty_classes_are_refused_when_num_classes_is_inferred():
+    # labels 0, 1, 2, 4, 7: the largest label implies 8 classes, 3 of which have no image
+    y = np.array([0, 1, 2, 4, 7, 0, 1, 2])
+    with pytest.raises(DataError) as info:
+        data.load((X_ID[:8], y))
+    message = str(info.value)
+    assert "leave 3 of 8 classes without a single image: 3, 5, 6." in message
+    assert "The labels found are 5 classes: 0, 1, 2, 4, 7;" in message
+    assert "largest label + 1 = 8, for 8 training images" in message
+    assert "Relabel the classes to 0..4" in message and "num_classes=" in message
+    # the fix the message names works: relabelled, 5 classes in their order
+    fixed = data.load((X_ID[:8], np.unique(y, return_inverse=True)[1]))
+    assert fixed.num_classes == 5 and list(fixed.y_train) == [0, 1, 2, 3, 4, 0, 1, 2]
+    # a class seen only in the test labels has no training image either
+    with pytest.raises(DataError, match=r"leave 1 of 3 classes .*: 2\. "):
+        data.load((X_ID[:4], [0, 1, 0, 1]), test=(X_ID[4:6], [2, 0]))
+    # a huge label for a handful of images: the list is cut after 8 classes
+    with pytest.raises(DataError, match=r"leave 999 of 1001 classes without a single image: "
+                       r"1, 2, 3, 4, 5, 6, 7, 8, \.\.\. \(999 in all\)"):
+        data.load((X_ID[:4], [0, 1000, 0, 1000]))
+
+
+def test_labels_with_empty_classes_warn_when_num_classes_is_given():
+    y = np.array([0, 2, 0, 2])
+    with pytest.warns(UserWarning, match=r"leave 2 of 4 classes without a single image: 1, 3\. "
+                      r"The labels found are 2 classes: 0, 2; with num_classes=4") as record:
+        bundle = data.load((X_ID[:4], y), num_classes=4)
+    assert len(record) == 1 and record[0].filename == __file__  # points at the caller
+    assert bundle.num_classes == 4 and list(bundle.y_train) == [0, 2, 0, 2]
+    with pytest.warns(UserWarning, match=r"1 \('cat'\), 3 \('fish'\)"):
+        named = data.load((X_ID[:4], y), class_names=["ant", "cat", "dog", "fish"])
+    assert named.class_names == ("ant", "cat", "dog", "fish")
+    # every class present: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.load((X_ID[:4], [0, 1, 2, 1]), num_classes=3).num_classes == 3
+        assert data.load((X_ID[:4], [0, 1, 2, 1])).num_classes == 3
+
+
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(UnknownDatasetError) as info:
         data.load("cifar-11")
@@ -293,7 +336,8 @@ def test_split_sizes_disjoint_and_seeded(id_bundle):
 
 
 def test_holdout_test_fraction():
-    bundle = data.load((X_ID, Y_ID), num_classes=N, test_fraction=0.25)
+    with pytest.warns(UserWarning, match="leave 10 of 40 classes .* held out"):
+        bundle = data.load((X_ID, Y_ID), num_classes=N, test_fraction=0.25)
     assert bundle.num_train == 30 and bundle.num_test == 10
     assert set(bundle.y_train).isdisjoint(bundle.y_test)
     assert list(bundle.y_train) == sorted(bundle.y_train)  # original order kept

@@ -4,8 +4,8 @@ What every source goes through in :func:`~aca_keras.data.load`: :func:`as_images
 C)`` raw pixel values, ``uint8`` or ``float32`` on the 0-255 scale; 0-1 floats are scaled with
 a ``UserWarning``; negative or larger values are rejected), :func:`as_labels` (``(N,)``
 ``int32`` class indices), :func:`holdout` (a fixed-seed test split), :func:`channel_stats`
-(per-channel mean/std on the 0-1 scale) and :func:`split_digest` (the checksum zoo entries
-record).
+(per-channel mean/std on the 0-1 scale), :func:`empty_classes` (classes without a single
+label) and :func:`split_digest` (the checksum zoo entries record).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "as_images",
     "as_labels",
     "channel_stats",
+    "empty_classes",
     "holdout",
     "split_digest",
 ]
@@ -128,6 +129,17 @@ def as_labels(y: Any, count: int, what: str) -> np.ndarray:
         raise DataError(f"The {what} include the label {int(y.max())}, too large for a class "
                         "index.")
     return y.astype(np.int32)
+
+
+def empty_classes(y: np.ndarray, num_classes: int) -> tuple[int, ...]:
+    """The class indices in ``0..num_classes-1`` that no label of ``y`` names, ascending.
+
+    ``y`` holds class indices checked by :func:`as_labels` (non-negative); labels at or above
+    ``num_classes`` are ignored here (:func:`~aca_keras.data.load` rejects them separately).
+    """
+    y = np.asarray(y, dtype=np.int64)
+    counts = np.bincount(y[y < num_classes], minlength=num_classes)
+    return tuple(int(c) for c in np.flatnonzero(counts == 0))
 
 
 def split_digest(x: np.ndarray, y: np.ndarray) -> str:

@@ -28,12 +28,13 @@ sources by :mod:`~aca_keras.data.readers`, and every array checked by
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from aca_keras.data.arrays import as_images, as_labels, channel_stats, holdout
+from aca_keras.data.arrays import as_images, as_labels, channel_stats, empty_classes, holdout
 from aca_keras.data.bundle import DataBundle
 from aca_keras.data.catalog import (
     DIGITS_TEST_FRACTION,
@@ -174,7 +175,8 @@ def load(
     if num_classes is None and meta_names is not None:
         num_classes = len(meta_names)
     largest = int(y.max()) if y_test is None else max(int(y.max()), int(y_test.max()))
-    if num_classes is None:
+    inferred = num_classes is None
+    if inferred:
         num_classes = largest + 1
     num_classes = int(num_classes)
     if largest >= num_classes:
@@ -185,6 +187,8 @@ def load(
             class_names = meta_names
         else:
             class_names = tuple(str(i) for i in range(num_classes))
+    _check_every_class_has_images(y, num_classes, class_names, inferred=inferred,
+                                  held_out=test_fraction is not None)
 
     if known is not None and known.mean is not None and known.std is not None:
         mean, std = known.mean, known.std
@@ -197,3 +201,45 @@ def load(
         name=name or default_name, x_train=x, y_train=y, x_test=x_test, y_test=y_test,
         input_shape=tuple(x.shape[1:]), num_classes=num_classes,
         class_names=tuple(class_names), mean=mean, std=std, flip=bool(flip))
+
+
+#: How many class indices a label message lists before it says "... (N in all)".
+_LISTED_CLASSES = 8
+
+
+def _list_classes(indices: Sequence[int], class_names: Sequence[str]) -> str:
+    """``0, 3 ('cat'), ...``: the first few indices, with their names where they say more."""
+    shown = []
+    for index in indices[:_LISTED_CLASSES]:
+        label = class_names[index] if index < len(class_names) else str(index)
+        shown.append(str(index) if label == str(index) else f"{index} ({label!r})")
+    more = f", ... ({len(indices)} in all)" if len(indices) > _LISTED_CLASSES else ""
+    return ", ".join(shown) + more
+
+
+def _check_every_class_has_images(y: np.ndarray, num_classes: int,
+                                  class_names: Sequence[str], *, inferred: bool,
+                                  held_out: bool) -> None:
+    """Refuse (``num_classes`` inferred from the largest label) or warn (``num_classes`` given,
+    or from the source's class list) when a class has no training image: the model would have
+    an output that no image trains."""
+    empty = empty_classes(y, num_classes)
+    if not empty:
+        return
+    found = tuple(int(c) for c in np.unique(y))
+    split = " after the test split was held out" if held_out else ""
+    summary = (f"The training labels leave {len(empty)} of {num_classes} classes without a "
+               f"single image{split}: {_list_classes(empty, class_names)}. The labels found "
+               f"are {len(found)} classes: {_list_classes(found, class_names)}")
+    if inferred:
+        raise DataError(
+            f"{summary}; num_classes was taken as the largest label + 1 = {num_classes}, "
+            f"for {len(y)} training images. A model would have outputs that no image trains. "
+            f"Relabel the classes to 0..{len(found) - 1} (e.g. "
+            "y = np.unique(y, return_inverse=True)[1], applied to training and test labels "
+            "alike), or pass num_classes= / class_names= to keep the empty classes on "
+            "purpose.")
+    warnings.warn(
+        f"{summary}; with num_classes={num_classes} their outputs are never trained. If this "
+        f"is not deliberate, relabel the classes to 0..{len(found) - 1} or check the data "
+        "split.", UserWarning, stacklevel=3)
