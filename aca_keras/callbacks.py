@@ -11,7 +11,10 @@ line every few percent of an epoch instead::
     epoch 1/50 step 36/351 (10%) loss 2.1034 accuracy 0.2178 alpha_loss 2.0871 alpha_accuracy 0.2317 | 1.52 steps/s, ETA 3m27s
 
 :func:`progress_callbacks` returns it when progress output is on (``verbose``) and standard
-output is not a terminal; ``ACA_PROGRESS=1`` forces it on, ``ACA_PROGRESS=0`` off.
+output is not a terminal; ``ACA_PROGRESS=1`` forces it on, ``ACA_PROGRESS=0`` off. It also
+returns an :class:`EpochLineLogger`, Keras's progress bar and epoch line with counts (the
+collapse monitor's ``skip_edges`` ...) printed as integers: ``skip_edges: 3``, not
+``skip_edges: 3.0000`` or ``0.0000e+00``.
 
 :class:`StopOnNonFinite` stops a run at the first NaN/Inf loss with a
 :class:`~aca_keras.errors.NumericalError` naming the last good checkpoint
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import math
+import numbers
 import os
 import sys
 import time
@@ -37,11 +41,14 @@ from aca_keras.io.checkpoint import read_checkpoint_meta
 from aca_keras.io.run_dir import RunDir
 
 __all__ = [
+    "COUNT_SUFFIXES",
     "ENV_VAR",
     "EpochCSVLogger",
+    "EpochLineLogger",
     "ProgressLogger",
     "StopOnNonFinite",
     "format_duration",
+    "is_count",
     "last_good_checkpoint",
     "progress_callbacks",
     "stdout_is_terminal",
@@ -144,10 +151,62 @@ class ProgressLogger(keras.callbacks.Callback):
         print(line, file=stream, flush=True)
 
 
+#: Log entries whose names end so count things (the collapse monitor's ``skip_edges``,
+#: ``reduce_parameter_free_edges`` ...): :func:`is_count` takes their integral values for
+#: counts.
+COUNT_SUFFIXES = ("_edges", "_count")
+
+
+def is_count(key: str, value: Any) -> bool:
+    """Whether the log entry ``key: value`` is a count, printed as an integer: an integer
+    value (Keras turns its own metrics into floats before callbacks see them, so integers
+    come from callbacks that count, such as the collapse monitor), or an integral float
+    under a name ending in one of :data:`COUNT_SUFFIXES`."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, numbers.Integral):
+        return True
+    return (str(key).endswith(COUNT_SUFFIXES) and isinstance(value, numbers.Real)
+            and math.isfinite(float(value)) and float(value).is_integer())
+
+
+class _Count(float):
+    """A count in the logs given to Keras's progress bar, formatted as an integer.
+
+    ``keras.utils.Progbar`` shows each entry as ``value / steps`` (one step at the end of an
+    epoch) formatted with ``.4f`` or ``.4e``; this float keeps its type through that division
+    and ignores the format when it is integral. Should a Keras release format differently,
+    counts print as floats again (``tests/test_callbacks.py`` says so), never fail."""
+
+    def __truediv__(self, other):
+        return _Count(float(self) / other)
+
+    def __format__(self, spec: str) -> str:
+        return str(int(self)) if self.is_integer() else float.__format__(self, spec)
+
+
+class EpochLineLogger(keras.callbacks.ProgbarLogger):
+    """Keras's ``ProgbarLogger`` (the progress bar and the epoch line ``fit`` prints) with
+    counts printed as integers: ``skip_edges: 3 - mean_skip_weight: 0.2500``.
+
+    Put it after the callbacks that add counts to the logs (Keras then adds no progress bar
+    of its own); it prints according to ``fit``'s ``verbose``, nothing at 0. Counts are the
+    entries :func:`is_count` accepts; the logs other callbacks see are left as they are.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = {key: _Count(value) if is_count(key, value) else value
+                 for key, value in (logs or {}).items()}
+        super().on_epoch_end(epoch, shown)
+
+
 def progress_callbacks(verbose: Any, percent: float = 5.0,
                        stream: IO[str] | None = None) -> list[keras.callbacks.Callback]:
-    """``[ProgressLogger(percent)]`` when :func:`wanted`, else ``[]``."""
-    return [ProgressLogger(percent, stream)] if wanted(verbose, stream) else []
+    """``[ProgressLogger(percent), EpochLineLogger()]`` when :func:`wanted`, else
+    ``[EpochLineLogger()]``: put them last, after the callbacks that add to the logs."""
+    epoch_line = EpochLineLogger()
+    return [ProgressLogger(percent, stream), epoch_line] if wanted(verbose, stream) \
+        else [epoch_line]
 
 
 class EpochCSVLogger(keras.callbacks.CSVLogger):
