@@ -8,7 +8,10 @@ CIFAR-10 entry tool (``zoo/tools/make_cifar10_entries.py``):
 - :func:`wilson_interval`: the Wilson score interval of one accuracy;
 - :func:`discordant_counts` and :func:`mcnemar_exact`: the exact McNemar test of two
   classifiers on the same images, from their per-image correctness;
-- :func:`binomial_two_sided`: the exact two-sided binomial test at p = 1/2 it rests on.
+- :func:`binomial_two_sided`: the exact two-sided binomial test at p = 1/2 it rests on;
+- :func:`student_t_cdf`, :func:`student_t_quantile` and :func:`t_interval`: Student's t
+  (integer degrees of freedom, exact) and the t-interval of a mean over a few values, such as
+  one difference per seed.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 Z_95 = 1.959963984540054
 
 __all__ = ["Z_95", "McNemar", "binomial_two_sided", "discordant_counts", "mcnemar_exact",
-           "wilson_interval"]
+           "student_t_cdf", "student_t_quantile", "t_interval", "wilson_interval"]
 
 
 def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
@@ -92,3 +95,94 @@ def mcnemar_exact(correct_a, correct_b) -> McNemar:
     """
     b, c = discordant_counts(correct_a, correct_b)
     return McNemar(b, c, binomial_two_sided(b, b + c))
+
+
+def _check_df(df) -> int:
+    if isinstance(df, bool) or not isinstance(df, (int, np.integer)) or df < 1:
+        raise ValueError(f"degrees of freedom must be a positive integer, got {df!r}")
+    return int(df)
+
+
+def student_t_cdf(t: float, df: int) -> float:
+    """``P(T <= t)`` for Student's t with ``df`` (a positive integer) degrees of freedom.
+
+    Exact: the finite series of Abramowitz and Stegun 26.7.3 (odd ``df``) and 26.7.4 (even
+    ``df``) in ``theta = atan(|t| / sqrt(df))``, all of whose terms are positive.
+    """
+    df = _check_df(df)
+    t = float(t)
+    if math.isnan(t):
+        raise ValueError("t is NaN")
+    if t == 0.0:
+        return 0.5
+    theta = math.atan(abs(t) / math.sqrt(df))
+    sin, cos = math.sin(theta), math.cos(theta)
+    cos2 = cos * cos
+    if df % 2:  # A = 2/pi [theta + sin (cos + 2/3 cos^3 + ... + 2.4..(df-3)/1.3..(df-2) cos^(df-2))]
+        series = 0.0
+        if df > 1:
+            term = series = cos
+            for k in range(1, (df - 1) // 2):
+                term *= cos2 * (2 * k) / (2 * k + 1)
+                series += term
+        inside = 2.0 / math.pi * (theta + sin * series)
+    else:  # A = sin [1 + 1/2 cos^2 + 1.3/2.4 cos^4 + ... + 1.3..(df-3)/2.4..(df-2) cos^(df-2)]
+        term = series = 1.0
+        for k in range(1, df // 2):
+            term *= cos2 * (2 * k - 1) / (2 * k)
+            series += term
+        inside = sin * series
+    inside = min(1.0, inside)  # A = P(|T| <= |t|)
+    return 0.5 + 0.5 * inside if t > 0 else 0.5 - 0.5 * inside
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (a positive integer) degrees of freedom:
+    :func:`student_t_cdf` inverted by bisection to the last bits of a double.
+
+    ``student_t_quantile(0.975, 2)`` is 4.3027, the factor of a 95 % interval over 3 values.
+    """
+    df = _check_df(df)
+    p = float(p)
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie strictly between 0 and 1, got {p}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -student_t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while student_t_cdf(high, df) < p:
+        low, high = high, 2.0 * high
+        if high > 1e300:
+            raise ValueError(f"the {p} quantile of t with {df} degrees of freedom is out of range")
+    for _ in range(2000):
+        middle = 0.5 * (low + high)
+        if middle in (low, high):
+            break
+        if student_t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the Student-t interval of the mean of ``values``.
+
+    ``mean +/- t * sd / sqrt(n)`` with the sample standard deviation (``n - 1`` in the
+    denominator) and ``t`` the ``(1 + level) / 2`` quantile with ``n - 1`` degrees of freedom.
+    It treats the values (e.g. one accuracy difference per seed) as the sample, so it holds
+    their spread, whatever the number of test images behind each. Needs at least 2 finite
+    values; identical values give a zero-width interval.
+    """
+    data = np.asarray(values, dtype=np.float64).ravel()
+    if data.size < 2:
+        raise ValueError(f"a t-interval needs at least 2 values, got {data.size}")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("values must be finite")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    mean = float(data.mean())
+    half = (student_t_quantile((1.0 + level) / 2.0, data.size - 1)
+            * float(data.std(ddof=1)) / math.sqrt(data.size))
+    return mean, mean - half, mean + half

@@ -29,7 +29,8 @@ never rerun; searches and trainings resume from their checkpoints, so the study 
 where it stopped. Each process claims the unit it runs (``<results>/claims/``), so
 several processes can share one results folder. The ``report`` phase (JSON files only, no
 TensorFlow) builds the tables between the markers of ``studies/README.md`` and
-``collapse-report.png``.
+``collapse-report.png``. The ``rebuild`` phase writes a run folder for ``aca-train`` from a
+training record alone (the weights are not kept; see studies/README.md).
 
 Usage (from the repository root; one TensorFlow thread per process)::
 
@@ -37,6 +38,7 @@ Usage (from the repository root; one TensorFlow thread per process)::
     TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 python studies/collapse.py search --only darts-s3,aca-s3
     python studies/collapse.py train
     python studies/collapse.py report    # tables into studies/README.md, works on partial results
+    python studies/collapse.py rebuild v2-train-taylor-e100-s1 --run-dir runs/taylor-s1  # from its record
     python studies/collapse.py search --config tiny --results /tmp/c   # smoke test
 """
 
@@ -61,7 +63,7 @@ REPO = HERE.parent
 if str(REPO) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(REPO))
 
-from aca_keras.stats import mcnemar_exact  # noqa: E402  (loads no TensorFlow; after the path above)
+from aca_keras.stats import mcnemar_exact, t_interval  # noqa: E402  (no TensorFlow; after the path above)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg" / "train.npz"
 DEFAULT_RESULTS = HERE / "results" / "collapse"
@@ -137,11 +139,9 @@ TRAJECTORY_METHODS = ("darts-s3", "darts-full", "taylor", "refill")
 # ------------------------------------------------------------------------------------- data
 
 
-def load_study_data(path: str | os.PathLike, config: StudyConfig):
-    """``(search_bundle, train_bundle, (x_test, y_test))``: both bundles hold the same test
-    part (the last ``test_images`` images), never seen by a search or a training."""
-    from aca_keras.data import loading as data_lib
-
+def study_arrays(path: str | os.PathLike, config: StudyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)``: every image of ``path`` downscaled to ``config.image_size`` by block means
+    (uint8), labels int32. NumPy only."""
     with np.load(path) as contents:
         x, y = contents["x"], contents["y"].astype(np.int32)
     factor = x.shape[1] // config.image_size
@@ -149,6 +149,15 @@ def load_study_data(path: str | os.PathLike, config: StudyConfig):
         n, h, w, c = x.shape
         x = x.reshape(n, h // factor, factor, w // factor, factor, c).astype(np.float32)
         x = np.round(x.mean(axis=(2, 4))).astype(np.uint8)
+    return x, y
+
+
+def load_study_data(path: str | os.PathLike, config: StudyConfig):
+    """``(search_bundle, train_bundle, (x_test, y_test))``: both bundles hold the same test
+    part (the last ``test_images`` images), never seen by a search or a training."""
+    from aca_keras.data import loading as data_lib
+
+    x, y = study_arrays(path, config)
     test = slice(len(x) - config.test_images, len(x))
     name = f"cifar10-jpeg-{config.image_size}px"
     search = data_lib.load((x[: config.search_images], y[: config.search_images]),
@@ -391,6 +400,102 @@ def run_training(config: StudyConfig, unit: Unit, search_bundle, train_bundle, t
     return record_path
 
 
+# -------------------------------------------------------------------------------- rebuild
+# A retrained network from its JSON record alone: the record holds the genotype, the k_e of
+# both cells, the seed, the split and the recipe (the study's weights are not kept).
+
+
+def read_record(results: Path, key: str) -> dict[str, Any]:
+    """The training record ``<results>/<key>.json``; ``FileNotFoundError`` naming the keys
+    there when it is missing."""
+    import json
+
+    path = Path(results) / f"{key}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in Path(results).glob("*-train-*.json"))
+        raise FileNotFoundError(f"no training record {path}; records in {results}: "
+                                f"{', '.join(known) or 'none'}")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("format") != FORMAT or record.get("kind") != "train":
+        raise ValueError(f"{path} is not a training record of this study")
+    return record
+
+
+def architecture_from_record(record: dict[str, Any], config: StudyConfig):
+    """The ``Architecture`` a training record was retrained from: its genotype (op set of its
+    search kind, reference C of the search) with the recorded k_e of both cells."""
+    from aca_keras.space.architecture import Architecture
+    from aca_keras.space.genotype import Genotype
+
+    plain = Architecture.from_genotype(
+        Genotype.from_dict(record["genotype"]), config.search["channels"],
+        SEARCHES[record["search"]][0],
+        provenance={"study": config.name, "method": record["method"], "search": record["search"],
+                    "snapshot_epoch": record["epoch"], "seed": record["seed"],
+                    "record": record["key"]})
+    return plain.with_channels(record["k_normal"], record["k_reduce"])
+
+
+def train_command(record: dict[str, Any], run_dir: str | os.PathLike) -> str:
+    """The ``aca-train`` command that retrains ``record``'s network in a rebuilt run folder
+    (cells, channels, seed, no auxiliary head and no drop path come from its config.json)."""
+    recipe = record["recipe"]
+    return (f"aca-train {run_dir} --epochs {recipe['epochs']} --batch-size "
+            f"{recipe['batch_size']} --cutout {recipe['cutout']} --verbose 2")
+
+
+def rebuild(config: StudyConfig, record: dict[str, Any], run_dir: str | os.PathLike,
+            data: str | os.PathLike = DEFAULT_DATA) -> Path:
+    """Write a run folder for ``aca-train`` from a training record: ``architecture.json``,
+    ``data.npz`` (the record's training images and the test part, at the study's size) and
+    ``config.json`` (that data, the seed, the cells and channels of the recipe, no auxiliary
+    head, no drop path). NumPy only; returns the folder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    architecture_from_record(record, config).save(run_dir / "architecture.json")
+    x, y = study_arrays(data, config)
+    split = record["split"]
+    train, test = slice(*split["train"]), slice(*split["test"])
+    np.savez_compressed(run_dir / "data.npz", x=x[train], y=y[train], x_test=x[test],
+                        y_test=y[test])
+    import json
+
+    recipe = record["recipe"]
+    settings = {"dataset": str((run_dir / "data.npz").resolve()), "seed": record["seed"],
+                "eval_cells": recipe["cells"], "eval_channels": recipe["channels"],
+                "auxiliary": False, "drop_path": 0.0, "study_record": record["key"]}
+    (run_dir / "config.json").write_text(json.dumps(settings, indent=2) + "\n",
+                                         encoding="utf-8")
+    return run_dir
+
+
+def retrain_exact(config: StudyConfig, record: dict[str, Any], run_dir: Path,
+                  data: str | os.PathLike, log) -> float:
+    """Retrain ``record``'s network as the study did (its data bundle, horizontal flips on,
+    the seed, the recipe) into ``run_dir``; returns the test-part accuracy."""
+    import keras
+
+    from aca_keras.models.derived import build_model
+    from aca_keras.training import train
+
+    _search, train_bundle, (x_test, y_test) = load_study_data(data, config)
+    architecture = architecture_from_record(record, config)
+    t = record["recipe"]
+    keras.utils.set_random_seed(record["seed"])
+    model = build_model(architecture, train_bundle.input_shape, train_bundle.num_classes,
+                        cells=t["cells"], channels=t["channels"], auxiliary=False,
+                        drop_path=0.0, mean=train_bundle.mean, std=train_bundle.std)
+    params = int(model.inference_model().count_params())
+    log(f"{record['key']}: {params} parameters (record: {record['params']})")
+    result = train(model, train_bundle, epochs=t["epochs"], batch_size=t["batch_size"],
+                   cutout=t["cutout"], drop_path=0.0, seed=record["seed"], run_dir=run_dir,
+                   verbose=2)
+    logits = result.model.inference_model().predict(x_test, batch_size=500, verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, axis=-1) == y_test))
+    log(f"{record['key']}: test accuracy {accuracy:.4f} (record: {record['accuracy']:.4f})")
+    return accuracy
+
+
 # ---------------------------------------------------------------------------------- report
 # Reads only JSON files (no TensorFlow); works on partial results and says what is missing.
 
@@ -522,6 +627,74 @@ def load_training_records(results: Path, config: StudyConfig) -> dict[tuple[str,
             continue
         records[(record["method"], int(record["epoch"]), int(record["seed"]))] = record
     return records
+
+
+SKIP_OP = "skip_connect"
+
+
+def identity_edges(record: dict[str, Any]) -> dict[str, int]:
+    """The pure-identity edges of a training record's derived normal cell: ``skip`` (its
+    ``skip_connect`` edges), ``zero_k`` (other edges with k_e = 0, which the builder wires as
+    their input: every normal-cell edge has stride 1) and ``identity``, their sum (the
+    package's ``Architecture.effective_skip_count``); ``edges``: the cell's edge count.
+
+    The genotype's pairs are listed node by node (``min(edges_per_node, node + 2)`` per
+    node); ``k_normal`` follows the architecture's edge order (node, then input)."""
+    genotype = record["genotype"]
+    pairs = [tuple(pair) for pair in genotype["normal"]]
+    per_node = int(genotype.get("edges_per_node", 2))
+    edges, start, node = [], 0, 0
+    while start < len(pairs):
+        count = min(per_node, node + 2)
+        edges += [(node, int(i), op) for op, i in pairs[start:start + count]]
+        start += count
+        node += 1
+    edges.sort(key=lambda e: (e[0], e[1]))
+    k = [int(x) for x in record["k_normal"]]
+    if len(k) != len(edges):
+        raise ValueError(f"record {record.get('key')!r}: {len(k)} k_normal values for "
+                         f"{len(edges)} normal-cell edges")
+    skip = sum(op == SKIP_OP for _n, _i, op in edges)
+    zero = sum(op != SKIP_OP and ke == 0 for (_n, _i, op), ke in zip(edges, k))
+    return {"skip": skip, "zero_k": zero, "identity": skip + zero, "edges": len(edges)}
+
+
+def identity_section(config: StudyConfig, records: dict) -> list[str]:
+    """Markdown: skip_connect and k_e = 0 edges of every retrained network's normal cell
+    (per network and per method), measured against the collapse criterion's 4 of 8."""
+    out = ["#### Identity edges of the derived normal cells (every retrained network)", "",
+           "An edge with k_e = 0 at stride 1 (every normal-cell edge) is built as its input, "
+           "as a `skip_connect` edge is: both are pure identities. Each cell: `skip_connect` "
+           "edges + k_e = 0 edges = identity edges, of 8. The collapse criterion's first "
+           f"half counts `skip_connect` alone ({COLLAPSE_SKIP_EDGES}+ of 8); the last column "
+           f"counts the networks with {COLLAPSE_SKIP_EDGES}+ identity edges of 8.", ""]
+    seeds = sorted(set(config.seeds) | {k[2] for k in records})
+    order = {method: index for index, method in enumerate(METHODS)}
+    groups = sorted({k[:2] for k in records}, key=lambda k: (order.get(k[0], len(order)), k[1]))
+    rows, listed = [], []
+    for method, epoch in groups:
+        present = {s: identity_edges(records[(method, epoch, s)]) for s in seeds
+                   if (method, epoch, s) in records}
+        cells = []
+        for s in seeds:
+            if s not in present:
+                cells.append("—")
+                continue
+            e = present[s]
+            cells.append(f"{e['skip']} + {e['zero_k']} = {e['identity']}")
+        over = [s for s, e in present.items() if e["identity"] >= COLLAPSE_SKIP_EDGES]
+        rows.append([f"`{method}`", f"{epoch}"] + cells + [f"{len(over)} of {len(present)}"])
+        for s in over:
+            e = present[s]
+            kinds = [x for x, n in (("skip_connect", e["skip"]), ("k_e = 0", e["zero_k"])) if n]
+            listed.append(f"`{method}` e{epoch} s{s} ({e['identity']}: {', '.join(kinds)})")
+    if not rows:
+        return out + ["No training record yet."]
+    out += _table(["method", "snapshot epoch"] + [f"s{s}" for s in seeds]
+                  + [f"{COLLAPSE_SKIP_EDGES}+ identity edges"], rows)
+    out += ["", f"Networks with {COLLAPSE_SKIP_EDGES}+ of 8 identity edges: "
+            + ("; ".join(listed) if listed else "none") + "."]
+    return out
 
 
 def k_stability(record: dict[str, Any]) -> float | None:
@@ -687,7 +860,8 @@ def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[s
     trajectory method's network at 100 % against its earlier snapshots (for the DARTS
     searches the collapse criterion's second half; for ``taylor`` and ``refill`` whether a
     longer search still helps ACA); and ``taylor`` and ``refill`` against ``darts-s3`` at the
-    earlier snapshots too (does ACA's lead hold along the search?)."""
+    earlier snapshots too (does ACA's lead hold along the search?); last, ``taylor`` at 100 %
+    against DARTS stopped early (:func:`early_stop_pair`)."""
     end = config.epochs("darts-s3")
     aca = [m for m, (kind, *_r) in METHODS.items() if kind == "aca-s3"]
     aca_end = config.epochs("aca-s3")
@@ -703,6 +877,29 @@ def comparison_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[s
         if METHODS[method][0] == "aca-s3":
             pairs += [((method, e), ("darts-s3", e))
                       for e in config.snapshot_epochs("aca-s3")[:-1] if e in darts_snaps]
+    pairs.append(early_stop_pair(config))
+    return pairs
+
+
+def early_stop_pair(config: StudyConfig) -> tuple[tuple[str, int], tuple[str, int]]:
+    """``taylor`` at the end of its search against ``darts-s3`` at its 50 % snapshot: ACA
+    against DARTS stopped early (R-DARTS's remedy). The 50 % snapshot is DARTS's best by its
+    seed-mean test accuracy, so the stop was chosen on the test part: an oracle."""
+    return ((DEFAULT_METHOD, config.epochs("aca-s3")),
+            ("darts-s3", config.snapshot_epochs("darts-s3")[1]))
+
+
+def preregistered_pairs(config: StudyConfig) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """The pairs whose reading a rule fixed before their results: the collapse criterion's
+    second half (issue 18: each DARTS network at the end against its earlier snapshots) and
+    the defaults rule of ``studies/README.md`` (the candidates against ``taylor`` at 100 %)."""
+    pairs = []
+    for method in METHODS:
+        if is_darts(method):
+            snaps = config.snapshot_epochs(METHODS[method][0])
+            pairs += [((method, snaps[-1]), (method, e)) for e in snaps[:-1]]
+    end = config.epochs("aca-s3")
+    pairs += [((m, end), (DEFAULT_METHOD, end)) for m in CANDIDATE_METHODS]
     return pairs
 
 
@@ -711,22 +908,43 @@ def is_darts(method: str) -> bool:
     return METHODS[method][0].startswith("darts")
 
 
+def seed_interval(per_seed: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The between-seed interval of a pooled difference: the Student-t interval of the mean
+    of the per-seed differences (t with n - 1 degrees of freedom; None for one seed). Unlike
+    the bootstrap and McNemar, which treat every seed's test images as independent, it takes
+    the seeds as the sample: two networks' per-image correctness correlates, so the images
+    of three seeds are not 3 x 10,000 independent draws."""
+    if len(per_seed) < 2:
+        return None
+    _mean, low, high = t_interval(per_seed, level)
+    return low, high
+
+
+def _pair_name(a_key: tuple[str, int], b_key: tuple[str, int]) -> str:
+    return f"`{a_key[0]}` e{a_key[1]} vs `{b_key[0]}` e{b_key[1]}"
+
+
 def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
     out = ["#### Paired comparisons on the same test images", "",
            "Difference = accuracy of A minus B. McNemar: exact two-sided binomial test on the "
            "discordant images (b: only A right, c: only B right). CI: 95 % paired bootstrap "
            f"over the test images ({BOOTSTRAP_RESAMPLES} resamples, seed {BOOTSTRAP_SEED}); "
            "the `all` row pools the seeds present for both (same images resampled for every "
-           "seed, differences averaged over seeds; McNemar on the summed counts).", ""]
-    rows, skipped, verdicts = [], [], {}
+           "seed, differences averaged over seeds; McNemar on the summed counts). Seeds: the "
+           "between-seed 95 % t-interval of the `all` row's difference (the mean of the "
+           "per-seed differences, t with n - 1 degrees of freedom), which takes the seeds, "
+           "not the images, as the sample.", ""]
+    rows, skipped, verdicts, pooled = [], [], {}, []
+    compared = []
     for a_key, b_key in comparison_pairs(config):
         seeds = [s for s in sorted({k[2] for k in records})
                  if (*a_key, s) in records and (*b_key, s) in records]
-        name = f"`{a_key[0]}` e{a_key[1]} vs `{b_key[0]}` e{b_key[1]}"
+        name = _pair_name(a_key, b_key)
         if not seeds:
             skipped.append(name)
             continue
-        a_all, b_all = [], []
+        compared.append((a_key, b_key))
+        a_all, b_all, per_seed = [], [], []
         for seed in seeds:
             ra, rb = records[(*a_key, seed)], records[(*b_key, seed)]
             ca, cb = decode_correct(ra), decode_correct(rb)
@@ -736,8 +954,9 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
             b_all.append(cb)
             b, c, p = mcnemar_exact(ca, cb)
             diff, low, high = paired_bootstrap(ca, cb)
+            per_seed.append(diff)
             rows.append([name, f"s{seed}", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
-                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
+                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", "", str(b), str(c),
                          _fmt_p(p)])
             if a_key[0] == b_key[0] and is_darts(a_key[0]):  # collapse's second half
                 verdicts.setdefault((a_key, seed), []).append(
@@ -747,14 +966,22 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
             ca, cb = np.stack(a_all), np.stack(b_all)
             b, c, p = mcnemar_exact(ca, cb)  # every seed's discordant images together
             diff, low, high = paired_bootstrap(ca, cb)
+            seed_low, seed_high = seed_interval(per_seed)
             rows.append([name, "all", _fmt(float(ca.mean())), _fmt(float(cb.mean())),
-                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]", str(b), str(c),
-                         _fmt_p(p)])
+                         f"{diff:+.4f}", f"[{low:+.4f}, {high:+.4f}]",
+                         f"[{seed_low:+.4f}, {seed_high:+.4f}]", str(b), str(c), _fmt_p(p)])
+            pooled.append({"pair": (a_key, b_key), "name": name, "difference": diff,
+                           "bootstrap": (low, high), "seeds": (seed_low, seed_high),
+                           "n": len(per_seed)})
     if rows:
-        out += _table(["A vs B", "seed", "acc. A", "acc. B", "difference", "95 % CI", "b", "c",
-                       "McNemar p"], rows)
+        out += _table(["A vs B", "seed", "acc. A", "acc. B", "difference", "95 % CI",
+                       "seeds: 95 % t-interval", "b", "c", "McNemar p"], rows)
     else:
         out.append("No pair has both records yet.")
+    if pooled:
+        out += [""] + seed_interval_summary(pooled)
+    if compared:
+        out += [""] + comparisons_count(config, records, compared, len(pooled))
     if verdicts:
         out += ["", "Collapse criterion, second half (the derived network at the end of the "
                 "search against its earlier snapshots, same seed):", ""]
@@ -762,6 +989,58 @@ def comparisons_section(config: StudyConfig, records: dict) -> list[str]:
                 for (key, seed), parts in verdicts.items()]
     if skipped and rows:
         out += ["", f"Not yet comparable (a record missing): {'; '.join(skipped)}."]
+    return out
+
+
+def _excludes_zero(interval: tuple[float, float]) -> bool:
+    return interval[0] > 0 or interval[1] < 0
+
+
+def seed_interval_summary(pooled: Sequence[dict[str, Any]]) -> list[str]:
+    """Which pooled differences exclude zero by the between-seed interval, and which only by
+    the bootstrap over the images."""
+    both = [r for r in pooled if _excludes_zero(r["seeds"])]
+    images_only = [r for r in pooled if _excludes_zero(r["bootstrap"])
+                   and not _excludes_zero(r["seeds"])]
+
+    def item(r):
+        return (f"{r['name']} {r['difference']:+.4f} [{r['seeds'][0]:+.4f}, "
+                f"{r['seeds'][1]:+.4f}]")
+
+    out = [f"Between seeds: of the {len(pooled)} differences pooled over seeds, "
+           f"{len(both)} exclude zero by the between-seed t-interval: "
+           + ("; ".join(item(r) for r in both) if both else "none") + "."]
+    if images_only:
+        out += ["", f"{len(images_only)} exclude zero by the bootstrap over the images but not "
+                "between seeds: " + "; ".join(item(r) for r in images_only) + "."]
+    return out
+
+
+def comparisons_count(config: StudyConfig, records: dict, compared: Sequence,
+                      pooled_rows: int) -> list[str]:
+    """How many comparisons the table makes, which a rule fixed before the results, and
+    which snapshot the early-stopped DARTS comparison uses and why."""
+    prereg = [pair for pair in preregistered_pairs(config) if pair in compared]
+    seed_rows = sum(sum((*a, s) in records and (*b, s) in records
+                        for s in {k[2] for k in records}) for a, b in compared)
+    out = [f"Comparisons: {len(compared)} pairs ({seed_rows} per-seed rows, {pooled_rows} "
+           "pooled over seeds), with no correction for multiple comparisons. Decided before "
+           f"their results ({len(prereg)} pairs): the collapse criterion's second half "
+           "(issue 18: each DARTS network at the end against its earlier snapshots) and the "
+           "defaults rule of this README (the scorer candidates against "
+           f"`{DEFAULT_METHOD}` at 100 %); every other pair is exploratory."]
+    a_key, b_key = early_stop_pair(config)
+    if (a_key, b_key) in compared:
+        means = {}
+        for (method, epoch, _seed), record in records.items():
+            if method == b_key[0]:
+                means.setdefault(epoch, []).append(record["accuracy"])
+        best = max(means, key=lambda e: float(np.mean(means[e])))
+        out += ["", f"Early-stopped DARTS: {_pair_name(a_key, b_key)} compares ACA at the end "
+                f"of its search with DARTS stopped at e{b_key[1]}. DARTS's best snapshot by its "
+                f"seed-mean test accuracy is e{best} ({float(np.mean(means[best])):.4f}); "
+                "choosing the stop by test accuracy is an oracle no user has, so this favours "
+                "DARTS."]
     return out
 
 
@@ -942,6 +1221,7 @@ def report(results: str | os.PathLike = DEFAULT_RESULTS,
     out = ["### Report (generated by `python studies/collapse.py report`)", ""]
     out += collapse + [""] + retraining_section(config, records) + [""]
     if records:
+        out += identity_section(config, records) + [""]
         out += comparisons_section(config, records) + [""]
         out += decision_section(config, records) + [""]
     else:
@@ -964,7 +1244,13 @@ def report(results: str | os.PathLike = DEFAULT_RESULTS,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("phase", choices=("search", "train", "report"))
+    parser.add_argument("phase", choices=("search", "train", "report", "rebuild"))
+    parser.add_argument("key", nargs="?", default=None,
+                        help="rebuild: the training record's key, e.g. v2-train-taylor-e100-s1")
+    parser.add_argument("--run-dir", default=None,
+                        help="rebuild: the run folder to write (default: runs/<key> here)")
+    parser.add_argument("--train", action="store_true",
+                        help="rebuild: also retrain at once as the study did (flips on)")
     parser.add_argument("--config", default="v2", choices=sorted(CONFIGS))
     parser.add_argument("--only", default=None,
                         help="comma-separated search kinds (search) or methods (train)")
@@ -984,6 +1270,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = Path(args.results) if args.results else DEFAULT_RESULTS
     if args.phase == "report":  # JSON files only: no TensorFlow, no data
         print(report(results, None if args.no_readme else args.readme, config), end="")
+        return 0
+    if args.phase == "rebuild":
+        if not args.key:
+            build_parser().error("rebuild needs the record's key, e.g. v2-train-taylor-e100-s1")
+        record = read_record(results, args.key)
+        run_dir = rebuild(config, record, Path(args.run_dir or Path("runs") / args.key),
+                          args.data)
+        print(f"wrote {run_dir} (architecture.json, config.json, data.npz)")
+        if args.train:
+            retrain_exact(config, record, run_dir, args.data, print)
+        else:
+            print("retrain with (no horizontal flips: aca-train does not flip an .npz; "
+                  "--train retrains with them, as the study did):")
+            print(train_command(record, run_dir))
         return 0
     results.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(",")) if args.only else None

@@ -43,6 +43,18 @@ def _darts_lines(last: int):
                   acc=e / 100, alpha_acc=e / 200) for e in range(1, last + 1)]
 
 
+def _genotype(normal_ops=None, normal=None):
+    """A 4-node genotype dict: normal-cell pairs ``normal`` (default: ``normal_ops`` on inputs
+    0 and 1 of every node); the reduction cell all sep_conv_3x3 on inputs 0 and 1."""
+    if normal is None:
+        ops = normal_ops or ["sep_conv_3x3"] * 8
+        normal = [[op, i % 2] for i, op in enumerate(ops)]
+    return {"format": "aca_keras.genotype", "version": 1, "normal": normal,
+            "normal_concat": [2, 3, 4, 5],
+            "reduce": [["sep_conv_3x3", i % 2] for i in range(8)],
+            "reduce_concat": [2, 3, 4, 5], "edges_per_node": 2}
+
+
 def _record(study, method, epoch, seed, correct, **extra):
     correct = np.asarray(correct, dtype=bool)
     record = {"format": study.FORMAT, "version": 1, "kind": "train",
@@ -52,7 +64,11 @@ def _record(study, method, epoch, seed, correct, **extra):
               "correct": base64.b64encode(np.packbits(correct)).decode("ascii"),
               "test_images": int(correct.size), "k_normal": [8] * 8, "k_reduce": [8] * 8,
               "k_second_batches": None, "skip_connect_normal": 2, "params": 1234,
-              "seconds": 1.0}
+              "seconds": 1.0,
+              "genotype": _genotype(["skip_connect"] * 2 + ["sep_conv_3x3"] * 6),
+              "split": {"train": [0, 8], "test": [8, 12]},
+              "recipe": {"cells": 8, "channels": 16, "epochs": 30, "batch_size": 96,
+                         "cutout": 8}}
     record.update(extra)
     return record
 
@@ -183,14 +199,14 @@ def test_report_with_training_records(study, tmp_path):
     # but the collapse verdict speaks of the DARTS searches only
     row = next(line for line in block.splitlines()
                if line.startswith("| `taylor` e100 vs `taylor` e25 | s1 |"))
-    b, c = int(row.split("|")[7]), int(row.split("|")[8])
+    b, c = int(row.split("|")[8]), int(row.split("|")[9])  # after the seeds column
     assert (b, c) == (int(np.sum(taylor & ~early)), int(np.sum(early & ~taylor)))
     assert "| `taylor` e25 vs `darts-s3` e25 | s1 |" in block
     assert "* `darts-s3` e100 s1: lower than e25" in block
     assert "* `taylor` e100 s1" not in block
     row = next(line for line in block.splitlines()
                if line.startswith("| `darts-s3` e100 vs `darts-s3` e25 | s1 |"))
-    b, c = int(row.split("|")[7]), int(row.split("|")[8])
+    b, c = int(row.split("|")[8]), int(row.split("|")[9])  # after the seeds column
     assert (b, c) == (0, int(np.sum(~final[:100])))
     assert "`taylor` e100 vs `darts-s3` e100" in block
 
@@ -217,9 +233,18 @@ def test_every_aca_method_is_paired_with_darts_the_default_scorer_and_the_contro
     for method in ("taylor", "refill"):
         assert ((method, 25), ("darts-s3", 25)) in pairs
         assert ((method, 50), ("darts-s3", 50)) in pairs
+    # ACA at the end against DARTS stopped early (its 50 % snapshot), last
+    assert pairs[-1] == study.early_stop_pair(config) == (("taylor", 100), ("darts-s3", 50))
     # 6 vs DARTS, 4 vs taylor, 5 vs none, refill-w vs refill, 4 x 2 snapshot pairs,
-    # 2 x 2 ACA vs DARTS at the earlier snapshots
-    assert len(pairs) == len(set(pairs)) == 15 + 1 + 8 + 4 == 28
+    # 2 x 2 ACA vs DARTS at the earlier snapshots, the early-stopped DARTS pair
+    assert len(pairs) == len(set(pairs)) == 15 + 1 + 8 + 4 + 1 == 29
+    # decided before the results: the collapse criterion's second half (both DARTS searches'
+    # end against their 25 % and 50 % snapshots) and the defaults rule's two candidates
+    assert study.preregistered_pairs(config) == [
+        (("darts-s3", 100), ("darts-s3", 25)), (("darts-s3", 100), ("darts-s3", 50)),
+        (("darts-full", 60), ("darts-full", 15)), (("darts-full", 60), ("darts-full", 30)),
+        (("refill", 100), ("taylor", 100)), (("refill-w", 100), ("taylor", 100))]
+    assert set(study.preregistered_pairs(config)) <= set(pairs)
 
 
 def test_command_line_report_imports_no_tensorflow_and_draws_the_figure(tmp_path):
@@ -394,3 +419,131 @@ def test_train_processes_share_a_results_folder_through_claims(study, tmp_path,
     assert json.loads((results / "tiny-train-none-e2-s1.json").read_text())["method"] == "none"
     assert (results / "tiny-train-taylor-e2-s1.json").stat().st_mtime_ns == before
     assert list((results / "claims").iterdir()) == []
+
+
+def test_identity_edges_count_skip_connect_and_zero_k_edges(study):
+    # node 1's pairs listed input 2 first: k_normal follows the sorted edges (node, input):
+    # (0,0) (0,1) (1,0) (1,2) (2,1) (2,3) (3,0) (3,4)
+    normal = [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 2],
+              ["skip_connect", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 3],
+              ["skip_connect", 0], ["sep_conv_3x3", 4]]
+    record = _record(study, "darts-s3", 100, 1, [True, False], genotype=_genotype(normal=normal),
+                     k_normal=[8, 0, 8, 0, 3, 0, 0, 8])
+    # skip edges (1,0) and (3,0); k_e = 0 on (0,1), (1,2), (2,3); (3,0) is a skip edge with
+    # k_e = 0 and counts once
+    assert study.identity_edges(record) == {"skip": 2, "zero_k": 3, "identity": 5, "edges": 8}
+    # the package's own count of pure-identity edges agrees (no TensorFlow: space/ only)
+    architecture = study.architecture_from_record(record, study.CONFIGS["v2"])
+    assert architecture.effective_skip_count["normal"] == 5
+    assert architecture.normal.channels == (8, 0, 8, 0, 3, 0, 0, 8)
+    allocated = _record(study, "taylor", 100, 2, [True, False], genotype=_genotype(),
+                        k_normal=[0, 8, 6, 0, 0, 0, 0, 1])
+    assert study.identity_edges(allocated) == {"skip": 0, "zero_k": 5, "identity": 5,
+                                               "edges": 8}
+    plain = _record(study, "taylor", 100, 1, [True, False], genotype=_genotype(),
+                    k_normal=[8, 7, 6, 8, 0, 0, 8, 0])
+    assert study.identity_edges(plain)["identity"] == 3
+    records = {("darts-s3", 100, 1): record, ("taylor", 100, 1): plain,
+               ("taylor", 100, 2): allocated}
+    text = "\n".join(study.identity_section(study.CONFIGS["v2"], records))
+    assert "| `darts-s3` | 100 | 2 + 3 = 5 | — | — | 1 of 1 |" in text
+    assert "| `taylor` | 100 | 0 + 3 = 3 | 0 + 5 = 5 | — | 1 of 2 |" in text
+    assert ("Networks with 4+ of 8 identity edges: `darts-s3` e100 s1 (5: skip_connect, "
+            "k_e = 0); `taylor` e100 s2 (5: k_e = 0).") in text
+    with pytest.raises(ValueError, match="7 k_normal values for 8"):
+        study.identity_edges({**plain, "k_normal": [8] * 7})
+
+
+def test_seed_interval_by_hand(study):
+    # per-seed differences 1, 2 and 3 points: mean 2, sd 1, t_{0.975, 2} = 4.3027,
+    # half-width 4.3027 / sqrt(3) = 2.4841 points
+    low, high = study.seed_interval([0.01, 0.02, 0.03])
+    assert (low, high) == pytest.approx((0.02 - 0.024841377, 0.02 + 0.024841377), abs=1e-9)
+    assert study.seed_interval([0.01]) is None
+
+
+def _seed_records(study, accuracy_by_key, n=1000):
+    """Records whose right images are nested: a network right on its first
+    round(accuracy * n) images, so A - B per seed is exactly the accuracy difference."""
+    records = {}
+    for (method, epoch), accuracies in accuracy_by_key.items():
+        for seed, accuracy in zip((1, 2, 3), accuracies):
+            correct = np.arange(n) < round(accuracy * n)
+            records[(method, epoch, seed)] = _record(study, method, epoch, seed, correct)
+    return records
+
+
+def test_pooled_rows_carry_the_between_seed_interval_and_the_early_stop(study, tmp_path):
+    config = study.CONFIGS["v2"]
+    records = _seed_records(study, {
+        ("taylor", 100): [0.61, 0.62, 0.63],      # +1, +2, +3 points over DARTS at 100 %
+        ("darts-s3", 100): [0.60, 0.60, 0.60],
+        ("darts-s3", 50): [0.615, 0.62, 0.62],    # DARTS's best snapshot by its seed mean
+        ("darts-s3", 25): [0.61, 0.61, 0.61]})
+    for record in records.values():
+        (tmp_path / f"{record['key']}.json").write_text(json.dumps(record))
+    block = study.report(tmp_path, None, config, figure=False)
+    row = next(line for line in block.splitlines()
+               if line.startswith("| `taylor` e100 vs `darts-s3` e100 | all |"))
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert cells[4] == "+0.0200"
+    assert cells[6] == "[-0.0048, +0.0448]"  # 2 -/+ 2.48 points
+    low = float(cells[5][1:].split(",")[0])
+    assert low > 0  # the bootstrap over the images excludes zero, the seeds do not
+    per_seed = next(line for line in block.splitlines()
+                    if line.startswith("| `taylor` e100 vs `darts-s3` e100 | s1 |"))
+    assert [c.strip() for c in per_seed.split("|")[1:-1]][6] == ""
+    # DARTS's own degradation: -1.5, -2, -2 points against its 50 % snapshot; between seeds
+    # mean -1.8333, sd 0.2887 -> half-width 4.3027 * 0.2887 / sqrt(3) = 0.7172 points
+    row = next(line for line in block.splitlines()
+               if line.startswith("| `darts-s3` e100 vs `darts-s3` e50 | all |"))
+    assert [c.strip() for c in row.split("|")[1:-1]][6] == "[-0.0255, -0.0112]"
+    assert ("exclude zero by the between-seed t-interval: `darts-s3` e100 vs `darts-s3` e25 "
+            "-0.0100 [-0.0100, -0.0100]; `darts-s3` e100 vs `darts-s3` e50 -0.0183 "
+            "[-0.0255, -0.0112].") in block
+    assert ("exclude zero by the bootstrap over the images but not between seeds: `taylor` "
+            "e100 vs `darts-s3` e100 +0.0200 [-0.0048, +0.0448]") in block
+    # the early-stopped DARTS pair is present and named an oracle
+    row = next(line for line in block.splitlines()
+               if line.startswith("| `taylor` e100 vs `darts-s3` e50 | all |"))
+    assert [c.strip() for c in row.split("|")[1:-1]][4] == "+0.0017"
+    assert ("DARTS's best snapshot by its seed-mean test accuracy is e50 (0.6183)"
+            in block and "an oracle" in block)
+    # 4 pairs compared, 2 of them fixed by the collapse criterion beforehand
+    assert ("Comparisons: 4 pairs (12 per-seed rows, 4 pooled over seeds), with no correction "
+            "for multiple comparisons. Decided before their results (2 pairs)") in block
+
+
+def test_rebuild_writes_a_run_folder_for_aca_train_from_a_record(study, tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(12) % 10
+    data = tmp_path / "train.npz"
+    np.savez(data, x=x, y=y)
+    results = tmp_path / "results"
+    results.mkdir()
+    record = _record(study, "taylor", 100, 2, [True, False], genotype=_genotype(),
+                     k_normal=[0, 8, 6, 0, 0, 0, 0, 1], k_reduce=[8, 7, 6, 5, 4, 3, 2, 1])
+    (results / f"{record['key']}.json").write_text(json.dumps(record))
+    run_dir = tmp_path / "run"
+    assert study.main(["rebuild", record["key"], "--results", str(results), "--run-dir",
+                       str(run_dir), "--data", str(data)]) == 0
+    printed = capsys.readouterr().out
+    assert f"aca-train {run_dir} --epochs 30 --batch-size 96 --cutout 8 --verbose 2" in printed
+    from aca_keras.space.architecture import Architecture
+
+    architecture = Architecture.load(run_dir / "architecture.json")
+    assert architecture.normal.channels == (0, 8, 6, 0, 0, 0, 0, 1)
+    assert architecture.reduce.channels == (8, 7, 6, 5, 4, 3, 2, 1)
+    assert architecture.reference_channels == 8 and architecture.ops == ("none", "sep_conv_3x3")
+    settings = json.loads((run_dir / "config.json").read_text())
+    assert settings == {"dataset": str((run_dir / "data.npz").resolve()), "seed": 2,
+                        "eval_cells": 8, "eval_channels": 16, "auxiliary": False,
+                        "drop_path": 0.0, "study_record": record["key"]}
+    with np.load(run_dir / "data.npz") as saved:
+        assert saved["x"].shape == (8, 16, 16, 3) and saved["x_test"].shape == (4, 16, 16, 3)
+        assert list(saved["y"]) == list(y[:8]) and list(saved["y_test"]) == list(y[8:])
+        # 2x2 block means, rounded
+        assert saved["x_test"][1, 3, 5, 2] == round(float(x[9, 6:8, 10:12, 2].mean()))
+    with pytest.raises(FileNotFoundError, match="v2-train-taylor-e100-s2"):
+        study.read_record(results, "v2-train-taylor-e100-s9")

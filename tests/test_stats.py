@@ -1,4 +1,5 @@
-"""aca_keras.stats: exact McNemar, binomial and Wilson values checked by hand and by SciPy."""
+"""aca_keras.stats: exact McNemar, binomial, Wilson and Student-t values checked by hand and by
+SciPy."""
 
 from __future__ import annotations
 
@@ -88,3 +89,58 @@ def test_stats_imports_no_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_student_t_cdf_by_hand():
+    # df 1 is the Cauchy distribution: P(T <= t) = 1/2 + atan(t) / pi
+    for t in (-3.0, -0.5, 0.0, 1.0, 12.0):
+        assert stats.student_t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi,
+                                                          rel=1e-14)
+    # df 2 has the closed form 1/2 + t / (2 sqrt(2 + t^2))
+    for t in (-4.0, -1.0, 0.25, 2.0, 40.0):
+        assert stats.student_t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)),
+                                                          rel=1e-14)
+    # symmetric, and near the normal for many degrees of freedom
+    assert stats.student_t_cdf(-1.3, 7) == pytest.approx(1 - stats.student_t_cdf(1.3, 7))
+    assert stats.student_t_cdf(stats.Z_95, 100_000) == pytest.approx(0.975, abs=1e-5)
+
+
+def test_student_t_quantile_matches_the_tables_and_scipy():
+    # t_{0.975} of the printed tables (df 1, 2, 10, 30)
+    assert stats.student_t_quantile(0.975, 1) == pytest.approx(12.706204736174698, rel=1e-12)
+    assert stats.student_t_quantile(0.975, 2) == pytest.approx(4.302652729749464, rel=1e-12)
+    assert stats.student_t_quantile(0.975, 10) == pytest.approx(2.228138851986274, rel=1e-12)
+    assert stats.student_t_quantile(0.975, 30) == pytest.approx(2.042272456301238, rel=1e-12)
+    assert stats.student_t_quantile(0.5, 4) == 0.0
+    assert stats.student_t_quantile(0.025, 2) == -stats.student_t_quantile(0.975, 2)
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4, 5, 9, 29, 30, 101):
+        for p in (0.6, 0.9, 0.975, 0.995, 0.9995):
+            expected = scipy_stats.t.ppf(p, df)
+            assert stats.student_t_quantile(p, df) == pytest.approx(expected, rel=1e-9), (p, df)
+
+
+def test_t_interval_of_three_seed_differences_by_hand():
+    # differences 1, 2, 3 points: mean 2, sd 1, half-width 4.3027 / sqrt(3) = 2.4841
+    mean, low, high = stats.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert (high - mean) == pytest.approx(4.302652729749464 / math.sqrt(3), rel=1e-12)
+    assert (low, high) == pytest.approx((-0.48414, 4.48414), abs=1e-5)
+    # two values: t with 1 degree of freedom, sd = |a - b| / sqrt(2)
+    mean, low, high = stats.t_interval([0.01, 0.03], level=0.95)
+    assert high - mean == pytest.approx(12.706204736174698 * 0.01, rel=1e-12)
+    assert stats.t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
+    # a 50 % interval is narrower: t_{0.75, 2} = 0.8165 = sqrt(2/3)
+    assert stats.t_interval([1.0, 2.0, 3.0], level=0.5)[2] == pytest.approx(
+        2 + math.sqrt(2 / 3) / math.sqrt(3), rel=1e-12)
+
+
+def test_t_helpers_reject_bad_arguments():
+    with pytest.raises(ValueError, match="at least 2 values"):
+        stats.t_interval([1.0])
+    with pytest.raises(ValueError, match="positive integer"):
+        stats.student_t_quantile(0.975, 0)
+    with pytest.raises(ValueError, match="positive integer"):
+        stats.student_t_cdf(1.0, 2.5)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        stats.student_t_quantile(1.0, 3)
