@@ -1,11 +1,14 @@
-"""``aca-train``: train the derived network of a search run (thin front end over
-:func:`aca_keras.training.train_run`)."""
+"""``aca-train``: train the derived network of a search run, or of an architecture (a zoo
+entry or an ``architecture.json``) in a new run directory (thin front end over
+:func:`aca_keras.training.train_run`; zoo names are resolved here)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aca_keras.cli import add_strategy_argument, run_cli
 from aca_keras.io.run_dir import RunDir
@@ -17,14 +20,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the derived network of a search run directory with DARTS's "
                     "evaluation recipe (SGD + cosine, cutout, drop path, auxiliary head), "
                     f"writing the checkpoint, history and {RunDir.TRAINED_MODEL} into that "
-                    "directory.")
+                    "directory. With --architecture, train a zoo entry or an "
+                    f"{RunDir.ARCHITECTURE} in a new run directory instead (it records the "
+                    f"architecture and the settings, so that --resume needs only RUN_DIR).")
     parser.add_argument("run_dir", metavar="RUN_DIR",
                         help=f"search run directory holding {RunDir.ARCHITECTURE} and "
-                             f"{RunDir.CONFIG}")
-    parser.add_argument("--epochs", type=int, default=600,
-                        help="training epochs (default: 600, as DARTS)")
-    parser.add_argument("--batch-size", type=int, default=96,
-                        help="batch size (default: 96)")
+                             f"{RunDir.CONFIG}; with --architecture, any directory (created "
+                             "if missing)")
+    parser.add_argument("--architecture", default=None, metavar="NAME_OR_PATH",
+                        help="train this architecture: a zoo entry name (aca-zoo list), an "
+                             f"{RunDir.ARCHITECTURE} file or a run directory holding one; "
+                             f"written to RUN_DIR/{RunDir.ARCHITECTURE} with the settings in "
+                             f"RUN_DIR/{RunDir.CONFIG} (a new RUN_DIR needs --dataset)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: 600, as DARTS; with --resume the "
+                             "run's)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch size (default: 96; with --resume the run's)")
     parser.add_argument("--cells", type=int, default=None,
                         help=f"number of cells (default: eval_cells of {RunDir.CONFIG}, else 20)")
     parser.add_argument("--channels", type=int, default=None,
@@ -34,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"data set name or path (default: the dataset of {RunDir.CONFIG})")
     parser.add_argument("--data-dir", default=None,
                         help=f"TFDS data directory (default: data_dir of {RunDir.CONFIG})")
+    parser.add_argument("--test-fraction", type=float, default=None, metavar="F",
+                        help="hold out this share of the training images as the test set "
+                             "(when the data set has none): trained without, evaluated on "
+                             f"(default: test_fraction of {RunDir.CONFIG}, else none)")
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of weights, data order, augmentation and drop path "
                              f"(default: the seed of {RunDir.CONFIG})")
@@ -66,9 +82,36 @@ def build_parser() -> argparse.ArgumentParser:
                              "over the global batch (smaller graph, other results)")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="write TensorBoard event files to DIR: losses, accuracies, "
+                             "learning rate and drop path rate per epoch, the test accuracy")
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                         help="0 silent, 1 progress bar, 2 one line per epoch (default: 1)")
     return parser
+
+
+def resolve_architecture(value: str):
+    """``(architecture, source)`` of ``--architecture``: an existing file or run directory is
+    read (``train_run`` reads it: ``(path, None)``), anything else is a zoo entry name
+    (``(Architecture, "zoo:<name>")``).
+
+    Raises:
+        FileNotFoundError: ``value`` looks like a path (a separator or a suffix) and there is
+            no file there.
+        UnknownEntryError: no zoo entry has that name (the message lists the known ones).
+    """
+    path = Path(value)
+    if path.exists():
+        return path, None
+    if os.sep in value or "/" in value or path.suffix:
+        raise FileNotFoundError(
+            f"--architecture {value}: no such file, and a zoo entry name has no path "
+            f"separator or suffix; give an {RunDir.ARCHITECTURE} file, a run directory "
+            "holding one, or a zoo entry name (aca-zoo list).")
+    # light at import (no TensorFlow), but read only when --architecture names an entry
+    from aca_keras import zoo
+
+    return zoo.architecture(value), f"zoo:{value}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,17 +125,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         # start-up lines are silenced only then
         from aca_keras.training.trainer import train_run
 
+        architecture = source = None
+        if args.architecture is not None:
+            architecture, source = resolve_architecture(args.architecture)
         result = train_run(
-            args.run_dir, epochs=args.epochs, batch_size=args.batch_size, cells=args.cells,
+            args.run_dir, architecture=architecture, architecture_source=source,
+            epochs=args.epochs, batch_size=args.batch_size, cells=args.cells,
             channels=args.channels, dataset=args.dataset, data_dir=args.data_dir,
-            seed=args.seed, resume=args.resume,
+            test_fraction=args.test_fraction, seed=args.seed, resume=args.resume,
             auxiliary=False if args.no_auxiliary else None,
             auxiliary_weight=args.auxiliary_weight, drop_path=args.drop_path,
             learning_rate=args.learning_rate, momentum=args.momentum,
             weight_decay=args.weight_decay, grad_clip=args.grad_clip or None,
             cutout=args.cutout, verbose=args.verbose, jit_compile=args.jit_compile,
             strategy=args.strategy, mixed_precision=args.mixed_precision,
-            sync_batch_norm=not args.no_sync_batch_norm)
+            sync_batch_norm=not args.no_sync_batch_norm, tensorboard=args.tensorboard)
         if args.verbose:
             accuracy = ("n/a (no test split)" if result.test_accuracy is None
                         else f"{result.test_accuracy:.4f}")

@@ -31,9 +31,11 @@ repeats an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import json
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -55,7 +57,8 @@ from aca_keras.callbacks import (
 from aca_keras.data import DataBundle
 from aca_keras.data import load as load_data
 from aca_keras.data.arrays import split_digest
-from aca_keras.errors import ArchitectureError, DataError, RunDirError
+from aca_keras.data.catalog import is_dataset_name
+from aca_keras.errors import ArchitectureError, DataError, RunDirError, UnknownDatasetError
 from aca_keras.io import checkpoint as ckpt
 from aca_keras.io.atomic import (
     atomic_save_model,
@@ -69,6 +72,7 @@ from aca_keras.models.derived import DerivedNetwork, build_model, load_model
 from aca_keras.optimizers import L2SGD
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.validation import is_int
+from aca_keras.tensorboard import TensorBoardLogger
 from aca_keras.training.compiling import ACCURACY, compile_derived
 from aca_keras.versions import package_versions
 
@@ -181,7 +185,8 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
           run_dir: str | os.PathLike | None = None, resume: bool = False, verbose: int = 1,
           data_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] = (),
           jit_compile: bool = False, strategy: str | tf.distribute.Strategy | None = None,
-          mixed_precision: bool | str = False, sync_batch_norm: bool = True) -> TrainResult:
+          mixed_precision: bool | str = False, sync_batch_norm: bool = True,
+          tensorboard: str | os.PathLike | None = None) -> TrainResult:
     """Train a derived network with DARTS's evaluation recipe (see the module docstring).
 
     Args:
@@ -223,6 +228,11 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             scope) gets ``sync_batch_norm`` =
             :func:`aca_keras.distribute.synchronize_batch_norm` of the strategy and this
             setting; without one the model is left as it is.
+        tensorboard: a directory for TensorBoard event files
+            (:class:`~aca_keras.tensorboard.TensorBoardLogger`): per epoch (step = epoch from
+            1) every column of the training history under its ``train_history.csv`` name
+            (losses, ``accuracy``, ``learning_rate``, ``drop_path_rate``), and
+            ``test_accuracy`` at the last epoch; ``None`` writes none.
 
     Returns:
         A :class:`TrainResult`.
@@ -235,8 +245,26 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
             checkpoint).
         StrategyError: an unusable strategy or precision, or a batch that does not split
             over the replicas.
-        StorageError: a checkpoint could not be written (the previous one is kept).
+        StorageError: a checkpoint (or the TensorBoard directory) could not be written (the
+            previous checkpoint is kept).
     """
+    return _train_scoped(model, dataset, {}, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, momentum=momentum,
+                         weight_decay=weight_decay, grad_clip=grad_clip, cutout=cutout,
+                         drop_path=drop_path, auxiliary_weight=auxiliary_weight, seed=seed,
+                         run_dir=run_dir, resume=resume, verbose=verbose, data_dir=data_dir,
+                         callbacks=callbacks, jit_compile=jit_compile, strategy=strategy,
+                         mixed_precision=mixed_precision, sync_batch_norm=sync_batch_norm,
+                         tensorboard=tensorboard)
+
+
+def _train_scoped(model, dataset, record: Mapping[str, Any], *, jit_compile: bool,
+                  strategy: str | tf.distribute.Strategy | None,
+                  mixed_precision: bool | str, sync_batch_norm: bool,
+                  **settings: Any) -> TrainResult:
+    """:func:`train` with ``record`` (more settings for ``train_config.json`` and the
+    checkpoint, e.g. :func:`train_run`'s ``test_fraction``); sets up the strategy and the
+    dtype policy, then runs :func:`_train` in them."""
     strategy_obj = dist.get_strategy(strategy)  # first: a multi-worker strategy
     policy = dist.precision_policy(mixed_precision)
     described = dist.describe_strategy(strategy_obj)
@@ -255,12 +283,8 @@ def train(model, dataset, *, epochs: int = 600, batch_size: int = 96,
                     "sync_batch_norm": bool(sync_batch_norm),
                     "mixed_precision": policy != "float32", "dtype_policy": policy,
                     "jit_compile": bool(jit_compile), "versions": package_versions()}
-        return _train(model, dataset, epochs=epochs, batch_size=batch_size,
-                      learning_rate=learning_rate, momentum=momentum,
-                      weight_decay=weight_decay, grad_clip=grad_clip, cutout=cutout,
-                      drop_path=drop_path, auxiliary_weight=auxiliary_weight, seed=seed,
-                      run_dir=run_dir, resume=resume, verbose=verbose, data_dir=data_dir,
-                      callbacks=callbacks, jit_compile=jit_compile, run_info=run_info)
+        return _train(model, dataset, jit_compile=jit_compile,
+                      run_info={**run_info, **record}, **settings)
 
 
 def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float,
@@ -268,7 +292,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
            drop_path: float | None, auxiliary_weight: float | None, seed: int | None,
            run_dir: str | os.PathLike | None, resume: bool, verbose: int,
            data_dir: str | os.PathLike | None, callbacks: Sequence[Any], jit_compile: bool,
-           run_info: dict[str, Any]) -> TrainResult:
+           run_info: dict[str, Any], tensorboard: str | os.PathLike | None) -> TrainResult:
     """:func:`train` in its strategy scope and dtype policy (``run_info`` goes into
     ``train_config.json``)."""
     tf.config.experimental.enable_op_determinism()  # reproducible on CPU with a seed
@@ -319,6 +343,15 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
                 f"Cannot resume {run_path} with epochs={epochs}, batch_size={batch_size}: the run "
                 f"used epochs={saved.get('epochs')}, batch_size={saved.get('batch_size')} (the "
                 "learning-rate schedule depends on both). Resume with the run's settings.")
+        split = _split_record(bundle)
+        if any(key in saved and saved[key] != split[key] for key in split):
+            raise RunDirError(
+                f"Cannot resume {run_path} on other data: the run trained on "
+                f"{saved.get('train_images')} images and was evaluated on "
+                f"{saved.get('test_images')} (test split sha256 "
+                f"{saved.get('test_split_sha256')}), this data has {split['train_images']} and "
+                f"{split['test_images']} ({split['test_split_sha256']}). Resume with the run's "
+                "data set and test_fraction.")
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     seed = int(seed)
@@ -335,6 +368,7 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         "learning_rate": learning_rate, "momentum": momentum, "weight_decay": weight_decay,
         "grad_clip": grad_clip, "cutout": cut, "drop_path": drop_path,
         "auxiliary_weight": auxiliary_weight, "seed": seed, "steps_per_epoch": steps,
+        **_split_record(bundle),
         # what else it takes to repeat the run: the model, the devices, the versions
         "model": {"class": type(model).__name__, "cells": model.cells,
                   "channels": model.channels, "auxiliary": bool(model.auxiliary),
@@ -372,30 +406,38 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         f"x{bundle.num_train}, epochs {start_epoch + 1}..{epochs}, batch {batch_size}, "
         f"seed {seed}" + (f" -> {run_path}" if run_path is not None else ""), flush=True)
 
-    if start_epoch < epochs:
-        if model.auxiliary:
-            pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
-        dist.multiworker_train_step(model, pipeline)
-        recorder = _EpochRecorder(model, optimizer, history, run, settings)
-        stop = StopOnNonFinite(
-            ("loss",),
-            checkpoint=functools.partial(
-                last_good_checkpoint, checkpoint_path, "epoch",
-                f"no epoch had finished, so there is no checkpoint in {run_path}"),
-            advice=("Lower the learning rate or check the data, then resume (resume=True, "
-                    "CLI --resume) or restart."))
-        progress = progress_callbacks(verbose)
-        # Keras's progress bar shows no metrics when written to a file: one line per epoch
-        # there, and progress lines during the epoch
-        fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
-        model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
-                  verbose=fit_verbose, shuffle=False,
-                  callbacks=[_DropPathSchedule(model, drop_path, epochs),
-                             stop, recorder, *progress, *callbacks])
+    # TensorBoard scalars under the names of train_history.csv
+    logger = None if tensorboard is None else TensorBoardLogger(
+        tensorboard, alphas=False, rename={ACCURACY: "accuracy"},
+        values=lambda: {"drop_path_rate": model.drop_path_rate}, close_at_end=False)
+    with logger if logger is not None else contextlib.nullcontext():  # closes it
+        if start_epoch < epochs:
+            if model.auxiliary:
+                pipeline = pipeline.map(lambda x, y: (x, {"logits": y, "aux_logits": y}))
+            dist.multiworker_train_step(model, pipeline)
+            recorder = _EpochRecorder(model, optimizer, history, run, settings)
+            stop = StopOnNonFinite(
+                ("loss",),
+                checkpoint=functools.partial(
+                    last_good_checkpoint, checkpoint_path, "epoch",
+                    f"no epoch had finished, so there is no checkpoint in {run_path}"),
+                advice=("Lower the learning rate or check the data, then resume (resume=True, "
+                        "CLI --resume) or restart."))
+            progress = progress_callbacks(verbose)
+            # Keras's progress bar shows no metrics when written to a file: one line per epoch
+            # there, and progress lines during the epoch
+            fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
+            board = [] if logger is None else [logger]
+            model.fit(pipeline, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                      verbose=fit_verbose, shuffle=False,
+                      callbacks=[_DropPathSchedule(model, drop_path, epochs),
+                                 stop, recorder, *board, *progress, *callbacks])
 
-    test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
-    if test_accuracy is not None:
-        say(f"test accuracy: {test_accuracy:.4f}", flush=True)
+        test_accuracy = evaluate(model, bundle, batch_size=max(batch_size, 256))
+        if test_accuracy is not None:
+            say(f"test accuracy: {test_accuracy:.4f}", flush=True)
+            if logger is not None:
+                logger.write(epochs, {"test_accuracy": test_accuracy})
     if run_path is not None:
         atomic_save_model(model, run.trained_model)
         atomic_write_json(run.train_result, {
@@ -412,6 +454,14 @@ def _train(model, dataset, *, epochs: int, batch_size: int, learning_rate: float
         })
     return TrainResult(history=history, test_accuracy=test_accuracy, run_dir=run_path,
                        model=model)
+
+
+def _split_record(bundle: DataBundle) -> dict[str, Any]:
+    """What the run trains and evaluates on: image counts and the test split's sha256."""
+    return {"train_images": int(bundle.num_train),
+            "test_images": 0 if bundle.y_test is None else int(len(bundle.y_test)),
+            "test_split_sha256": (None if bundle.x_test is None
+                                  else split_digest(bundle.x_test, bundle.y_test))}
 
 
 def evaluate(model, dataset, batch_size: int = 256) -> float | None:
@@ -436,49 +486,80 @@ def _seed_drop_path(model, seed: int) -> None:
 # ------------------------------------------------------------------------ run directories
 
 
-def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int = 96,
+def train_run(run_dir: str | os.PathLike, *,
+              architecture: str | os.PathLike | Architecture | None = None,
+              epochs: int | None = None, batch_size: int | None = None,
               cells: int | None = None, channels: int | None = None,
               dataset: Any = None, data_dir: str | os.PathLike | None = None,
+              test_fraction: float | None = None,
               seed: int | None = None, resume: bool = False, auxiliary: bool | None = None,
               drop_path: float | None = None, auxiliary_weight: float = 0.4,
               learning_rate: float = 0.025, momentum: float = 0.9,
               weight_decay: float = 3e-4, grad_clip: float | None = 5.0, cutout: int = 16,
               verbose: int = 1, jit_compile: bool = False,
               strategy: str | tf.distribute.Strategy | None = None,
-              mixed_precision: bool | str = False, sync_batch_norm: bool = True
-              ) -> TrainResult:
-    """Build the derived model of a search run directory and train it into that directory.
+              mixed_precision: bool | str = False, sync_batch_norm: bool = True,
+              tensorboard: str | os.PathLike | None = None,
+              architecture_source: str | None = None,
+              callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Build the derived model of a run directory and train it into that directory.
 
-    ``run_dir`` holds ``architecture.json`` and ``config.json`` (written by
-    :func:`aca_keras.search`; ``config.json`` needs at least ``dataset``, and may give
-    ``data_dir``, ``seed``, ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``,
-    ``test_fraction``: the search's hold-out, which training leaves out and evaluates on).
+    Without ``architecture``, ``run_dir`` is a search run: it holds ``architecture.json`` and
+    ``config.json`` (written by :func:`aca_keras.search`; ``config.json`` needs at least
+    ``dataset``, and may give ``data_dir``, ``seed``, ``eval_cells``, ``eval_channels``,
+    ``auxiliary``, ``drop_path``, ``test_fraction``: the search's hold-out, which training
+    leaves out and evaluates on).
+
+    With ``architecture`` (an :class:`~aca_keras.space.architecture.Architecture` or the path
+    of one saved with :meth:`~aca_keras.space.architecture.Architecture.save`; ``aca-train
+    --architecture`` also takes zoo entry names), ``run_dir`` need not hold a search: it is
+    created if missing, and the architecture is written to its ``architecture.json`` and the
+    run's settings to its ``config.json`` (``dataset``, ``data_dir``, ``test_fraction``,
+    ``seed``, ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path`` and
+    ``architecture_source``), so that ``train_run(run_dir, resume=True)`` (CLI ``aca-train
+    RUN_DIR --resume``) continues from the directory alone. A directory that already holds
+    the same architecture is trained as a run directory (its ``config.json`` gives what the
+    arguments leave ``None``).
+
     Arguments left ``None`` come from ``config.json``, then from DARTS's defaults (20 cells,
-    C = 36, auxiliary head, drop path 0.2). The model's initial weights are drawn from
-    ``seed``. Other arguments are :func:`train`'s.
+    C = 36, auxiliary head, drop path 0.2); ``epochs`` and ``batch_size`` from the run's
+    ``train_config.json`` when resuming, else 600 and 96. ``test_fraction`` given here overrides the
+    run's: that share of the data set's training images is held out as the test set (when
+    the data set brings no test split), trained without and evaluated on; it is recorded in
+    ``train_config.json`` (and a resumed run must use the same split). The model's initial
+    weights are drawn from ``seed`` (for a new directory, drawn and recorded when not
+    given). ``architecture_source`` says where the architecture came from, for
+    ``config.json`` (the CLI passes ``"zoo:<name>"``; default: the file's path or the
+    architecture's name). Other arguments are :func:`train`'s.
 
     Raises:
         RunDirError: the directory, ``architecture.json`` or ``config.json`` is missing or
-            invalid, or the run's data set cannot be reloaded (pass ``dataset``).
+            invalid, the run's data set cannot be reloaded (pass ``dataset``), or, with
+            ``architecture``: the directory holds a different architecture or an unfinished
+            search, or it is new and no ``dataset`` is given.
+        ArchitectureError: ``architecture`` is a file that is not a valid architecture.
+        FileNotFoundError: ``architecture`` is a path with no file.
     """
     strategy = dist.get_strategy(strategy)  # before any TensorFlow work (multi-worker)
     run_path = Path(run_dir)
     run = RunDir(run_path)
-    if not run_path.is_dir():
-        raise RunDirError(f"The run directory {str(run_path)!r} does not exist; give the "
-                          f"directory of a search run (it holds {RunDir.ARCHITECTURE} and "
-                          f"{RunDir.CONFIG}).")
-    arch_path = run.architecture
-    if not arch_path.is_file():
-        raise RunDirError(f"The run directory {str(run_path)!r} has no {RunDir.ARCHITECTURE}; "
-                          "the search did not finish. Finish or resume the search first.")
-    config = read_json(run.config, "run config")
-    if not isinstance(config, dict):
-        raise RunDirError(f"{run.config} must hold a JSON object.")
-    try:
-        architecture = Architecture.load(arch_path)
-    except ArchitectureError as error:
-        raise RunDirError(f"{arch_path} is not a valid architecture: {error}") from None
+    # a resumed run keeps its schedule: its epochs and batch size unless given
+    trained = (read_json(run.train_config, "training config")
+               if resume and run.train_config.is_file() else {})
+    trained = trained if isinstance(trained, dict) else {}
+    epochs = epochs if epochs is not None else trained.get("epochs", 600)
+    batch_size = batch_size if batch_size is not None else trained.get("batch_size", 96)
+    if architecture is not None:
+        architecture, source = _given_architecture(architecture, architecture_source)
+        config, write_config = _architecture_run_config(run, architecture)
+        if dataset is None and not config.get("dataset"):
+            raise RunDirError(
+                f"{run_path} holds no run to take the data set from: training an "
+                "architecture in a new run directory needs dataset= (CLI: --dataset "
+                "NAME_OR_PATH).")
+    else:
+        architecture, config = _search_run(run)
+        source, write_config = config.get("architecture_source"), False
 
     if dataset is None:
         dataset = config.get("dataset")
@@ -491,27 +572,157 @@ def train_run(run_dir: str | os.PathLike, *, epochs: int = 600, batch_size: int 
         data_dir = config.get("data_dir")
     if seed is None and config.get("seed") is not None:
         seed = int(config["seed"])
+    if seed is None and write_config:
+        seed = random.SystemRandom().randrange(2**31)  # recorded: a resume rebuilds the model
     cells = int(cells if cells is not None else config.get("eval_cells", 20))
     channels = int(channels if channels is not None else config.get("eval_channels", 36))
     auxiliary = bool(auxiliary if auxiliary is not None else config.get("auxiliary", True))
     drop_path = float(drop_path if drop_path is not None else config.get("drop_path", 0.2))
 
-    # the run's hold-out (search's test_fraction): trained on the rest, evaluated on it
-    test_fraction = config.get("test_fraction")
+    # the hold-out (the search's test_fraction, or this call's): trained on the rest,
+    # evaluated on it
+    if test_fraction is None:
+        test_fraction = config.get("test_fraction")
     load_kwargs: dict[str, Any] = {}
     if data_dir is not None:
         load_kwargs["data_dir"] = data_dir
     if test_fraction is not None:
-        load_kwargs["test_fraction"] = float(test_fraction)
+        test_fraction = float(test_fraction)
+        load_kwargs["test_fraction"] = test_fraction
     bundle = load_data(dataset, **load_kwargs)
+
+    if write_config:
+        _write_architecture_run(run, architecture, {
+            "dataset": _describe_dataset(dataset),
+            "data_dir": None if data_dir is None else os.fspath(data_dir),
+            "test_fraction": test_fraction, "seed": seed, "eval_cells": cells,
+            "eval_channels": channels, "auxiliary": auxiliary, "drop_path": drop_path,
+            "architecture_source": source, "versions": package_versions()})
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     model = build_model(architecture, bundle.input_shape, bundle.num_classes, cells=cells,
                         channels=channels, auxiliary=auxiliary,
                         auxiliary_weight=auxiliary_weight, drop_path=drop_path,
                         mean=bundle.mean, std=bundle.std)
-    return train(model, bundle, epochs=epochs, batch_size=batch_size,
-                 learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
-                 grad_clip=grad_clip, cutout=cutout, seed=seed, run_dir=run_path,
-                 resume=resume, verbose=verbose, jit_compile=jit_compile, strategy=strategy,
-                 mixed_precision=mixed_precision, sync_batch_norm=sync_batch_norm)
+    record: dict[str, Any] = {"test_fraction": test_fraction}
+    if source is not None:
+        record["architecture_source"] = source
+    return _train_scoped(model, bundle, record, epochs=epochs, batch_size=batch_size,
+                         learning_rate=learning_rate, momentum=momentum,
+                         weight_decay=weight_decay, grad_clip=grad_clip, cutout=cutout,
+                         drop_path=None, auxiliary_weight=None, seed=seed, run_dir=run_path,
+                         resume=resume, verbose=verbose, data_dir=None, callbacks=callbacks,
+                         jit_compile=jit_compile, strategy=strategy,
+                         mixed_precision=mixed_precision, sync_batch_norm=sync_batch_norm,
+                         tensorboard=tensorboard)
+
+
+def _search_run(run: RunDir) -> tuple[Architecture, dict[str, Any]]:
+    """The architecture and config of a search run directory."""
+    if not run.path.is_dir():
+        raise RunDirError(f"The run directory {str(run.path)!r} does not exist; give the "
+                          f"directory of a search run (it holds {RunDir.ARCHITECTURE} and "
+                          f"{RunDir.CONFIG}), or an architecture to train there (CLI: "
+                          "--architecture NAME_OR_PATH).")
+    if not run.architecture.is_file():
+        raise RunDirError(f"The run directory {str(run.path)!r} has no {RunDir.ARCHITECTURE}; "
+                          "the search did not finish. Finish or resume the search first.")
+    config = _read_config(run)
+    try:
+        architecture = Architecture.load(run.architecture)
+    except ArchitectureError as error:
+        raise RunDirError(f"{run.architecture} is not a valid architecture: {error}") from None
+    return architecture, config
+
+
+def _read_config(run: RunDir) -> dict[str, Any]:
+    config = read_json(run.config, "run config")
+    if not isinstance(config, dict):
+        raise RunDirError(f"{run.config} must hold a JSON object.")
+    return config
+
+
+def _given_architecture(architecture: str | os.PathLike | Architecture,
+                        source: str | None) -> tuple[Architecture, str]:
+    """The architecture ``train_run`` was given, and where it came from."""
+    if isinstance(architecture, Architecture):
+        return architecture, source or (f"object:{architecture.name}" if architecture.name
+                                         else "object")
+    if not isinstance(architecture, (str, os.PathLike)):
+        raise TypeError(f"architecture must be an Architecture or the path of an "
+                        f"{RunDir.ARCHITECTURE} file, got {type(architecture).__name__}")
+    path = Path(architecture)
+    if path.is_dir() and RunDir(path).architecture.is_file():
+        path = RunDir(path).architecture  # a run directory: its architecture
+    return Architecture.load(path), source or f"file:{path.resolve()}"
+
+
+def _same(a: Architecture, b: Architecture) -> bool:
+    """Equal documents (as their JSON, which is what a run directory keeps)."""
+    return json.loads(a.to_json()) == json.loads(b.to_json())
+
+
+def _architecture_run_config(run: RunDir, architecture: Architecture
+                             ) -> tuple[dict[str, Any], bool]:
+    """``(config, write_config)`` for training ``architecture`` in ``run``: refuses a
+    directory holding another architecture or an unfinished search; ``write_config`` is
+    true for a new run (nothing trained yet in a directory written by ``train_run``)."""
+    if run.path.exists() and not run.path.is_dir():
+        raise RunDirError(f"{str(run.path)!r} is a file, not a run directory; choose a "
+                          "directory (it is created if missing).")
+    if run.architecture.is_file():
+        try:
+            held = Architecture.load(run.architecture)
+        except ArchitectureError as error:
+            raise RunDirError(f"{run.architecture} is not a valid architecture ({error}); "
+                              "choose a new run directory.") from None
+        if not _same(held, architecture):
+            raise RunDirError(
+                f"{run.path} already holds a different {RunDir.ARCHITECTURE} "
+                f"({_describe_architecture(held)}, not {_describe_architecture(architecture)}). "
+                "To train the architecture it holds, leave out architecture=; to train this "
+                "one, choose a new run directory.")
+        if not run.config.is_file():
+            return {}, True
+        config = _read_config(run)
+        # a directory written by train_run whose training has not started: rewritten with
+        # this call's settings; a search run's config is never rewritten
+        ours = "architecture_source" in config
+        return config, ours and not run.train_checkpoint_dir.exists()
+    if run.config.is_file():
+        raise RunDirError(
+            f"{run.path} holds a run ({RunDir.CONFIG}) without {RunDir.ARCHITECTURE}: a search "
+            "that has not finished. Finish or resume the search, or choose a new run "
+            "directory for this architecture.")
+    return {}, True
+
+
+def _describe_architecture(architecture: Architecture) -> str:
+    name = f"{architecture.name!r}" if architecture.name else "unnamed"
+    return f"{name}, {len(architecture.normal.edges)}+{len(architecture.reduce.edges)} edges"
+
+
+def _describe_dataset(dataset: Any) -> str:
+    """The data set as ``config.json`` records it: a name as given, a path made absolute
+    (a resume may start elsewhere), in-memory data as ``<type>`` (pass it again)."""
+    if isinstance(dataset, (str, os.PathLike)):
+        text = os.fspath(dataset)
+        try:
+            named = isinstance(dataset, str) and is_dataset_name(text)
+        except UnknownDatasetError:
+            named = False
+        if not named and Path(text).exists():
+            return str(Path(text).resolve())
+        return text
+    return f"<{type(dataset).__name__}>"
+
+
+def _write_architecture_run(run: RunDir, architecture: Architecture,
+                            config: dict[str, Any]) -> None:
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        architecture.save(run.architecture)
+        atomic_write_json(run.config, config)
+    except OSError as error:
+        raise RunDirError(f"Cannot write the run directory {run.path}: {error}. Choose a "
+                          "writable directory.") from None
