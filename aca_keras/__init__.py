@@ -33,6 +33,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "SearchNetwork": ("aca_keras.models.supernet", "SearchNetwork"),
     "SearchConfig": ("aca_keras.searching.config", "SearchConfig"),
     "search": ("aca_keras.searching.pipeline", "search"),
+    "reallocate": ("aca_keras.searching.reallocate", "reallocate"),
     "Architecture": ("aca_keras.space.architecture", "Architecture"),
     "build_model": ("aca_keras.models.derived", "build_model"),
     "load_model": ("aca_keras.models.derived", "load_model"),

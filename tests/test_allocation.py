@@ -261,3 +261,167 @@ def test_custom_allocator_and_bad_results(monkeypatch):
     register_allocator("too_few")(lambda s, w, c: [c])
     with pytest.raises(ArchitectureError, match="list of 3 integers"):
         allocate(architecture(), channel_scores(), "too_few")
+
+
+# ------------------------------------------------ uniform and adaptive-typed (issue 35)
+
+
+def test_uniform_meets_its_budget_exactly():
+    uniform = get_allocator("uniform")
+    scores = [np.arange(1.0, C + 1)] * 3  # any scores: uniform reads none of them
+    w = [0.5, 0.3, 0.2]
+    # B = 10 over E = 3: 10 // 3 = 3 each, 10 % 3 = 1 extra to the first edge
+    assert uniform(scores, w, C, budget=10) == [4, 3, 3]
+    assert uniform(scores, w, C, budget=11) == [4, 4, 3]  # 11 = 3 * 3 + 2
+    assert uniform(scores, w, C, budget=12) == [4, 4, 4]  # E divides B
+    assert uniform(scores, w, C, budget=1) == [1, 0, 0]
+    assert uniform(scores, w, C, budget=0) == [0, 0, 0]
+    assert uniform(scores, w, C, budget=23) == [8, 8, 7]
+    assert uniform(scores, w, C, budget=24) == [C, C, C]
+    # five edges of 16 channels, B = 37: 7 each and two extra
+    five = [np.ones(16)] * 5
+    assert uniform(five, [1] * 5, 16, budget=37) == [8, 8, 7, 7, 7]
+    for budget in range(0, 5 * 16 + 1):
+        k = uniform(five, [1] * 5, 16, budget=budget)
+        assert sum(k) == budget and max(k) - min(k) <= 1
+        assert all(type(x) is int and 0 <= x <= 16 for x in k)
+    for bad in (-1, 25, 2.5, "10", True):
+        with pytest.raises(ArchitectureError, match="budget must be an integer in 0..24"):
+            uniform(scores, w, C, budget=bad)
+
+
+def test_uniform_defaults_to_the_adaptive_total():
+    rng = np.random.default_rng(0)
+    scores = bimodal_cell(rng)  # adaptive: [8, 5, 0], 13 channels
+    assert get_allocator("adaptive")(scores, [0.3, 0.2, 0.1], C) == [C, 5, 0]
+    assert get_allocator("uniform")(scores, [0.3, 0.2, 0.1], C) == [5, 4, 4]  # 13 = 3*4 + 1
+    # another reference allocator: alpha keeps 8 * [1, .5, .25] = [8, 4, 2], 14 channels
+    assert get_allocator("uniform")(scores, [0.4, 0.2, 0.1], C, match="alpha") == [5, 5, 4]
+    # nothing separates equal scores: adaptive keeps everything, so does its control
+    assert get_allocator("uniform")([np.ones(C)] * 2, [1, 1], C) == [C, C]
+    with pytest.raises(ArchitectureError, match="match='uniform'"):
+        get_allocator("uniform")(scores, [1, 1, 1], C, match="uniform")
+    with pytest.raises(UnknownAllocatorError):
+        get_allocator("uniform")(scores, [1, 1, 1], C, match="otsu")
+
+
+def typed_case() -> tuple[list[np.ndarray], list[str]]:
+    """Two pools scored high and two convolutions scored low, on one cell type (C = 4).
+
+    Log scores (the scores are e ** value):
+      max_pool_3x3 [4, 4, 2, 2], avg_pool_3x3 [4, 2, 2, 4],
+      sep_conv_3x3 [-4, -4, -8, -8], dil_conv_3x3 [-4, -8, -8, -8].
+    """
+    logs = [[4, 4, 2, 2], [4, 2, 2, 4], [-4, -4, -8, -8], [-4, -8, -8, -8]]
+    return ([np.exp(np.array(v, dtype=np.float64)) for v in logs],
+            ["max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_3x3"])
+
+
+def test_adaptive_typed_keeps_convolutions_where_pooled_adaptive_refills_them():
+    scores, ops = typed_case()
+    w = [0.2, 0.2, 0.3, 0.3]
+    # Pooled: 16 log scores, 4 x 4, 4 x 2, 3 x -4, 5 x -8. Between-class variance of the
+    # three cuts (w0 * w1 * (mu0 - mu1) ** 2):
+    #   -8 | -4: mu0 = -8, mu1 = (16 + 8 - 12) / 11 = 12/11;    5/16 * 11/16 * 9.09**2 = 17.76
+    #   -4 | 2:  mu0 = (-12 - 40) / 8 = -6.5, mu1 = 3;          1/2 * 1/2 * 9.5**2    = 22.56
+    #    2 | 4:  mu0 = (8 - 52) / 12 = -11/3, mu1 = 4;          3/4 * 1/4 * 7.67**2   = 11.02
+    # so the cut lies at (-4 + 2) / 2 = -1: pools whole, convolutions refilled.
+    assert adaptive_threshold(scores) == pytest.approx(-1.0, abs=1e-6)  # eps: ~3e-9
+    assert get_allocator("adaptive")(scores, w, 4) == [4, 4, 0, 0]
+    # Typed: pools alone hold 4 x 4 and 4 x 2 (one cut, at 3): 2 channels each; the
+    # convolutions alone hold 3 x -4 and 5 x -8 (one cut, at -6): 2 and 1 channels.
+    thresholds = allocation.typed_thresholds(scores, ops)
+    assert thresholds == {"parameter_free": pytest.approx(3.0, abs=1e-6),
+                          "parametric": pytest.approx(-6.0, abs=1e-6)}
+    assert get_allocator("adaptive-typed")(scores, w, 4, ops=ops) == [2, 2, 2, 1]
+    # the capacity-matched control of the pooled split: 8 channels over 4 edges
+    assert get_allocator("uniform")(scores, w, 4) == [2, 2, 2, 2]
+    assert get_allocator("uniform")(scores, w, 4, ops=ops, match="adaptive-typed") == \
+        [2, 2, 2, 1]  # 7 = 4 + 3: 1 each, 3 extra to the first edges -> [2, 2, 2, 1]
+
+
+def test_adaptive_typed_kinds_and_degenerate_groups():
+    typed = get_allocator("adaptive-typed")
+    scores, ops = typed_case()
+    # one kind only: the same as adaptive
+    assert typed(scores[2:], [1, 1], 4, ops=ops[2:]) == get_allocator("adaptive")(
+        scores[2:], [1, 1], 4) == [2, 1]
+    # a kind whose scores are all equal keeps every channel; the other kind is split alone
+    flat = [np.full(4, 7.0), np.full(4, 7.0), scores[2], scores[3]]
+    assert typed(flat, [1] * 4, 4, ops=ops) == [4, 4, 2, 1]
+    assert allocation.typed_thresholds(flat, ops)["parameter_free"] is None
+    # a custom operation counts as parametric unless named parameter-free
+    custom = ["max_pool_3x3", "avg_pool_3x3", "my_pool", "dil_conv_3x3"]
+    assert allocation.operation_kinds(custom) == ["parameter_free", "parameter_free",
+                                                  "parametric", "parametric"]
+    assert allocation.operation_kinds(custom, parameter_free={"my_pool"}) == [
+        "parametric", "parametric", "parameter_free", "parametric"]
+    # pools {4,4,2,2, 4,2,2,4} and my_pool [-4,-4,-8,-8] as one kind: the cut at -1 (the
+    # widest gap, as in the pooled case) leaves my_pool with nothing; dil_conv alone: 1
+    both = {"max_pool_3x3", "avg_pool_3x3", "my_pool"}
+    assert typed(scores, [1] * 4, 4, ops=custom, parameter_free=both) == [4, 4, 0, 1]
+    with pytest.raises(ArchitectureError, match="needs the kept edges' operation names"):
+        typed(scores, [1] * 4, 4)
+    with pytest.raises(ArchitectureError, match="4 score arrays but 3 operation names"):
+        typed(scores, [1] * 4, 4, ops=ops[:3])
+
+
+@pytest.mark.parametrize("method", ["uniform", "adaptive-typed"])
+def test_new_allocators_keep_k_in_range(method):
+    rng = np.random.default_rng(3)
+    fn = get_allocator(method)
+    names = list(ACA[1:])
+    for _ in range(25):
+        c = int(rng.integers(1, 40))
+        edges = int(rng.integers(1, 9))
+        scores = [rng.lognormal(sigma=3, size=c) * (rng.random(c) > 0.2) for _ in range(edges)]
+        ops = [names[int(i)] for i in rng.integers(0, len(names), size=edges)]
+        k = fn(scores, list(rng.random(edges) + 1e-3), c, ops=ops)
+        assert len(k) == edges and all(type(x) is int and 0 <= x <= c for x in k)
+        if method == "uniform":
+            assert sum(k) == sum(get_allocator("adaptive")(scores, [1] * edges, c))
+
+
+def test_new_allocators_are_registered_after_the_first_four():
+    assert list_allocators()[:6] == ["adaptive", "fixed", "alpha", "none", "uniform",
+                                     "adaptive-typed"]
+
+
+def test_allocate_passes_the_operations_to_allocators_that_take_them(monkeypatch):
+    registry = Registry("allocator", allocation.UnknownAllocatorError)
+    for name in allocation.list_allocators():
+        registry.register(name, allocation.get_allocator(name))
+    monkeypatch.setattr(allocation, "_ALLOCATORS", registry)
+    seen = []
+
+    @register_allocator("pools_only")
+    def pools_only(edge_scores, op_weights, channels, *, ops):
+        seen.append(list(ops))
+        return [channels if op.endswith("pool_3x3") else 0 for op in ops]
+
+    b = allocate(architecture(), channel_scores(), "pools_only")
+    assert seen == [["sep_conv_3x3", "max_pool_3x3", "dil_conv_3x3"],
+                    ["avg_pool_3x3", "sep_conv_5x5", "sep_conv_3x3"]]
+    assert b.normal.channels == (0, C, 0) and b.reduce.channels == (C, 0, 0)
+    with pytest.raises(ArchitectureError, match="do not give ops as an option"):
+        allocate(architecture(), channel_scores(), "adaptive-typed", ops=["sep_conv_3x3"])
+    assert allocation.accepts_ops(pools_only)
+    assert not allocation.accepts_ops(get_allocator("adaptive"))
+    assert not allocation.accepts_ops(lambda s, w, c, **options: [c] * len(s))
+
+
+def test_allocate_uniform_and_adaptive_typed_record_their_figures():
+    a, scores = architecture(), channel_scores()  # adaptive: normal and reduce [8, 5, 0]
+    u = allocate(a, scores, "uniform")
+    assert u.normal.channels == (5, 4, 4) and u.reduce.channels == (5, 4, 4)
+    assert u.scores["normal"]["budget"] == 13 and u.scores["normal"]["threshold"] is None
+    assert allocate(a, scores, "uniform", budget=4).normal.channels == (2, 1, 1)
+    assert allocate(a, scores, "uniform", budget=4).provenance["allocator_options"] == {
+        "budget": 4}
+    t = allocate(a, scores, "adaptive-typed")
+    # normal: sep_conv_3x3 (all high), max_pool_3x3 (5 high), dil_conv_3x3 (all low). The
+    # pool is alone in its kind: its 3 low and 5 high channels split at their gap -> 5; the
+    # two convolutions are split as in the pooled case (8 high, 8 low) -> 8 and 0.
+    assert t.normal.channels == (C, 5, 0)
+    assert set(t.scores["normal"]["thresholds"]) == {"parameter_free", "parametric"}
+    assert Architecture.from_json(t.to_json()) == t

@@ -10,7 +10,8 @@ function
 
 for ONE cell type: ``edge_scores`` holds one array of shape ``(C,)`` of non-negative
 channel scores per kept edge, ``op_weights`` the chosen operation's softmax weight per kept
-edge, ``channels`` is C.
+edge, ``channels`` is C. An allocator that also takes a keyword ``ops`` is given the kept
+edges' operation names (in edge order) by :func:`allocate`.
 
 Built-in allocators:
 
@@ -19,6 +20,10 @@ Built-in allocators:
 * ``fixed``: k_e = C // k (option ``k=4``), the v1-style partial refill.
 * ``alpha``: k_e = round(C * w_e / max w), proportional to the operation's softmax weight.
 * ``none``: k_e = C (plain DARTS derivation).
+* ``uniform``: the same k_e on every edge (within one channel), at a total budget that
+  defaults to the total ``adaptive`` keeps on the same scores: the capacity-matched control.
+* ``adaptive-typed``: ``adaptive`` within each operation kind (parameter-free operations
+  and convolutions), one Otsu threshold per kind (see :func:`adaptive_typed`).
 
 :func:`allocate` applies an allocator to both cells of an :class:`Architecture`. Pure numpy;
 no Keras or TensorFlow import.
@@ -26,7 +31,8 @@ no Keras or TensorFlow import.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,16 +45,24 @@ from aca_keras.space.validation import is_int
 
 __all__ = [
     "LOG_EPS_RELATIVE",
+    "OPERATION_KINDS",
+    "PARAMETER_FREE",
+    "PARAMETER_FREE_OPS",
+    "PARAMETRIC",
     "Allocator",
     "ChannelScores",
     "UnknownAllocatorError",
+    "accepts_ops",
     "adaptive_threshold",
     "allocate",
+    "call_allocator",
     "get_allocator",
     "list_allocators",
     "log_scores",
+    "operation_kinds",
     "otsu_threshold",
     "register_allocator",
+    "typed_thresholds",
     "unregister_allocator",
 ]
 
@@ -58,6 +72,19 @@ Allocator = Callable[..., list[int]]
 #: type: far below any score that matters (float64 keeps 16 digits), it only keeps exact
 #: zeros finite. An exact zero then lies about 27.6 nats below the largest score.
 LOG_EPS_RELATIVE = 1e-12
+
+#: Operation kinds: an operation without weights of its own beyond a BatchNorm (pools,
+#: identity, zero, noise) or one with weights (the convolutions).
+PARAMETER_FREE = "parameter_free"
+PARAMETRIC = "parametric"
+OPERATION_KINDS: tuple[str, ...] = (PARAMETER_FREE, PARAMETRIC)
+
+#: The built-in parameter-free operations; every other name counts as parametric. A stand-in
+#: kept here, in the allocators' own module, until the space-level table of operation kinds
+#: (``aca_keras.space.op_sets``) can be read instead. Allocators that use kinds take a
+#: ``parameter_free=`` option for operations registered outside this table.
+PARAMETER_FREE_OPS: frozenset[str] = frozenset(
+    {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "noise"})
 
 
 class UnknownAllocatorError(UnknownNameError, ArchitectureError):
@@ -158,6 +185,30 @@ def adaptive_threshold(edge_scores: Sequence[np.ndarray]) -> float | None:
     return otsu_threshold(pooled)
 
 
+def operation_kinds(ops: Sequence[str],
+                    parameter_free: Collection[str] | None = None) -> list[str]:
+    """The kind of each operation name: :data:`PARAMETER_FREE` for the names in
+    ``parameter_free`` (default :data:`PARAMETER_FREE_OPS`), else :data:`PARAMETRIC`."""
+    free = PARAMETER_FREE_OPS if parameter_free is None else frozenset(parameter_free)
+    if isinstance(ops, str) or not all(isinstance(op, str) for op in ops):
+        raise ArchitectureError(f"ops must be a sequence of operation names, got {ops!r}")
+    return [PARAMETER_FREE if op in free else PARAMETRIC for op in ops]
+
+
+def typed_thresholds(edge_scores: Sequence[np.ndarray], ops: Sequence[str],
+                     parameter_free: Collection[str] | None = None) -> dict[str, float | None]:
+    """The log-space Otsu threshold of each operation kind present among the edges
+    (:func:`adaptive_threshold` of that kind's edges alone; ``None`` where the kind's scores
+    have fewer than two distinct values)."""
+    kinds = operation_kinds(ops, parameter_free)
+    if len(kinds) != len(edge_scores):
+        raise ArchitectureError(
+            f"{len(edge_scores)} score arrays but {len(kinds)} operation names; give one "
+            "operation per kept edge.")
+    return {kind: adaptive_threshold([s for s, k in zip(edge_scores, kinds) if k == kind])
+            for kind in OPERATION_KINDS if kind in kinds}
+
+
 # ------------------------------------------------------------------------------ allocators
 
 
@@ -227,6 +278,109 @@ def no_allocation(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float]
     return [channels] * len(edge_scores)
 
 
+@register_allocator("uniform")
+def uniform(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float], channels: int, *,
+            ops: Sequence[str] | None = None, budget: int | None = None,
+            match: str = "adaptive") -> list[int]:
+    """The same k_e on every edge of the cell type, at a total budget: the capacity-matched
+    control for a score-driven allocator.
+
+    ``budget`` B (kept channels over the cell type's E edges, ``0 <= B <= E * C``) defaults
+    to the total that the allocator ``match`` (default ``adaptive``) keeps on the same
+    scores, so the control keeps exactly as many operation channels as the allocation it is
+    compared with and only their spread differs. Each edge gets ``B // E``; the remaining
+    ``B % E`` channels go one each to the first edges in edge order (a rule that reads no
+    score, so the control carries no signal of its own). The total is exactly B.
+
+    ``ops`` (the kept edges' operations, passed by :func:`allocate`) is only handed on to
+    ``match`` when that allocator takes it.
+    """
+    _check_inputs(edge_scores, op_weights, channels, "uniform")
+    edges = len(edge_scores)
+    if budget is None:
+        if match == "uniform":
+            raise ArchitectureError("uniform: match='uniform' has no budget of its own; name "
+                                    "a score-driven allocator such as 'adaptive'.")
+        reference = call_allocator(get_allocator(match), edge_scores, op_weights, channels,
+                                   ops)
+        budget = sum(_check_result(reference, edges, channels, match, "matched"))
+    elif not is_int(budget) or not 0 <= budget <= edges * channels:
+        raise ArchitectureError(
+            f"uniform: budget must be an integer in 0..{edges * channels} (kept channels over "
+            f"{edges} edges of {channels}), got {budget!r}")
+    share, extra = divmod(int(budget), edges)
+    return [share + 1 if e < extra else share for e in range(edges)]
+
+
+@register_allocator("adaptive-typed")
+def adaptive_typed(edge_scores: Sequence[np.ndarray], op_weights: Sequence[float],
+                   channels: int, *, ops: Sequence[str] | None = None,
+                   parameter_free: Collection[str] | None = None) -> list[int]:
+    """``adaptive`` within each operation kind: one Otsu threshold per kind.
+
+    ACA ranks the channels of one cell type and splits important from unimportant with a
+    rule free of hyper-parameters (``../shared/design/ACA.md``, reading step 4); the
+    unimportant channels are refilled with the edge input. ``adaptive`` puts every channel
+    of the cell type on one scale, yet nothing makes a parameter-free operation's scores
+    comparable with a convolution's (ACA.md, "Allocation across operation types"): a pool
+    has no weights, its output looks like its input, so the removal score credits it for a
+    signal an identity would carry as well, and refilling a pool's channel with identity
+    costs little where refilling a convolution's gives up a learned transform. On the
+    ``aca`` set this keeps pools whole and refills whole convolutions. This allocator
+    compares like with like: the kept edges are split by kind (:data:`PARAMETER_FREE`:
+    pools, ``skip_connect``, ``none``, ``noise``; :data:`PARAMETRIC`: the convolutions), and
+    each kind gets its own Otsu threshold on its own log scores (:func:`typed_thresholds`).
+    It adds no hyper-parameter: the kind is a property of the operation.
+
+    What it gives up: within a kind whose scores take two or more distinct values Otsu
+    always makes two classes, so each kind keeps some channels and refills others; whether a
+    kind as a whole should be refilled is no longer decided by the scores. A kind with one
+    edge splits that edge's channels. A kind whose scores are all equal keeps every channel.
+
+    Args:
+        ops: the kept edges' operation names, in edge order (:func:`allocate` passes them).
+        parameter_free: names counted as parameter-free (default
+            :data:`PARAMETER_FREE_OPS`), for operations registered outside that table.
+    """
+    _check_inputs(edge_scores, op_weights, channels, "adaptive-typed")
+    _check_lengths(edge_scores, channels, "adaptive-typed")
+    if ops is None:
+        raise ArchitectureError(
+            "adaptive-typed needs the kept edges' operation names (ops=...); allocate() "
+            "passes them from the architecture.")
+    thresholds = typed_thresholds(edge_scores, ops, parameter_free)
+    kinds = operation_kinds(ops, parameter_free)
+    k = [channels] * len(edge_scores)
+    for kind, threshold in thresholds.items():
+        group = [e for e, x in enumerate(kinds) if x == kind]
+        if threshold is None:  # nothing separates this kind's channels: all important
+            continue
+        for e, s in zip(group, log_scores([edge_scores[e] for e in group])):
+            k[e] = int(np.count_nonzero(s > threshold))
+    return k
+
+
+def accepts_ops(allocator: Allocator) -> bool:
+    """Whether ``allocator`` takes the keyword ``ops`` (the kept edges' operation names)."""
+    try:
+        parameters = inspect.signature(allocator).parameters
+    except (TypeError, ValueError):  # a callable without a signature
+        return False
+    p = parameters.get("ops")
+    return p is not None and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        inspect.Parameter.KEYWORD_ONLY)
+
+
+def call_allocator(allocator: Allocator, edge_scores: Sequence[np.ndarray],
+                   op_weights: Sequence[float], channels: int,
+                   ops: Sequence[str] | None = None, **options: Any) -> Any:
+    """Call ``allocator`` on one cell type, handing it ``ops`` when it takes them
+    (:func:`accepts_ops`); allocators with the plain signature are called without."""
+    if ops is not None and accepts_ops(allocator):
+        return allocator(edge_scores, op_weights, channels, ops=list(ops), **options)
+    return allocator(edge_scores, op_weights, channels, **options)
+
+
 def _check_lengths(edge_scores: Sequence[Any], channels: int, name: str) -> None:
     for i, s in enumerate(edge_scores):
         if np.shape(s) != (channels,):
@@ -246,7 +400,9 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
         scores: channel scores of its kept edges, in edge order, each of length
             ``architecture.reference_channels``.
         method: a registered allocator name (see :func:`list_allocators`).
-        **options: passed to the allocator (e.g. ``k=4`` for ``fixed``).
+        **options: passed to the allocator (e.g. ``k=4`` for ``fixed``, ``budget=`` for
+            ``uniform``). An allocator that takes ``ops`` is given the cell's operation
+            names here, so ``ops`` is not an option.
 
     Returns:
         A new :class:`Architecture` whose ``provenance`` gains ``allocator``,
@@ -259,6 +415,9 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
                         "op_weight": [...]},
              "reduce": {...}}
 
+        ``adaptive-typed`` adds ``"thresholds": {kind: threshold}`` to each cell's entry,
+        ``uniform`` its ``"budget"``.
+
     Raises:
         UnknownAllocatorError: ``method`` is not registered.
         ArchitectureError: scores that do not match the architecture, or an allocator that
@@ -269,6 +428,10 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
     if not isinstance(scores, ChannelScores):
         raise ArchitectureError(f"expected ChannelScores, got {type(scores).__name__}")
     fn = get_allocator(method)
+    if "ops" in options:
+        raise ArchitectureError(
+            "allocate() passes the kept edges' operation names from the architecture to "
+            "allocators that take `ops`; do not give ops as an option.")
     c = architecture.reference_channels
     ks: dict[str, list[int]] = {}
     summary: dict[str, Any] = {"scorer": scores.scorer, "pooling": scores.pooling,
@@ -288,7 +451,8 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
                     f"{cell} edge {i} ({edges[i].input} -> node {edges[i].node}, {edges[i].op}) "
                     f"has {s.shape[0]} channel scores but reference_channels is {c}; score "
                     "the reference width (one score per channel of the search cell).")
-        k = fn(cell_scores, weights, c, **options)
+        ops = [e.op for e in edges]
+        k = call_allocator(fn, cell_scores, weights, c, ops, **options)
         ks[cell] = _check_result(k, len(edges), c, method, cell)
         threshold = adaptive_threshold(cell_scores) if method == "adaptive" else None
         summary[cell] = {
@@ -299,6 +463,11 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
             "max": [float(s.max()) for s in cell_scores],
             "op_weight": [float(w) for w in weights],
         }
+        if method == "adaptive-typed":
+            summary[cell]["thresholds"] = typed_thresholds(
+                cell_scores, ops, options.get("parameter_free"))
+        elif method == "uniform":
+            summary[cell]["budget"] = sum(ks[cell])
     result = architecture.with_channels(ks["normal"], ks["reduce"])
     provenance = dict(result.provenance)
     provenance.update(allocator=method, allocator_options=dict(options), scorer=scores.scorer,

@@ -6,12 +6,24 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from aca_keras.channels.allocation import list_allocators
 from aca_keras.cli import DefaultsHelpFormatter, add_strategy_argument, run_cli
 from aca_keras.searching.config import defaults
 from aca_keras.space.op_sets import OP_SETS
 
 #: SearchConfig's defaults: the flags below show them and leave them to SearchConfig
 DEFAULTS = defaults()
+
+#: the built-in channel scorers and pooling rules, spelled here for --help: their registry
+#: (aca_keras.channels.importance) imports TensorFlow, which the commands import only after
+#: quiet_startup(); tests/test_reallocate.py checks these against list_scorers() and
+#: list_poolings(). The allocators' registry is pure NumPy and is read as it is.
+SCORERS = ("taylor", "refill", "magnitude", "alpha")
+POOLINGS = ("index", "sorted", "rank")
+
+#: the settings --reallocate may change (aca_keras.searching.reallocate.REALLOCATION_SETTINGS)
+REALLOCATE_FLAGS = {"scorer": "--scorer", "pooling": "--pooling",
+                    "divide_weight": "--divide-weight", "allocator": "--allocator"}
 
 #: (flag, SearchConfig field, type, help) of every search setting on the command line; a
 #: flag left out passes nothing, so the setting keeps SearchConfig's default (or, with
@@ -44,14 +56,14 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
      "share of the training set that trains weights (rest: alphas)"),
     ("--learning-rate", "learning_rate", float, "weight SGD learning rate"),
     ("--alpha-learning-rate", "alpha_learning_rate", float, "alpha Adam learning rate"),
-    ("--scorer", "scorer", str, "channel scorer: taylor (removal), refill (identity refill), "
-                                "magnitude, alpha"),
-    ("--pooling", "pooling", str, "how a cell type's occurrences are combined: index, sorted, "
-                                  "rank"),
+    ("--scorer", "scorer", str, f"channel scorer: {', '.join(SCORERS)} (taylor scores a "
+                                "channel's removal, refill its identity refill)"),
+    ("--pooling", "pooling", str, "how a cell type's occurrences are combined: "
+                                  f"{', '.join(POOLINGS)}"),
     ("--divide-weight", "divide_weight", bool,
      "divide each edge's channel scores by its operation's softmax weight (compare edges by "
      "their channels, not by alpha)"),
-    ("--allocator", "allocator", str, "channel allocator: adaptive, fixed, alpha, none"),
+    ("--allocator", "allocator", str, f"channel allocator: {', '.join(list_allocators())}"),
     ("--score-batches", "score_batches", int, "validation batches used to score channels"),
     ("--hessian-every", "hessian_every", int,
      "collapse monitor: the Hessian eigenvalue of the validation loss w.r.t. the alphas every "
@@ -78,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "directory (config, history, alphas, checkpoint, genotype, architecture, "
                     "derived model, pictures).",
         formatter_class=DefaultsHelpFormatter)
-    parser.add_argument("--dataset", default="digits",
+    parser.add_argument("--dataset", default=None,
                         help="TFDS name (cifar10, cifar100, svhn_cropped, mnist, fashion_mnist), "
                              "'digits' (bundled, no download), an .npz with x and y, or an "
-                             "image folder with one sub-folder per class")
+                             "image folder with one sub-folder per class (default: digits; "
+                             "with --resume or --reallocate, the run's own)")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir holding a prepared copy")
     parser.add_argument("--no-download", action="store_true",
                         help="never download; fail at once if the data is not prepared")
@@ -89,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output directory (default runs/search-<dataset>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None,
                         help="continue an interrupted search from its last checkpoint")
+    parser.add_argument("--reallocate", metavar="RUN_DIR", default=None,
+                        help="score and allocate the channels of RUN_DIR's searched supernet "
+                             "again (its checkpoint), with --scorer, --pooling, "
+                             "--divide-weight and --allocator, into a new --run-dir; the other "
+                             "settings stay the run's own")
     for flag, name, kind, text in SEARCH_SETTINGS:
         if kind is bool:  # a switch that turns a default-True setting off, or on
             parser.add_argument(flag, dest=name, action="store_const",
@@ -110,13 +128,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``aca-search``."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.reallocate:
+        _check_reallocate_flags(parser, args)
 
     def run() -> int:
         # imported after run_cli's quiet_startup(): the search imports TensorFlow, whose
         # start-up lines are silenced only then
         from aca_keras.searching.pipeline import search
+        from aca_keras.searching.reallocate import reallocate
 
         verbose = 0 if args.quiet else 2
+        if args.reallocate:
+            settings = {name: getattr(args, name) for name in REALLOCATE_FLAGS
+                        if getattr(args, name) is not None}
+            reallocate(args.reallocate, args.run_dir, dataset=args.dataset, verbose=verbose,
+                       **settings)
+            if args.quiet:
+                print(f"run directory: {args.run_dir}")
+            return 0
         if args.resume:
             model = search(run_dir=args.resume, resume=True, verbose=verbose, epochs=args.epochs,
                            strategy=args.strategy)
@@ -127,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "ops" in settings and settings["ops"] not in OP_SETS:
                 settings["ops"] = settings["ops"].split(",")
             model = search(
-                args.dataset, seed=args.seed, run_dir=args.run_dir, data_dir=args.data_dir,
+                args.dataset or "digits", seed=args.seed, run_dir=args.run_dir,
+                data_dir=args.data_dir,
                 download=False if args.no_download else None, verbose=verbose,
                 strategy=args.strategy, mixed_precision=args.mixed_precision, **settings)
             run_dir = model.run_dir
@@ -135,7 +165,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     return run_cli(run, prog="aca-search", parser=parser,
-                   phrases=(("resume=True (CLI: --resume)", "--resume RUN_DIR"),))
+                   phrases=(("resume=True (CLI: --resume)", "--resume RUN_DIR"),
+                            ("as `dataset` (CLI: --dataset)", "with --dataset")))
+
+
+def _check_reallocate_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--reallocate takes a --run-dir and, of the search settings, only the scoring and
+    allocation ones (parser.error otherwise: exit status 2)."""
+    if args.resume:
+        parser.error("--reallocate and --resume exclude each other")
+    if args.run_dir is None:
+        parser.error("--reallocate needs --run-dir, the new run directory")
+    others = sorted(flag for flag, name, _, _ in SEARCH_SETTINGS
+                    if name not in REALLOCATE_FLAGS and getattr(args, name) is not None)
+    others += [flag for flag, given in (("--seed", args.seed is not None),
+                                        ("--data-dir", args.data_dir is not None),
+                                        ("--no-download", args.no_download),
+                                        ("--mixed-precision", args.mixed_precision)) if given]
+    if others:
+        parser.error(f"--reallocate keeps the run's own search settings; only "
+                     f"{', '.join(REALLOCATE_FLAGS.values())} (and --dataset for a run on "
+                     f"in-memory data) apply, not {', '.join(others)}")
 
 
 if __name__ == "__main__":
