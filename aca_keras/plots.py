@@ -3,7 +3,12 @@
 * :func:`draw_cell` draws one derived cell: the inputs ``c_{k-2}``, ``c_{k-1}`` on the left,
   the intermediate nodes ``0..N-1`` layered by dependency in the middle, the output ``c_{k}``
   on the right. Every edge is labelled with its operation and ``k_e/C`` (``"sep_conv_3x3
-  12/16"``); an edge with ``k_e = 0`` is a pure identity and is labelled ``"identity 0/16"``.
+  12/16"``). An edge with ``k_e = 0`` is its passthrough alone: at stride 1 the identity,
+  labelled ``"identity 0/16"``; at stride 2 (from the inputs of a reduction cell) a
+  ``FactorizedReduce``, labelled ``"factorized_reduce 0/16"``. Identity edges (those and the
+  stride-1 ``skip_connect`` edges) are drawn dashed and grey. The subtitle gives the cell's
+  identity edges and its kept channels by operation kind (see
+  :meth:`~aca_keras.space.architecture.CellSpec.diagnostics`).
 * :func:`plot_alpha_history` plots, from a run's ``alphas.jsonl``, the softmax weight of
   every operation on every edge over the epochs: **one PNG with one section per cell type**
   (normal on top, reduction below); in a section, row ``j`` holds the edges into node ``j``
@@ -68,6 +73,7 @@ _OP_COLOURS = {
 _EXTRA_COLOURS = ("#8c564b", "#e377c2", "#bcbd22", "#393b79", "#637939", "#843c39",
                   "#7b4173", "#3182bd", "#e6550d", "#31a354")
 _IDENTITY_COLOUR = "#8a8a8a"
+_REDUCE_COLOUR = "#5c5c9e"  # a k_e = 0 edge at stride 2: FactorizedReduce
 
 
 def _op_colour(op: str) -> str:
@@ -79,17 +85,32 @@ def _op_colour(op: str) -> str:
 # ------------------------------------------------------------------------------------ labels
 
 
-def edge_label(edge: EdgeSpec, reference_channels: int) -> str:
-    """The label of a derived edge: ``"<op> <k_e>/<C>"``, or ``"identity 0/<C>"`` if k_e = 0.
+def edge_label(edge: EdgeSpec, reference_channels: int, *, reduction: bool = False) -> str:
+    """The label of a derived edge: ``"<op> <k_e>/<C>"``; with ``k_e = 0``,
+    ``"identity 0/<C>"`` at stride 1 and ``"factorized_reduce 0/<C>"`` at stride 2.
 
     Args:
         edge: the edge.
         reference_channels: C, the search supernet's channel count that k_e refers to.
+        reduction: the edge belongs to a reduction cell (its edges from inputs 0 and 1 have
+            stride 2).
     """
     if reference_channels < 1:
         raise ValueError(f"reference_channels must be >= 1, got {reference_channels}")
-    op = "identity" if edge.channels == 0 else edge.op
+    op = edge.op
+    if edge.channels == 0:
+        op = "identity" if edge.stride(reduction) == 1 else "factorized_reduce"
     return f"{op} {edge.channels}/{reference_channels}"
+
+
+def _edge_style(edge: EdgeSpec, reduction: bool) -> tuple[str, bool]:
+    """``(colour, dashed)`` of an edge: identity edges grey and dashed, a stride-2 ``k_e =
+    0`` edge in the FactorizedReduce colour, the others in their operation's colour."""
+    if edge.is_identity(reduction):
+        return _IDENTITY_COLOUR, True
+    if edge.channels == 0:
+        return _REDUCE_COLOUR, False
+    return _op_colour(edge.op), False
 
 
 def state_name(state: int, *, tex: bool = False) -> str:
@@ -160,7 +181,7 @@ def cell_to_dot(cell: CellSpec, reference_channels: int, *, title: str | None = 
     lines = [
         "digraph cell {",
         "  rankdir=LR; dpi=150; nodesep=0.35; ranksep=0.9;",
-        f"  label={quote(_cell_title(title, reduction) + _subtitle(reference_channels, reduction))};"
+        f"  label={quote(_cell_title(title, reduction) + _subtitle(cell, reference_channels, reduction))};"
         " labelloc=t; fontname=Helvetica;",
         "  node [shape=circle, style=filled, fontname=Helvetica, fixedsize=true, width=0.6];",
         "  edge [fontname=Helvetica, fontsize=10];",
@@ -173,9 +194,10 @@ def cell_to_dot(cell: CellSpec, reference_channels: int, *, title: str | None = 
     lines.append('  out [label=<c<sub>k</sub>>, fillcolor="#d3ecd0"];')
     for edge in cell.edges:
         source = f"in{edge.input}" if edge.input < 2 else f"n{edge.input - 2}"
-        colour = _IDENTITY_COLOUR if edge.channels == 0 else _op_colour(edge.op)
-        style = ", style=dashed" if edge.channels == 0 else ""
-        lines.append(f"  {source} -> n{edge.node} [label={quote(edge_label(edge, reference_channels))}"
+        colour, dashed = _edge_style(edge, reduction)
+        style = ", style=dashed" if dashed else ""
+        label = quote(edge_label(edge, reference_channels, reduction=reduction))
+        lines.append(f"  {source} -> n{edge.node} [label={label}"
                      f', color="{colour}", fontcolor="#202020"{style}];')
     for state in cell.concat:
         source = f"in{state}" if state < 2 else f"n{state - 2}"
@@ -184,11 +206,16 @@ def cell_to_dot(cell: CellSpec, reference_channels: int, *, title: str | None = 
     return "\n".join(lines) + "\n"
 
 
-def _subtitle(reference_channels: int, reduction: bool) -> str:
+def _subtitle(cell: CellSpec, reference_channels: int, reduction: bool) -> str:
     text = (f"\nlabel: operation k_e/C, C = {reference_channels} "
             "(k_e channels through the operation, C - k_e identity)")
     if reduction:
         text += "\nedges from c_{k-2}, c_{k-1} have stride 2"
+    figures = cell.diagnostics(reference_channels, reduction)
+    kinds = ", ".join(f"{kind.replace('_', '-')} {count.fraction()}"
+                      for kind, count in figures.by_kind.items())
+    text += (f"\nidentity edges (dashed): {figures.identity_edges}; kept channels "
+             f"{figures.kept_channels}/{figures.total_channels}: {kinds}")
     return text
 
 
@@ -331,8 +358,10 @@ def _cell_figure(cell: CellSpec, reference_channels: int, title: str, reduction:
     pos = _positions(cell)
     # Edges into the nodes in DARTS order, then the output edges (no label).
     edges: list[tuple[Any, Any, str | None]] = [
-        (e.input, e.node + 2, edge_label(e, reference_channels)) for e in cell.edges]
+        (e.input, e.node + 2, edge_label(e, reference_channels, reduction=reduction))
+        for e in cell.edges]
     edges += [(state, "out", None) for state in cell.concat]
+    styles = [_edge_style(e, reduction) for e in cell.edges]
     # Route the labelled edges first, longest first: they have the fewest good options.
     order = sorted(range(len(edges)), key=lambda k: (
         edges[k][2] is None, -abs(pos[edges[k][1]][0] - pos[edges[k][0]][0]), k))
@@ -346,7 +375,7 @@ def _cell_figure(cell: CellSpec, reference_channels: int, title: str, reduction:
     label_points = [r[1] for r in routes if r[1] is not None]
     ys += [float(c[1]) for c in label_points]
     margin = 0.75
-    header = 0.95 if reduction else 0.8
+    header = 1.15 if reduction else 1.0
     x0, x1 = min(xs) - margin, max(xs) + margin
     y0, y1 = min(ys) - margin, max(ys) + margin + header
     width, height = (x1 - x0) * _UNIT, (y1 - y0) * _UNIT
@@ -357,14 +386,13 @@ def _cell_figure(cell: CellSpec, reference_channels: int, title: str, reduction:
     ax.set_ylim(y0, y1)
     ax.set_axis_off()
 
-    for (a, b, text), (rad, centre) in zip(edges, routes):
-        is_identity = text is not None and text.startswith("identity ")
+    for k, ((a, b, text), (rad, centre)) in enumerate(zip(edges, routes)):
         if text is None:
             colour, style, width_pt = "#b0b0b0", "-", 1.0
-        elif is_identity:
-            colour, style, width_pt = _IDENTITY_COLOUR, (0, (4, 3)), 1.3
+        elif styles[k][1]:  # an identity edge
+            colour, style, width_pt = styles[k][0], (0, (4, 3)), 1.3
         else:
-            colour, style, width_pt = _op_colour(text.split(" ")[0]), "-", 1.6
+            colour, style, width_pt = styles[k][0], "-", 1.6
         shrink = _RADIUS * 72 * _UNIT + 1
         ax.add_patch(FancyArrowPatch(
             pos[a], pos[b], connectionstyle=f"arc3,rad={rad}", arrowstyle="-|>",
@@ -389,7 +417,7 @@ def _cell_figure(cell: CellSpec, reference_channels: int, title: str, reduction:
 
     ax.text((x0 + x1) / 2, y1 - 0.25, title, ha="center", va="top", fontsize=12,
             fontweight="bold")
-    ax.text((x0 + x1) / 2, y1 - 0.55, _subtitle(reference_channels, reduction).strip()
+    ax.text((x0 + x1) / 2, y1 - 0.55, _subtitle(cell, reference_channels, reduction).strip()
             .replace("c_{k-2}", "$c_{k-2}$").replace("c_{k-1}", "$c_{k-1}$"),
             ha="center", va="top", fontsize=7.5, color="#505050", linespacing=1.5)
     return fig

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from aca_keras.errors import ArchitectureError, SchemaVersionError, UnknownOperationError
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space import op_sets
+from aca_keras.space.architecture import (
+    Architecture,
+    CellDiagnostics,
+    CellSpec,
+    ChannelCount,
+    EdgeSpec,
+)
 from aca_keras.space.genotype import Genotype
 
 DARTS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -93,6 +100,8 @@ def test_summaries_and_with_channels():
     assert a.skip_count == {"normal": 1, "reduce": 1}
     # normal: skip_connect edge + the k_e = 0 edge; reduce: the skip_connect edge
     assert a.effective_skip_count == {"normal": 2, "reduce": 1}
+    # the reduce skip_connect leaves input 0: stride 2, a FactorizedReduce, no identity
+    assert a.identity_edges == {"normal": 2, "reduce": 0}
     assert a.normal.identity_channels(C) == a.identity_channels["normal"]
     b = a.with_channels(np.arange(8), [C] * 8)  # numpy ints are accepted
     assert b.normal.channels == tuple(range(8))
@@ -145,6 +154,141 @@ def test_a_custom_cell_shape():
                                      "dil_conv_3x3"))
     assert Architecture.from_json(a.to_json()) == a
     assert a.identity_channels == {"normal": 2 + 4 + 0 + 3, "reduce": 9}
+
+
+# ------------------------------------------------------------------------------ diagnostics
+
+
+def hand_made() -> Architecture:
+    """C = 8, two nodes per cell. Normal (all stride 1): sep_conv_3x3 8/8, max_pool_3x3 0/8
+    (identity), skip_connect 8/8 (identity), dil_conv_3x3 3/8. Reduce: sep_conv_3x3 0/8 from
+    input 0 and skip_connect 8/8 from input 1 (stride 2: FactorizedReduce, no identity),
+    avg_pool_3x3 0/8 from node 0 (stride 1: identity), sep_conv_5x5 5/8 from input 1."""
+    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 8), EdgeSpec(0, 1, "max_pool_3x3", 0),
+                       EdgeSpec(1, 0, "skip_connect", 8), EdgeSpec(1, 2, "dil_conv_3x3", 3)),
+                      (2, 3))
+    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 0), EdgeSpec(0, 1, "skip_connect", 8),
+                       EdgeSpec(1, 1, "sep_conv_5x5", 5), EdgeSpec(1, 2, "avg_pool_3x3", 0)),
+                      (2, 3))
+    return Architecture(normal, reduce, 8, DARTS, name="hand")
+
+
+def test_edge_stride_identity_and_factorized_reduce():
+    assert EdgeSpec(0, 0, "sep_conv_3x3", 0).stride(reduction=False) == 1
+    assert EdgeSpec(0, 1, "sep_conv_3x3", 0).stride(reduction=True) == 2
+    assert EdgeSpec(1, 2, "sep_conv_3x3", 0).stride(reduction=True) == 1
+    # k_e = 0 at stride 1: the identity; at stride 2: a FactorizedReduce
+    assert EdgeSpec(0, 0, "sep_conv_3x3", 0).is_identity(reduction=False)
+    assert not EdgeSpec(0, 0, "sep_conv_3x3", 0).is_identity(reduction=True)
+    assert EdgeSpec(0, 0, "sep_conv_3x3", 0).is_factorized_reduce(reduction=True)
+    assert EdgeSpec(1, 2, "sep_conv_3x3", 0).is_identity(reduction=True)
+    # skip_connect: identity at stride 1 whatever k_e, FactorizedReduce at stride 2
+    assert EdgeSpec(0, 1, "skip_connect", 5).is_identity(reduction=False)
+    assert EdgeSpec(0, 1, "skip_connect", 5).is_factorized_reduce(reduction=True)
+    assert not EdgeSpec(0, 1, "sep_conv_3x3", 1).is_identity(reduction=False)
+    assert not EdgeSpec(0, 1, "sep_conv_3x3", 1).is_factorized_reduce(reduction=True)
+
+
+def test_diagnostics_of_a_hand_made_architecture():
+    a = hand_made()
+    normal, reduce = a.diagnostics()["normal"], a.diagnostics()["reduce"]
+    assert isinstance(normal, CellDiagnostics) and not normal.reduction and reduce.reduction
+    assert (normal.edges, normal.identity_edges, normal.skip_edges, normal.zero_edges,
+            normal.factorized_reduce_edges) == (4, 2, 1, 0, 0)
+    assert (reduce.edges, reduce.identity_edges, reduce.skip_edges, reduce.zero_edges,
+            reduce.factorized_reduce_edges) == (4, 1, 1, 0, 2)
+    # kinds, in OPERATION_KINDS order: pools and skip_connect parameter-free, convs parametric
+    assert list(normal.by_kind) == ["parameter_free", "parametric"]
+    assert normal.by_kind == {"parameter_free": ChannelCount(2, 0 + 8, 16),
+                              "parametric": ChannelCount(2, 8 + 3, 16)}
+    assert reduce.by_kind == {"parameter_free": ChannelCount(2, 8 + 0, 16),
+                              "parametric": ChannelCount(2, 0 + 5, 16)}
+    assert (normal.kept_channels, normal.total_channels) == (19, 32)
+    assert (reduce.kept_channels, reduce.total_channels) == (13, 32)
+    assert normal.by_kind["parametric"].passthrough_channels == 5
+    assert normal.kept_channels == 32 - a.identity_channels["normal"]
+    assert normal.by_op == {"dil_conv_3x3": ChannelCount(1, 3, 8),
+                            "max_pool_3x3": ChannelCount(1, 0, 8),
+                            "sep_conv_3x3": ChannelCount(1, 8, 8),
+                            "skip_connect": ChannelCount(1, 8, 8)}
+    assert list(reduce.by_op) == ["avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
+                                  "skip_connect"]
+    assert reduce.by_op["sep_conv_5x5"] == ChannelCount(1, 5, 8)
+    assert a.identity_edges == {"normal": 2, "reduce": 1}
+    # the stride-blind count also takes the two stride-2 edges of the reduction cell
+    assert a.effective_skip_count == {"normal": 2, "reduce": 3}
+    # the same cell read as a normal cell: every edge at stride 1
+    as_normal = a.reduce.diagnostics(8, reduction=False)
+    assert (as_normal.identity_edges, as_normal.factorized_reduce_edges) == (3, 0)
+    with pytest.raises(ArchitectureError, match="positive integer"):
+        a.normal.diagnostics(0, reduction=False)
+
+
+def test_summary_text_holds_the_numbers():
+    text = hand_made().summary()
+    lines = text.splitlines()
+    assert lines[0].startswith("architecture 'hand': C = 8, 2 nodes")
+    assert "normal cell: 4 edges: 2 identity, 1 skip_connect, 0 none" in text
+    assert ("reduction cell: 4 edges: 1 identity, 1 skip_connect, 0 none, "
+            "2 factorized_reduce") in text
+    assert "kept channels 19/32: parameter-free 8/16, parametric 11/16" in text
+    assert "kept channels 13/32: parameter-free 8/16, parametric 5/16" in text
+    assert ("by operation: dil_conv_3x3 3/8, max_pool_3x3 0/8, sep_conv_3x3 8/8, "
+            "skip_connect 8/8") in text
+    assert len(lines) == 7
+
+
+def test_operation_kinds_are_declared_in_the_space():
+    assert op_sets.operation_kind("max_pool_3x3") == op_sets.PARAMETER_FREE
+    assert op_sets.operation_kind("skip_connect") == op_sets.PARAMETER_FREE
+    assert op_sets.operation_kind("noise") == op_sets.PARAMETER_FREE
+    assert op_sets.operation_kind("sep_conv_5x5") == op_sets.PARAMETRIC
+    assert op_sets.is_parametric("no_such_op")  # unknown: parametric
+    op_sets.declare_operation("test_kind_pool", parametric=False)
+    try:
+        assert op_sets.operation_kind("test_kind_pool") == op_sets.PARAMETER_FREE
+        op_sets.declare_operation("test_kind_pool")  # None keeps the declared kind
+        assert not op_sets.is_parametric("test_kind_pool")
+        cell = CellSpec((EdgeSpec(0, 0, "test_kind_pool", 3), EdgeSpec(0, 1, "sep_conv_3x3", 2)),
+                        (2,))
+        figures = Architecture(cell, cell, 4, ("test_kind_pool", "sep_conv_3x3")).diagnostics()
+        assert figures["normal"].by_kind == {"parameter_free": ChannelCount(1, 3, 4),
+                                             "parametric": ChannelCount(1, 2, 4)}
+    finally:
+        op_sets.forget_operation("test_kind_pool")
+    assert op_sets.is_parametric("test_kind_pool")
+
+
+def test_diagnostics_in_the_document_are_recomputed_and_ignored_on_load(tmp_path):
+    a = hand_made()
+    d = a.to_dict()
+    assert d["diagnostics"]["normal"] == a.diagnostics()["normal"].to_dict()
+    assert d["diagnostics"]["reduce"]["identity_edges"] == 1
+    assert d["diagnostics"]["reduce"]["by_kind"]["parametric"] == {
+        "edges": 2, "kept_channels": 5, "total_channels": 16}
+    assert "network" not in d["diagnostics"]
+    assert Architecture.from_dict(json.loads(json.dumps(d))) == a
+    # an old document (no diagnostics) loads the same
+    old = copy.deepcopy(d)
+    del old["diagnostics"]
+    assert Architecture.from_dict(old) == a
+    # stale figures are ignored (derived data) and rewritten on save
+    stale = copy.deepcopy(d)
+    stale["diagnostics"]["normal"]["identity_edges"] = 99
+    assert Architecture.from_dict(stale).to_dict()["diagnostics"] == d["diagnostics"]
+    # the search adds the derived network's size
+    network = {"cells": 3, "channels": 4, "parameters": np.int64(1895), "multiply_adds": 42288}
+    path = a.save(tmp_path / "architecture.json", network=network)
+    written = json.loads(path.read_text())
+    assert written["diagnostics"]["network"] == {"cells": 3, "channels": 4,
+                                                 "parameters": 1895, "multiply_adds": 42288}
+    assert written["diagnostics"]["normal"] == d["diagnostics"]["normal"]
+    assert Architecture.load(path) == a
+    old_file = tmp_path / "old.json"
+    old_file.write_text(json.dumps(old), encoding="utf-8")
+    assert Architecture.load(old_file) == a
+    with pytest.raises(ArchitectureError, match="network must be a dict"):
+        a.to_dict(network=[1])
 
 
 # ------------------------------------------------------------------------------ bad documents
@@ -206,6 +350,7 @@ def edited(path: str, value) -> dict:
     ("normal.edges.4.k", 3, ArchitectureError, "unknown key.*'k'"),
     ("provenance", [1], ArchitectureError, "provenance"),
     ("scores", "high", ArchitectureError, "scores"),
+    ("diagnostics", [1], ArchitectureError, "'diagnostics' must be an object"),
     ("name", 7, ArchitectureError, "name"),
 ])
 def test_bad_documents_are_rejected(path, value, error, match):

@@ -253,6 +253,39 @@ def test_model_flops_exclude_the_auxiliary_head():
     assert build_model(zero, (8, 8, 3), 3, cells=3, channels=4).flops() < without.flops()
 
 
+def test_size_is_a_hand_count_without_the_auxiliary_head():
+    """Every edge k_e = 0: the normal cell's edges are identities (no weights), the reduction
+    cells' edges FactorizedReduce. 3 cells (normal C=4, reduction C=8, reduction C=16), one
+    node, stem 12 channels, 8x8x3 images, 3 classes; BatchNorm: 4 weights per channel."""
+    cell = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 0), EdgeSpec(0, 1, "sep_conv_3x3", 0)),
+                    (2,))
+    arch = Architecture(cell, cell, 4, ops_lib.DARTS_OPS)
+    model = build_model(arch, (8, 8, 3), 3, cells=3, channels=4, auxiliary=True,
+                        drop_path=0.0)
+
+    def fr(c_in, c):  # FactorizedReduce(c): two 1x1 convs c_in -> c/2, BatchNorm(c)
+        return 2 * c_in * (c // 2) + 4 * c
+
+    def rcb(c_in, c):  # ReLUConvBN 1x1
+        return c_in * c + 4 * c
+
+    parameters = (3 * 3 * 3 * 12 + 4 * 12                 # stem
+                  + rcb(12, 4) + rcb(12, 4)               # cell 0: edges are identities
+                  + rcb(12, 8) + rcb(4, 8) + 2 * fr(8, 8)     # cell 1
+                  + fr(4, 16) + rcb(8, 16) + 2 * fr(16, 16)  # cell 2 (after a reduction)
+                  + 16 * 3 + 3)                           # classifier
+    multiply_adds = (64 * 27 * 12                         # stem 3x3 conv on 8x8
+                     + 2 * 64 * 12 * 4                    # cell 0 preprocessing
+                     + 64 * 12 * 8 + 64 * 4 * 8 + 2 * 2 * 16 * 8 * 4   # cell 1
+                     + 2 * 16 * 4 * 8 + 16 * 8 * 16 + 2 * 2 * 4 * 16 * 8  # cell 2
+                     + 16 * 3)                            # classifier
+    assert (parameters, multiply_adds) == (1895, 42288)
+    assert model.size() == {"parameters": parameters, "multiply_adds": multiply_adds}
+    assert model.count_params() > parameters  # the auxiliary head is left out
+    assert build_model(arch, (8, 8, 3), 3, cells=3, channels=4, auxiliary=False,
+                       drop_path=0.0).size() == model.size()
+
+
 def test_config_and_validation():
     arch = random_architecture(5, reference_channels=4)
     model = build_model(arch, (8, 8, 3), 3, cells=3, channels=4, auxiliary=False)

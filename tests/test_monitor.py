@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from aca_keras.layers import ops
-from aca_keras.models.derived import build_model
+from aca_keras.models.derived import build_model, load_model
 from aca_keras.models.supernet import SearchNetwork
 from aca_keras.searching import monitor
 from aca_keras.space.architecture import Architecture
@@ -126,9 +126,64 @@ def test_collapse_statistics_count_the_derived_cell():
     assert stats["reduce_skip_edges"] == stats["reduce_parameter_free_edges"] == 0
     expected = np.exp(3.0) / (np.exp(3.0) + 2.0)
     assert stats["mean_skip_weight"] == pytest.approx(expected, rel=1e-6)
+    # every normal edge is at stride 1: each skip_connect is an identity
+    assert stats["identity_edges"] == 4 and stats["reduce_identity_edges"] == 0
     no_skip = SearchNetwork((8, 8, 3), 3, cells=3, channels=4, nodes=2, ops="rdarts-s3-aca")
     no_skip.ensure_built()
     assert monitor.collapse_statistics(no_skip)["mean_skip_weight"] is None
+
+
+def test_identity_edges_follow_the_stride_rule():
+    """A skip_connect is an identity at stride 1 only: in the reduction cell, those from the
+    cell inputs 0 and 1 are stride-2 FactorizedReduce edges."""
+    net = SearchNetwork((8, 8, 3), 3, cells=3, channels=4, nodes=2, ops="rdarts-s3")
+    genotype = Genotype(
+        normal=(("skip_connect", 0), ("sep_conv_3x3", 1), ("skip_connect", 1),
+                ("sep_conv_3x3", 2)), normal_concat=(2, 3),
+        reduce=(("skip_connect", 0), ("sep_conv_3x3", 1), ("skip_connect", 1),
+                ("skip_connect", 2)), reduce_concat=(2, 3))
+    stats = monitor.collapse_statistics(net, genotype)
+    assert (stats["skip_edges"], stats["identity_edges"], stats["parameter_free_edges"]) == (
+        2, 2, 2)
+    assert (stats["reduce_skip_edges"], stats["reduce_identity_edges"],
+            stats["reduce_parameter_free_edges"]) == (3, 1, 3)
+    assert {"identity_edges", "reduce_identity_edges"} <= set(monitor.MONITOR_KEYS)
+
+
+def test_register_op_records_the_operation_kind():
+    """``register_op(parametric=...)`` writes the kind into the space-level table that the
+    architecture diagnostics and the collapse monitor read; the built-in kinds stay."""
+    from aca_keras.space import op_sets
+
+    factory = lambda ci, co, s, a, sync_batch_norm=False: ops.PoolBN(  # noqa: E731
+        "max", co, s, a, sync_batch_norm=sync_batch_norm)
+    ops.register_op("test_free_pool", parametric=False)(factory)
+    ops.register_op("test_default_kind")(factory)
+    try:
+        assert not ops.get_op_spec("test_free_pool").parametric
+        assert op_sets.operation_kind("test_free_pool") == op_sets.PARAMETER_FREE
+        assert ops.get_op_spec("test_default_kind").parametric  # undeclared: parametric
+        assert op_sets.operation_kind("test_default_kind") == op_sets.PARAMETRIC
+        # re-registering without a kind keeps the declared one
+        ops.register_op("test_free_pool", overwrite=True)(factory)
+        assert not ops.get_op_spec("test_free_pool").parametric
+        assert not op_sets.is_parametric("test_free_pool")
+        net = SearchNetwork((8, 8, 3), 3, cells=3, channels=4, nodes=1,
+                            ops=("test_free_pool", "test_default_kind"))
+        genotype = Genotype((("test_free_pool", 0), ("test_default_kind", 1)), (2,),
+                            (("test_default_kind", 0), ("test_free_pool", 1)), (2,))
+        stats = monitor.collapse_statistics(net, genotype)
+        assert stats["parameter_free_edges"] == stats["reduce_parameter_free_edges"] == 1
+        with pytest.raises(TypeError, match="parametric"):
+            ops.register_op("test_bad_kind", parametric="no")(factory)
+    finally:
+        ops.unregister_op("test_free_pool")
+        ops.unregister_op("test_default_kind")
+    assert op_sets.is_parametric("test_free_pool")  # forgotten with the operation
+    for name in op_sets.PARAMETER_FREE_OPS:
+        assert not ops.get_op_spec(name).parametric
+    assert all(ops.get_op_spec(name).parametric
+               for name in ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"))
 
 
 def test_collapse_monitor_is_a_keras_callback_for_any_fit():
@@ -268,8 +323,18 @@ def test_cli_search_with_a_robustness_op_set_writes_the_monitor(tmp_path):
         assert isinstance(line["hessian_eigenvalue"], float)
         assert np.isfinite(line["hessian_eigenvalue"])
         assert line["skip_edges"] == 0 and line["mean_skip_weight"] is None
+        assert line["identity_edges"] == line["reduce_identity_edges"] == 0
         assert "hessian_eigenvalue" not in line["metrics"]
     architecture = json.loads((run_dir / "architecture.json").read_text())
+    # the diagnostics: the cells' figures and the size of the derived network built
+    loaded = Architecture.load(run_dir / "architecture.json")
+    diagnostics = architecture["diagnostics"]
+    assert diagnostics["normal"] == loaded.diagnostics()["normal"].to_dict()
+    assert diagnostics["reduce"]["identity_edges"] == loaded.identity_edges["reduce"]
+    model = load_model(run_dir / "model.keras", compile=False)
+    assert diagnostics["network"] == {"cells": 3, "channels": 4, "input_shape": [8, 8, 1],
+                                      "num_classes": 10, **model.size()}
+    assert diagnostics["network"]["parameters"] > 0
     provenance = architecture["provenance"]
     assert provenance["scorer"] == "refill" and provenance["pooling"] == "sorted"
     assert (run_dir / "collapse.png").is_file()

@@ -105,8 +105,15 @@ def test_edge_label_shows_op_and_k_over_c():
     assert plots.edge_label(EdgeSpec(0, 1, "sep_conv_3x3", 12), 16) == "sep_conv_3x3 12/16"
     assert plots.edge_label(EdgeSpec(2, 3, "dil_conv_5x5", 16), 16) == "dil_conv_5x5 16/16"
     assert plots.edge_label(EdgeSpec(1, 0, "max_pool_3x3", 1), 8) == "max_pool_3x3 1/8"
-    # k_e = 0: the edge is a pure identity, whatever operation it kept.
+    # k_e = 0: the edge is a pure identity at stride 1, whatever operation it kept ...
     assert plots.edge_label(EdgeSpec(0, 0, "sep_conv_5x5", 0), 16) == "identity 0/16"
+    assert plots.edge_label(EdgeSpec(1, 2, "sep_conv_5x5", 0), 16,
+                            reduction=True) == "identity 0/16"
+    # ... and a FactorizedReduce at stride 2 (from the inputs of a reduction cell)
+    assert plots.edge_label(EdgeSpec(0, 0, "sep_conv_5x5", 0), 16,
+                            reduction=True) == "factorized_reduce 0/16"
+    assert plots.edge_label(EdgeSpec(0, 1, "skip_connect", 16), 16,
+                            reduction=True) == "skip_connect 16/16"
     with pytest.raises(ValueError, match="reference_channels"):
         plots.edge_label(EdgeSpec(0, 0, "sep_conv_5x5", 0), 0)
 
@@ -182,6 +189,44 @@ def test_draw_reduction_cell_title_and_note(tmp_path):
     assert "identity 0/16" in texts and "dil_conv_3x3 7/16" in texts
 
 
+def dashed_arrows(fig) -> list[str]:
+    """The dashed arrows of a cell figure, in drawing order."""
+    arrows = [p for p in fig.axes[0].patches if type(p).__name__ == "FancyArrowPatch"]
+    return [p for p in arrows if p.get_linestyle() not in ("-", "solid")]
+
+
+def test_identity_edges_are_dashed_and_the_subtitle_counts_them():
+    """The hand-made reduction-cell case: k_e = 0 from input 0 is a FactorizedReduce (solid,
+    labelled factorized_reduce), k_e = 0 from node 0 the identity (dashed), a stride-1
+    skip_connect an identity too (dashed); kept channels by kind in the subtitle."""
+    edges = (EdgeSpec(0, 0, "sep_conv_3x3", 0), EdgeSpec(0, 1, "max_pool_3x3", 16),
+             EdgeSpec(1, 1, "sep_conv_5x5", 6), EdgeSpec(1, 2, "dil_conv_3x3", 0),
+             EdgeSpec(2, 2, "skip_connect", 16), EdgeSpec(2, 3, "avg_pool_3x3", 4))
+    spec = CellSpec(edges, (2, 3, 4))
+    fig = plots._cell_figure(spec, C, "t", reduction=True)
+    texts = figure_texts(fig)
+    for label in ("factorized_reduce 0/16", "identity 0/16", "skip_connect 16/16",
+                  "max_pool_3x3 16/16", "sep_conv_5x5 6/16", "avg_pool_3x3 4/16"):
+        assert texts.count(label) == 1, label
+    dashed = dashed_arrows(fig)
+    assert len(dashed) == 2  # the identity and the skip_connect; not the FactorizedReduce
+    assert all(p.get_edgecolor()[:3] == pytest.approx((0x8a / 255,) * 3) for p in dashed)
+    subtitle = next(t for t in texts if "identity edges" in t)
+    # parameter-free: max_pool 16 + skip 16 + avg_pool 4 of 48; parametric: 0 + 6 + 0 of 48
+    assert ("identity edges (dashed): 2; kept channels 42/96: parameter-free 36/48, "
+            "parametric 6/48") in subtitle
+    # the same edges in a normal cell: the k_e = 0 edge from input 0 is an identity too
+    normal = plots._cell_figure(spec, C, "t", reduction=False)
+    assert len(dashed_arrows(normal)) == 3
+    assert figure_texts(normal).count("identity 0/16") == 2
+    source = plots.cell_to_dot(spec, C, reduction=True)
+    assert '"factorized_reduce 0/16", color="#5c5c9e", fontcolor="#202020"];' in source
+    assert '"identity 0/16", color="#8a8a8a", fontcolor="#202020", style=dashed];' in source
+    assert '"skip_connect 16/16", color="#8a8a8a", fontcolor="#202020", style=dashed];' in source
+    assert source.count("style=dashed") == 2
+    assert "identity edges (dashed): 2" in source
+
+
 def test_chain_cell_edges_avoid_nodes():
     """A cell whose nodes form a chain puts them on one row; edges that skip nodes must
     curve around the nodes in between."""
@@ -207,7 +252,9 @@ def test_chain_cell_edges_avoid_nodes():
 def test_dot_source_and_renderer_choice(tmp_path, monkeypatch):
     source = plots.cell_to_dot(cell(), C, reduction=True)
     assert source.startswith("digraph cell {")
-    assert '"sep_conv_3x3 12/16"' in source and '"identity 0/16"' in source
+    # the k_e = 0 edge leaves input 0: stride 2 in a reduction cell
+    assert '"sep_conv_3x3 12/16"' in source and '"factorized_reduce 0/16"' in source
+    assert '"identity 0/16"' in plots.cell_to_dot(cell(), C, reduction=False)
     assert "in0 -> n0" in source and "n2 -> n3" in source and "n3 -> out" in source
     assert "stride 2" in source and "reduction cell" in source
     with pytest.raises(ValueError, match="renderer"):

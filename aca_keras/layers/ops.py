@@ -38,6 +38,7 @@ from aca_keras.space.op_sets import (  # noqa: F401  (the op sets, re-exported h
     RDARTS_OPS,
     declare_operation,
     forget_operation,
+    is_parametric,
     resolve_op_set,
 )
 
@@ -601,7 +602,7 @@ class OpSpec:
     name: str
     factory: OpFactory
     description: str = ""
-    parametric: bool = True  # has trainable convolution weights
+    parametric: bool = True  # has weights of its own (see op_sets.operation_kind)
     channelwise: bool = False  # output channel c depends on input channel c only (pools, skip)
     takes_sync_batch_norm: bool = False
 
@@ -619,7 +620,7 @@ def _accepts_sync_batch_norm(factory: OpFactory) -> bool:
                for p in parameters)
 
 
-def register_op(name: str, *, description: str = "", parametric: bool = True,
+def register_op(name: str, *, description: str = "", parametric: bool | None = None,
                 channelwise: bool = False, overwrite: bool = False
                 ) -> Callable[[OpFactory], OpFactory]:
     """Decorator registering ``factory(channels_in, channels_out, stride, affine, *,
@@ -627,13 +628,24 @@ def register_op(name: str, *, description: str = "", parametric: bool = True,
 
     The factory passes ``sync_batch_norm`` to the BatchNorm layers it builds (see
     :func:`batch_norm`); a factory that takes only the first four arguments still works
-    (see :func:`create_op`)."""
+    (see :func:`create_op`).
+
+    ``parametric``: the operation's kind, recorded in the space-level table
+    (:func:`aca_keras.space.op_sets.operation_kind`) that the architecture diagnostics and
+    the collapse monitor read: ``True`` for an operation with weights (a convolution),
+    ``False`` for a parameter-free one (a pool, an identity); ``None`` (default) keeps the
+    kind already declared for the name (the built-in table,
+    :data:`~aca_keras.space.op_sets.PARAMETER_FREE_OPS`, for the built-in operations) and
+    makes a new operation parametric."""
 
     def decorator(factory: OpFactory) -> OpFactory:
-        _OPERATIONS.register(name, OpSpec(name, factory, description, parametric, channelwise,
-                                          _accepts_sync_batch_norm(factory)),
+        if parametric is not None and not isinstance(parametric, bool):
+            raise TypeError(f"parametric must be True, False or None, got {parametric!r}")
+        kind = is_parametric(name) if parametric is None else parametric
+        _OPERATIONS.register(name, OpSpec(name, factory, description, kind,
+                                          channelwise, _accepts_sync_batch_norm(factory)),
                              overwrite=overwrite)
-        declare_operation(name)
+        declare_operation(name, parametric=parametric)
         return factory
 
     return decorator
@@ -690,18 +702,18 @@ def create_op(name: str, channels_in: int, channels_out: int | None = None, stri
     return layer
 
 
-register_op("none", description="zero (no connection)", parametric=False, channelwise=True)(
+register_op("none", description="zero (no connection)", channelwise=True)(
     lambda ci, co, s, a, sync_batch_norm=False: Zero(co, s))
-register_op("max_pool_3x3", description="3x3 max pool + BN", parametric=False,
-            channelwise=True)(lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
-                "max", co, s, a, sync_batch_norm=sync_batch_norm))
-register_op("avg_pool_3x3", description="3x3 average pool + BN", parametric=False,
-            channelwise=True)(lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
-                "avg", co, s, a, sync_batch_norm=sync_batch_norm))
+register_op("max_pool_3x3", description="3x3 max pool + BN", channelwise=True)(
+    lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
+        "max", co, s, a, sync_batch_norm=sync_batch_norm))
+register_op("avg_pool_3x3", description="3x3 average pool + BN", channelwise=True)(
+    lambda ci, co, s, a, sync_batch_norm=False: PoolBN(
+        "avg", co, s, a, sync_batch_norm=sync_batch_norm))
 
 
 @register_op("skip_connect", description="identity (FactorizedReduce at stride 2)",
-             parametric=False, channelwise=True)
+             channelwise=True)
 def _skip(ci: int, co: int, s: int, a: bool, sync_batch_norm: bool = False
           ) -> keras.layers.Layer:
     if s == 2:
@@ -727,5 +739,5 @@ register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN
                                                         sync_batch_norm=sync_batch_norm))
 
 register_op("noise", description="standard normal noise in training, zero in inference "
-            "(R-DARTS S4)", parametric=False, channelwise=True)(
+            "(R-DARTS S4)", channelwise=True)(
     lambda ci, co, s, a, sync_batch_norm=False: Noise(co, s))

@@ -289,6 +289,14 @@ class DerivedNetwork(keras.Model):
         (see :func:`count_flops`)."""
         return count_flops(self, batch_size=batch_size)
 
+    def size(self) -> dict[str, int]:
+        """``{"parameters": ..., "multiply_adds": ...}`` of the inference graph (no auxiliary
+        head): Keras ``count_params`` of :meth:`inference_model` (every weight, BatchNorm's
+        moving mean and variance included, as the trainer reports) and :meth:`flops` for one
+        image."""
+        return {"parameters": int(self.inference_model().count_params()),
+                "multiply_adds": int(self.flops())}
+
     def get_config(self):
         return {
             "architecture": self.architecture.to_dict(),
@@ -399,7 +407,7 @@ def _make_layers(arch: Architecture, image_shape: tuple[int, ...], num_classes: 
                                   name=f"{prefix}_preprocess1")
         edges = []
         for e_index, edge in enumerate(spec.edges):
-            stride = 2 if reduction and edge.input < 2 else 1
+            stride = edge.stride(reduction)
             edges.append(_make_edge(edge, arch.reference_channels, c_cur, stride, drop_path,
                                     f"{prefix}_edge_{e_index}", sync))
         adds = []

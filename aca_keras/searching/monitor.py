@@ -18,10 +18,17 @@ module measures, each search epoch:
   Hessian-vector product). Moving BatchNorm statistics, random-generator states and the
   alphas are restored after every product, so the search is not disturbed and every
   product sees the same noise (``noise`` op);
-* ``skip_edges``, ``parameter_free_edges``: counts in the normal cell of the genotype
-  derived now (``skip_connect``; operations without weights, see
-  :attr:`aca_keras.ops.OpSpec.parametric`), and the same for the reduction cell
-  (``reduce_skip_edges``, ``reduce_parameter_free_edges``);
+* ``skip_edges``, ``identity_edges``, ``parameter_free_edges``: counts in the normal cell of
+  the genotype derived now (``skip_connect``; edges that are the identity; operations without
+  weights, see :func:`aca_keras.space.op_sets.operation_kind`), and the same for the
+  reduction cell (``reduce_skip_edges``, ``reduce_identity_edges``,
+  ``reduce_parameter_free_edges``). During the search every edge keeps all its channels, so
+  an identity edge is a ``skip_connect`` at stride 1: every ``skip_connect`` of the normal
+  cell, those from the intermediate nodes of the reduction cell (from its inputs 0 and 1 it
+  is a stride-2 ``FactorizedReduce``). After the allocation, edges with ``k_e = 0`` at
+  stride 1 are identities too: :meth:`aca_keras.space.architecture.Architecture.diagnostics`
+  counts them (``aca-search`` prints them after the allocation and writes them into
+  ``architecture.json``);
 * ``mean_skip_weight``: the mean softmax weight of ``skip_connect`` over the normal cell's
   edges (``None`` when the op set has no ``skip_connect``).
 
@@ -39,12 +46,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from aca_keras.layers import ops as ops_lib
+from aca_keras.space.architecture import edge_stride
 from aca_keras.space.genotype import Genotype
+from aca_keras.space.op_sets import is_parametric
 
 #: keys the monitor adds to the epoch logs (and ``search`` to ``alphas.jsonl``)
 MONITOR_KEYS = ("hessian_eigenvalue", "skip_edges", "parameter_free_edges", "mean_skip_weight",
-                "reduce_skip_edges", "reduce_parameter_free_edges")
+                "reduce_skip_edges", "reduce_parameter_free_edges", "identity_edges",
+                "reduce_identity_edges")
 
 
 def _state_variables(network) -> list:
@@ -164,17 +173,17 @@ def lanczos_largest(matvec, size: int, steps: int, seed: int = 0) -> float:
 
 
 def collapse_statistics(network, genotype: Genotype | None = None) -> dict[str, Any]:
-    """Skip and parameter-free edge counts of the derived genotype, and the mean
+    """Skip, identity and parameter-free edge counts of the derived genotype, and the mean
     ``skip_connect`` weight of the normal cell (see the module docstring)."""
     genotype = genotype if genotype is not None else network.genotype()
-
-    def parametric(op: str) -> bool:
-        return ops_lib.get_op_spec(op).parametric
-
     out: dict[str, Any] = {}
-    for prefix, edges in (("", genotype.normal), ("reduce_", genotype.reduce)):
+    for prefix, edges, reduction in (("", genotype.normal, False),
+                                     ("reduce_", genotype.reduce, True)):
         out[f"{prefix}skip_edges"] = sum(op == "skip_connect" for op, _ in edges)
-        out[f"{prefix}parameter_free_edges"] = sum(not parametric(op) for op, _ in edges)
+        # every edge keeps all its channels: an identity is a skip_connect at stride 1
+        out[f"{prefix}identity_edges"] = sum(
+            op == "skip_connect" and edge_stride(source, reduction) == 1 for op, source in edges)
+        out[f"{prefix}parameter_free_edges"] = sum(not is_parametric(op) for op, _ in edges)
     names = list(network.op_names)
     if "skip_connect" in names:
         weights = keras.ops.convert_to_numpy(network.op_weights()[0])

@@ -11,7 +11,7 @@ channels, and returns the static derived Keras model. Everything lands in a run 
 | ``alphas.jsonl`` | per epoch: alphas (logits), derived genotype, metrics |
 | ``checkpoint.npz`` | written atomically every epoch: all variables, both optimiser states, epoch; ``aca-search --resume RUN_DIR`` continues from it |
 | ``genotype.json`` | the final DARTS genotype (versioned JSON) |
-| ``architecture.json`` | the ACA architecture: genotype plus channels per edge, scores |
+| ``architecture.json`` | the ACA architecture: genotype plus channels per edge, scores, diagnostics (identity edges, kept channels per operation kind, the derived network's parameters and multiply-adds) |
 | ``model.keras`` | the derived model (evaluation macro settings), untrained |
 | ``*.png`` | pictures of the derived cells and of the alpha history |
 """
@@ -472,6 +472,7 @@ def derive_architecture(network: SearchNetwork, bundle, config: SearchConfig,
         architecture.save(run.architecture)
     say(f"allocation ({config.allocator}): normal k_e={list(architecture.normal.channels)}, "
         f"reduce k_e={list(architecture.reduce.channels)} of C={config.channels}")
+    say(architecture.summary())
     return architecture
 
 
@@ -480,8 +481,9 @@ def build_derived(architecture: Architecture, bundle, config: SearchConfig,
                   say=None) -> DerivedNetwork:
     """Stage 3 of :func:`search`: the derived network at the evaluation macro settings
     (``config.eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``). With
-    ``run_dir``, saves it as ``model.keras`` with the run's pictures and sets
-    ``model.run_dir``."""
+    ``run_dir``, saves it as ``model.keras`` with the run's pictures, records its size
+    (:meth:`~aca_keras.models.derived.DerivedNetwork.size` and macro settings) in
+    ``architecture.json``'s ``diagnostics["network"]`` and sets ``model.run_dir``."""
     say = say or _printer(0)
     model = build_model(architecture, bundle.input_shape, bundle.num_classes,
                         cells=config.eval_cells, channels=config.eval_channels,
@@ -491,8 +493,14 @@ def build_derived(architecture: Architecture, bundle, config: SearchConfig,
         return model
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
     model.save(run.model)
+    size = model.size()
+    architecture.save(run.architecture, network={
+        "cells": config.eval_cells, "channels": config.eval_channels,
+        "input_shape": list(bundle.input_shape), "num_classes": int(bundle.num_classes),
+        **size})
     pictures = write_run_pictures(run.path, architecture)
     say(f"pictures: {', '.join(p.name for p in pictures)}")
-    say(f"derived model: {model.count_params():,} parameters, saved to {run.model}")
+    say(f"derived model: {size['parameters']:,} parameters, {size['multiply_adds']:,} "
+        f"multiply-adds per image (without the auxiliary head), saved to {run.model}")
     model.run_dir = str(run.path)
     return model

@@ -4,7 +4,9 @@ An :class:`Architecture` holds the derived normal and reduction cells. Every kep
 (:class:`EdgeSpec`) names its operation and ``channels`` = k_e, the number of output
 channels the operation keeps, ``0 <= k_e <= reference_channels`` (the search supernet's C);
 the other ``C - k_e`` channels are the edge input passed through (identity). ``k_e = C`` is a
-plain DARTS edge, ``k_e = 0`` a skip connection.
+plain DARTS edge. ``k_e = 0`` makes the edge its passthrough alone: the identity at stride 1,
+a ``FactorizedReduce`` at stride 2 (the edges from the cell inputs 0 and 1 of a reduction
+cell, see :meth:`EdgeSpec.stride`).
 
 Document layout (``Architecture.to_dict``)::
 
@@ -12,7 +14,15 @@ Document layout (``Architecture.to_dict``)::
      "reference_channels": 16, "ops": ["none", "max_pool_3x3", ...],
      "normal": {"edges": [{"node": 0, "input": 0, "op": "sep_conv_3x3", "channels": 16}, ...],
                 "concat": [2, 3, 4, 5]},
-     "reduce": {...}, "provenance": {...}, "scores": null}
+     "reduce": {...}, "provenance": {...}, "scores": null,
+     "diagnostics": {"normal": {...}, "reduce": {...}, "network": {...}}}
+
+``diagnostics`` holds figures derived from the cells (:meth:`Architecture.diagnostics`:
+identity edges, kept channels per operation kind, ...) and, in a search run's
+``architecture.json``, the size of the network the search built (``network``: its macro
+settings, parameters and multiply-adds). It is written for readers of the file; it is
+recomputed on every save and ignored on load (documents without it, older ones included,
+load the same).
 
 Everything is validated strictly on construction and on load; nothing is evaluated. This
 module imports neither Keras nor TensorFlow at import time; operation names are checked
@@ -43,18 +53,33 @@ from aca_keras.space.genotype import (
     operation_names,
     parse_json,
 )
-from aca_keras.space.op_sets import check_known
+from aca_keras.space.op_sets import (
+    OPERATION_KINDS,
+    PARAMETER_FREE,
+    PARAMETRIC,
+    check_known,
+    operation_kind,
+)
 from aca_keras.space.validation import is_int
 
-__all__ = ["FORMAT", "SCHEMA_VERSION", "Architecture", "CellSpec", "EdgeSpec"]
+__all__ = ["FORMAT", "SCHEMA_VERSION", "Architecture", "CellDiagnostics", "CellSpec",
+           "ChannelCount", "EdgeSpec", "edge_stride"]
 
 FORMAT = "aca_keras.architecture"
 SCHEMA_VERSION = 1
 
 SKIP_OP = "skip_connect"
+ZERO_OP = "none"
+_KIND_NAMES = {PARAMETER_FREE: "parameter-free", PARAMETRIC: "parametric"}
 
 
 # ------------------------------------------------------------------------------------ edges
+
+
+def edge_stride(input: int, reduction: bool) -> int:
+    """The stride of an edge from state ``input``: 2 from a cell input (0 or 1) of a
+    reduction cell, else 1."""
+    return 2 if reduction and input < 2 else 1
 
 
 @dataclass(frozen=True)
@@ -96,9 +121,127 @@ class EdgeSpec:
         object.__setattr__(self, "input", int(self.input))
         object.__setattr__(self, "channels", int(self.channels))
 
+    def stride(self, reduction: bool) -> int:
+        """The edge's stride (:func:`edge_stride`)."""
+        return edge_stride(self.input, reduction)
+
+    def is_identity(self, reduction: bool) -> bool:
+        """Whether the edge outputs its input unchanged: stride 1 and ``k_e = 0`` (all
+        channels pass through) or ``skip_connect`` (an identity on the kept channels too).
+        At stride 2 neither is an identity but a ``FactorizedReduce``."""
+        return self.stride(reduction) == 1 and (self.channels == 0 or self.op == SKIP_OP)
+
+    def is_factorized_reduce(self, reduction: bool) -> bool:
+        """Whether the whole edge is a ``FactorizedReduce``: stride 2 and ``k_e = 0`` or
+        ``skip_connect`` (the stride-2 counterpart of :meth:`is_identity`)."""
+        return self.stride(reduction) == 2 and (self.channels == 0 or self.op == SKIP_OP)
+
     def to_dict(self) -> dict[str, Any]:
         """``{"node", "input", "op", "channels"}``."""
         return {"node": self.node, "input": self.input, "op": self.op, "channels": self.channels}
+
+
+# ------------------------------------------------------------------------------ diagnostics
+
+
+@dataclass(frozen=True)
+class ChannelCount:
+    """Edges and channels of a group of edges (one operation kind, or one operation).
+
+    Attributes:
+        edges: the number of edges.
+        kept_channels: the sum of their k_e (channels through the operation).
+        total_channels: ``edges * reference_channels``.
+    """
+
+    edges: int = 0
+    kept_channels: int = 0
+    total_channels: int = 0
+
+    @property
+    def passthrough_channels(self) -> int:
+        """``total_channels - kept_channels``: the channels passed through."""
+        return self.total_channels - self.kept_channels
+
+    def add(self, kept: int, total: int) -> ChannelCount:
+        """This count with one more edge of ``kept`` of ``total`` channels."""
+        return ChannelCount(self.edges + 1, self.kept_channels + kept, self.total_channels + total)
+
+    def to_dict(self) -> dict[str, int]:
+        """``{"edges", "kept_channels", "total_channels"}``."""
+        return {"edges": self.edges, "kept_channels": self.kept_channels,
+                "total_channels": self.total_channels}
+
+    def fraction(self) -> str:
+        """``"kept/total"``, e.g. ``"35/48"``."""
+        return f"{self.kept_channels}/{self.total_channels}"
+
+
+@dataclass(frozen=True)
+class CellDiagnostics:
+    """Figures of one derived cell (:meth:`CellSpec.diagnostics`).
+
+    Attributes:
+        reduction: the cell is a reduction cell (edges from inputs 0 and 1 have stride 2).
+        reference_channels: C, the channels of every edge.
+        edges: the number of edges.
+        identity_edges: edges that are the identity (:meth:`EdgeSpec.is_identity`: stride 1
+            and ``k_e = 0`` or ``skip_connect``).
+        skip_edges: ``skip_connect`` edges, at any stride.
+        zero_edges: ``none`` edges (a kept :class:`EdgeSpec` never is one, so 0 for every
+            valid cell; counted so that the figures read the same for every op set).
+        factorized_reduce_edges: edges that are one ``FactorizedReduce``
+            (:meth:`EdgeSpec.is_factorized_reduce`: stride 2 and ``k_e = 0`` or
+            ``skip_connect``); 0 in a normal cell.
+        by_kind: a :class:`ChannelCount` per operation kind (:data:`OPERATION_KINDS`, every
+            kind present, in that order): ``parameter_free`` and ``parametric``.
+        by_op: a :class:`ChannelCount` per operation name used in the cell, by name.
+    """
+
+    reduction: bool
+    reference_channels: int
+    edges: int
+    identity_edges: int
+    skip_edges: int
+    zero_edges: int
+    factorized_reduce_edges: int
+    by_kind: dict[str, ChannelCount] = field(hash=False)
+    by_op: dict[str, ChannelCount] = field(hash=False)
+
+    @property
+    def kept_channels(self) -> int:
+        """Channels through the operations, all edges together (sum of k_e)."""
+        return sum(c.kept_channels for c in self.by_kind.values())
+
+    @property
+    def total_channels(self) -> int:
+        """``edges * reference_channels``."""
+        return sum(c.total_channels for c in self.by_kind.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (written into ``architecture.json``'s ``diagnostics``)."""
+        return {
+            "reduction": self.reduction, "edges": self.edges,
+            "identity_edges": self.identity_edges, "skip_edges": self.skip_edges,
+            "zero_edges": self.zero_edges,
+            "factorized_reduce_edges": self.factorized_reduce_edges,
+            "kept_channels": self.kept_channels, "total_channels": self.total_channels,
+            "by_kind": {k: c.to_dict() for k, c in self.by_kind.items()},
+            "by_op": {op: c.to_dict() for op, c in self.by_op.items()},
+        }
+
+    def summary(self) -> str:
+        """Two or three lines: the edge counts, kept channels by kind, then by operation."""
+        name = "reduction cell" if self.reduction else "normal cell"
+        counts = (f"{name}: {self.edges} edges: {self.identity_edges} identity, "
+                  f"{self.skip_edges} skip_connect, {self.zero_edges} none")
+        if self.reduction:
+            counts += f", {self.factorized_reduce_edges} factorized_reduce"
+        kinds = ", ".join(f"{_KIND_NAMES.get(k, k)} {c.fraction()}"
+                          for k, c in self.by_kind.items())
+        ops = ", ".join(f"{op} {c.fraction()}" for op, c in self.by_op.items())
+        return (f"{counts}\n  kept channels {self.kept_channels}/{self.total_channels}: "
+                f"{kinds}\n  by operation: {ops}")
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -159,8 +302,41 @@ class CellSpec:
         return sum(e.op == SKIP_OP for e in self.edges)
 
     def effective_skip_count(self) -> int:
-        """Edges that are a pure identity: ``skip_connect`` edges and edges with ``k_e = 0``."""
+        """``skip_connect`` edges and edges with ``k_e = 0``, at any stride.
+
+        Stride-blind (the count the robustness study recorded): in a reduction cell it also
+        counts the stride-2 edges that are a ``FactorizedReduce``, not an identity. The
+        identity edges are :attr:`CellDiagnostics.identity_edges` (:meth:`diagnostics`).
+        """
         return sum(e.op == SKIP_OP or e.channels == 0 for e in self.edges)
+
+    def diagnostics(self, reference_channels: int, reduction: bool) -> CellDiagnostics:
+        """Identity, skip and zero edges, kept channels per operation kind and per operation.
+
+        Args:
+            reference_channels: C, the channels of every edge (``Architecture
+                .reference_channels``).
+            reduction: the cell is a reduction cell: its edges from inputs 0 and 1 have
+                stride 2 (a ``k_e = 0`` edge there is a ``FactorizedReduce``, no identity).
+        """
+        if not is_int(reference_channels) or reference_channels < 1:
+            raise ArchitectureError(
+                f"reference_channels must be a positive integer, got {reference_channels!r}")
+        c = int(reference_channels)
+        by_kind = {kind: ChannelCount() for kind in OPERATION_KINDS}
+        by_op: dict[str, ChannelCount] = {}
+        for e in self.edges:
+            kind = operation_kind(e.op)
+            by_kind[kind] = by_kind[kind].add(e.channels, c)
+            by_op[e.op] = by_op.get(e.op, ChannelCount()).add(e.channels, c)
+        reduction = bool(reduction)
+        return CellDiagnostics(
+            reduction=reduction, reference_channels=c, edges=len(self.edges),
+            identity_edges=sum(e.is_identity(reduction) for e in self.edges),
+            skip_edges=self.skip_count(),
+            zero_edges=sum(e.op == ZERO_OP for e in self.edges),
+            factorized_reduce_edges=sum(e.is_factorized_reduce(reduction) for e in self.edges),
+            by_kind=by_kind, by_op=dict(sorted(by_op.items())))
 
     def with_channels(self, channels: Sequence[int]) -> CellSpec:
         """A copy with new k_e, one per edge in edge order."""
@@ -312,9 +488,30 @@ class Architecture:
 
     @property
     def effective_skip_count(self) -> dict[str, int]:
-        """Pure-identity edges per cell type: ``skip_connect`` or ``k_e = 0``."""
+        """``skip_connect`` or ``k_e = 0`` edges per cell type, at any stride (see
+        :meth:`CellSpec.effective_skip_count`; the identity edges are :attr:`identity_edges`)."""
         return {"normal": self.normal.effective_skip_count(),
                 "reduce": self.reduce.effective_skip_count()}
+
+    @property
+    def identity_edges(self) -> dict[str, int]:
+        """Edges that are the identity per cell type (stride 1 and ``k_e = 0`` or
+        ``skip_connect``; see :meth:`EdgeSpec.is_identity`)."""
+        return {cell: d.identity_edges for cell, d in self.diagnostics().items()}
+
+    def diagnostics(self) -> dict[str, CellDiagnostics]:
+        """``{"normal": ..., "reduce": ...}``: :meth:`CellSpec.diagnostics` of both cells."""
+        return {"normal": self.normal.diagnostics(self.reference_channels, reduction=False),
+                "reduce": self.reduce.diagnostics(self.reference_channels, reduction=True)}
+
+    def summary(self) -> str:
+        """A short human-readable text: per cell, the identity, skip_connect and none edges
+        and the kept channels by operation kind and by operation (what ``aca-search`` prints
+        after the allocation)."""
+        head = (f"architecture{f' {self.name!r}' if self.name else ''}: C = "
+                f"{self.reference_channels}, {self.nodes} nodes (an identity edge: stride 1 "
+                "with k_e = 0 or skip_connect)")
+        return "\n".join([head, *(d.summary() for d in self.diagnostics().values())])
 
     def with_channels(self, normal_k: Sequence[int], reduce_k: Sequence[int]) -> Architecture:
         """A copy with new k_e (one per edge, in ``normal.edges`` / ``reduce.edges`` order).
@@ -385,8 +582,21 @@ class Architecture:
 
     # ---------------------------------------------------------------------------- JSON
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-able document (see the module docstring)."""
+    def to_dict(self, *, network: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON-able document (see the module docstring).
+
+        Args:
+            network: optional JSON-able figures of a network built from this architecture
+                (the search gives its macro settings and ``DerivedNetwork.size()``), written
+                as ``diagnostics["network"]``.
+        """
+        diagnostics: dict[str, Any] = {cell: d.to_dict()
+                                       for cell, d in self.diagnostics().items()}
+        if network is not None:
+            if not isinstance(network, Mapping):
+                raise ArchitectureError(
+                    f"network must be a dict of figures, got {type(network).__name__}")
+            diagnostics["network"] = _jsonable(network, "network")
         return {
             "format": FORMAT,
             "version": SCHEMA_VERSION,
@@ -397,11 +607,15 @@ class Architecture:
             "reduce": self.reduce.to_dict(),
             "provenance": copy.deepcopy(self.provenance),
             "scores": copy.deepcopy(self.scores),
+            "diagnostics": diagnostics,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Architecture:
         """Parse and strictly validate a document written by :meth:`to_dict`.
+
+        ``diagnostics`` is optional and ignored (it is derived from the cells and recomputed
+        by :meth:`to_dict`); when present it must be an object.
 
         Raises:
             SchemaVersionError: written by a newer aca_keras (upgrade aca_keras).
@@ -411,13 +625,17 @@ class Architecture:
         """
         check_header(data, FORMAT, SCHEMA_VERSION, "architecture")
         check_keys(data, ("reference_channels", "ops", "normal", "reduce"),
-                    ("name", "provenance", "scores"), "architecture document")
+                    ("name", "provenance", "scores", "diagnostics"), "architecture document")
         ops = data["ops"]
         if not isinstance(ops, list):
             raise ArchitectureError(f"architecture 'ops' must be a list of names, got {ops!r}")
         provenance = data.get("provenance")
         if provenance is not None and not isinstance(provenance, Mapping):
             raise ArchitectureError("architecture 'provenance' must be an object")
+        if not isinstance(data.get("diagnostics", {}), Mapping):
+            raise ArchitectureError(
+                "architecture 'diagnostics' must be an object (it is recomputed on save: "
+                "remove the key to load the file)")
         return cls(
             normal=CellSpec.from_dict(data["normal"], "normal"),
             reduce=CellSpec.from_dict(data["reduce"], "reduce"),
@@ -428,23 +646,28 @@ class Architecture:
             name=data.get("name"),
         )
 
-    def to_json(self, indent: int | None = 2) -> str:
-        """The document as JSON text (strict JSON: no NaN or Infinity)."""
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+    def to_json(self, indent: int | None = 2, *,
+                network: Mapping[str, Any] | None = None) -> str:
+        """The document as JSON text (strict JSON: no NaN or Infinity); ``network``: see
+        :meth:`to_dict`."""
+        return json.dumps(self.to_dict(network=network), indent=indent, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Architecture:
         """Parse JSON text (strict, see :meth:`from_dict`)."""
         return cls.from_dict(parse_json(text, "architecture"))
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *,
+             network: Mapping[str, Any] | None = None) -> Path:
         """Write the JSON document atomically (temporary file, then ``os.replace``).
 
-        The parent directory is created if needed. Returns the path written.
+        The parent directory is created if needed. ``network``: figures of a network built
+        from this architecture, written as ``diagnostics["network"]`` (see :meth:`to_dict`).
+        Returns the path written.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, self.to_json() + "\n")
+        atomic_write_text(path, self.to_json(network=network) + "\n")
         return path
 
     @classmethod

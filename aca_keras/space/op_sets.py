@@ -1,8 +1,15 @@
-"""Operation names as data: the named operation sets and the names that exist.
+"""Operation names as data: the named operation sets, the names that exist and their kinds.
 
 The Keras layers of the operations live in :mod:`aca_keras.layers.ops`, whose registry
 declares every name it registers here, so that genotypes and architectures (pure Python)
 can check operation names without importing Keras.
+
+Every operation is of one *kind* (:func:`operation_kind`): :data:`PARAMETER_FREE` (no
+weights of its own beyond a BatchNorm: pools, ``skip_connect``, ``none``, ``noise``; the
+built-in ones are :data:`PARAMETER_FREE_OPS`, declared here and nowhere else) or
+:data:`PARAMETRIC` (convolutions). An operation registered later states its kind with
+``register_op(..., parametric=...)``; an operation whose kind was never declared, a name
+that is not registered included, counts as parametric.
 """
 
 from __future__ import annotations
@@ -30,19 +37,53 @@ OP_SETS: dict[str, tuple[str, ...]] = {
        for name, ops in RDARTS_OPS.items()},
 }
 
+#: the operation kinds (:func:`operation_kind`), in the order summaries show them
+PARAMETER_FREE = "parameter_free"
+PARAMETRIC = "parametric"
+OPERATION_KINDS: tuple[str, ...] = (PARAMETER_FREE, PARAMETRIC)
+#: the built-in operations without weights of their own (beyond a BatchNorm); every other
+#: built-in operation is a convolution (parametric)
+PARAMETER_FREE_OPS: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3",
+                                       "skip_connect", "noise")
+
 _DECLARED: list[str] = []
+_KINDS: dict[str, str] = {}  # kinds stated at declaration (overriding the built-in table)
 
 
-def declare_operation(name: str) -> None:
-    """Record that an operation called ``name`` exists (the layer registry calls this)."""
+def declare_operation(name: str, parametric: bool | None = None) -> None:
+    """Record that an operation called ``name`` exists (the layer registry calls this).
+
+    Args:
+        name: the operation name.
+        parametric: its kind: ``True`` for an operation with weights (a convolution),
+            ``False`` for a parameter-free one; ``None`` keeps the kind known for the name
+            (:data:`PARAMETER_FREE_OPS` for the built-in ones, else parametric).
+    """
     if name not in _DECLARED:
         _DECLARED.append(name)
+    if parametric is not None:
+        _KINDS[name] = PARAMETRIC if parametric else PARAMETER_FREE
 
 
 def forget_operation(name: str) -> None:
     """Undo :func:`declare_operation` (the layer registry calls this when unregistering)."""
     if name in _DECLARED:
         _DECLARED.remove(name)
+    _KINDS.pop(name, None)
+
+
+def operation_kind(name: str) -> str:
+    """:data:`PARAMETER_FREE` or :data:`PARAMETRIC`: the kind declared for ``name`` (see
+    :func:`declare_operation`), else the built-in table (:data:`PARAMETER_FREE_OPS`); any
+    other name, an unknown one included, is :data:`PARAMETRIC`."""
+    if name in _KINDS:
+        return _KINDS[name]
+    return PARAMETER_FREE if name in PARAMETER_FREE_OPS else PARAMETRIC
+
+
+def is_parametric(name: str) -> bool:
+    """Whether operation ``name`` has weights of its own (see :func:`operation_kind`)."""
+    return operation_kind(name) == PARAMETRIC
 
 
 def known_operations() -> list[str]:
