@@ -105,6 +105,12 @@ def _graph_constant(value: float, channels: int) -> tf.Tensor:
     return cache[key]
 
 
+def _renorm(layer: keras.layers.BatchNormalization) -> bool:
+    """Whether ``layer`` uses batch renormalisation (Keras 3.14 added ``renorm``; earlier
+    Keras 3 releases have no such attribute and no renormalisation)."""
+    return bool(getattr(layer, "renorm", False))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BatchNormalization(keras.layers.BatchNormalization):
     """``BatchNormalization`` computed with TensorFlow's fused kernel.
@@ -125,7 +131,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     """
 
     def _fusable(self, inputs, mask) -> bool:
-        return (mask is None and not self.renorm
+        return (mask is None and not _renorm(self)
                 and (not self.synchronized or _single_replica())
                 and len(inputs.shape) == 4
                 and self.axis in (3, -1)
@@ -156,7 +162,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
 
     def call(self, inputs, training=None, mask=None):
         if (training and self.trainable and self.synchronized and mask is None
-                and not self.renorm and len(inputs.shape) == 4 and self.axis in (3, -1)):
+                and not _renorm(self) and len(inputs.shape) == 4 and self.axis in (3, -1)):
             context = tf.distribute.get_replica_context()
             if context is not None and context.num_replicas_in_sync > 1:
                 return self._synchronized_call(inputs, context)
