@@ -24,7 +24,7 @@ from aca_keras.training import train
 
 TINY = dict(epochs=2, cells=3, channels=4, nodes=2, batch_size=16, eval_cells=3,
             eval_channels=4, score_batches=2, seed=11, verbose=0, hessian_every=0)
-SCALE = 4
+SCALE = 16  # TensorBoardLogger's default: search(tensorboard=DIR) uses it
 
 
 def _events(log_dir: Path) -> tuple[dict, dict, dict]:
@@ -123,7 +123,7 @@ def searched(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb-search")
     run_dir, log_dir = root / "run", root / "tb"
     search((bundle.x_train[:192], bundle.y_train[:192]), run_dir=run_dir,
-           callbacks=[TensorBoardLogger(log_dir, scale=SCALE)], **TINY)
+           tensorboard=log_dir, **TINY)
     return run_dir, log_dir
 
 

@@ -41,6 +41,13 @@ from aca_keras.channels.scores import ChannelScores, check_weight
 from aca_keras.errors import ArchitectureError, UnknownNameError
 from aca_keras.registry import Registry
 from aca_keras.space.architecture import Architecture
+from aca_keras.space.op_sets import (
+    OPERATION_KINDS,
+    PARAMETER_FREE,
+    PARAMETER_FREE_OPS,
+    PARAMETRIC,
+    operation_kind,
+)
 from aca_keras.space.validation import is_int
 
 __all__ = [
@@ -73,18 +80,9 @@ Allocator = Callable[..., list[int]]
 #: zeros finite. An exact zero then lies about 27.6 nats below the largest score.
 LOG_EPS_RELATIVE = 1e-12
 
-#: Operation kinds: an operation without weights of its own beyond a BatchNorm (pools,
-#: identity, zero, noise) or one with weights (the convolutions).
-PARAMETER_FREE = "parameter_free"
-PARAMETRIC = "parametric"
-OPERATION_KINDS: tuple[str, ...] = (PARAMETER_FREE, PARAMETRIC)
-
-#: The built-in parameter-free operations; every other name counts as parametric. A stand-in
-#: kept here, in the allocators' own module, until the space-level table of operation kinds
-#: (``aca_keras.space.op_sets``) can be read instead. Allocators that use kinds take a
-#: ``parameter_free=`` option for operations registered outside this table.
-PARAMETER_FREE_OPS: frozenset[str] = frozenset(
-    {"none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "noise"})
+# Operation kinds (parameter-free pools, identity, zero vs parametric convolutions) are
+# declared once, in aca_keras.space.op_sets (register_op(parametric=...) adds new ones);
+# re-exported here for the allocators that use them.
 
 
 class UnknownAllocatorError(UnknownNameError, ArchitectureError):
@@ -188,10 +186,13 @@ def adaptive_threshold(edge_scores: Sequence[np.ndarray]) -> float | None:
 def operation_kinds(ops: Sequence[str],
                     parameter_free: Collection[str] | None = None) -> list[str]:
     """The kind of each operation name: :data:`PARAMETER_FREE` for the names in
-    ``parameter_free`` (default :data:`PARAMETER_FREE_OPS`), else :data:`PARAMETRIC`."""
-    free = PARAMETER_FREE_OPS if parameter_free is None else frozenset(parameter_free)
+    ``parameter_free``, else :data:`PARAMETRIC`; by default the kinds declared in
+    :mod:`aca_keras.space.op_sets` (:func:`~aca_keras.space.op_sets.operation_kind`)."""
     if isinstance(ops, str) or not all(isinstance(op, str) for op in ops):
         raise ArchitectureError(f"ops must be a sequence of operation names, got {ops!r}")
+    if parameter_free is None:
+        return [operation_kind(op) for op in ops]
+    free = frozenset(parameter_free)
     return [PARAMETER_FREE if op in free else PARAMETRIC for op in ops]
 
 

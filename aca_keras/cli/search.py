@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mixed-precision", action="store_true",
                         help="mixed_float16 on a GPU, mixed_bfloat16 on the CPU (alphas and "
                              "loss stay float32); ignored with --resume (the run keeps its own)")
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="write TensorBoard event files to DIR: losses, accuracies, learning "
+                             "rates, collapse-monitor figures and the alphas of each cell as an "
+                             "image, per epoch")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
@@ -148,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.resume:
             model = search(run_dir=args.resume, resume=True, verbose=verbose, epochs=args.epochs,
-                           strategy=args.strategy)
+                           strategy=args.strategy, tensorboard=args.tensorboard)
             run_dir = args.resume
         else:
             settings = {name: getattr(args, name) for _, name, _, _ in SEARCH_SETTINGS
@@ -159,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dataset or "digits", seed=args.seed, run_dir=args.run_dir,
                 data_dir=args.data_dir,
                 download=False if args.no_download else None, verbose=verbose,
-                strategy=args.strategy, mixed_precision=args.mixed_precision, **settings)
+                strategy=args.strategy, mixed_precision=args.mixed_precision,
+                tensorboard=args.tensorboard, **settings)
             run_dir = model.run_dir
         print(f"run directory: {run_dir}")
         return 0

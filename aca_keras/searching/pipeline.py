@@ -61,6 +61,7 @@ from aca_keras.searching.monitor import MONITOR_KEYS, CollapseMonitor
 from aca_keras.searching.variants import AlphaWarmup, BetaDecaySchedule, get_variant
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.topology import reduction_indices
+from aca_keras.tensorboard import TensorBoardLogger
 from aca_keras.versions import package_versions
 
 __all__ = ["SearchConfig", "build_derived", "build_search_network", "derive_architecture",
@@ -148,6 +149,7 @@ def search(dataset: Any = None, *, epochs: int | None = None,
            callbacks: Sequence[keras.callbacks.Callback] = (),
            strategy: str | tf.distribute.Strategy | None = None,
            mixed_precision: bool | str = False, sync_batch_norm: bool | None = None,
+           tensorboard: str | os.PathLike | None = None,
            **settings: Any) -> DerivedNetwork:
     """Search a cell with DARTS + ACA and return the derived static Keras model.
 
@@ -191,6 +193,9 @@ def search(dataset: Any = None, *, epochs: int | None = None,
             computes) or, ``False``, with each replica's own (a much smaller and faster to
             build graph, but BatchNorm then sees ``batch_size / replicas`` images). A resumed
             run keeps its setting.
+        tensorboard: a directory for TensorBoard event files: every figure of the epoch
+            line (losses, accuracies, the collapse monitor's), both learning rates and the
+            alphas of each cell as an image, per epoch (:class:`~aca_keras.tensorboard.TensorBoardLogger`).
         **settings: any other :class:`SearchConfig` field (``learning_rate``,
             ``alpha_learning_rate``, ``train_fraction``, ``scorer``, ``allocator``,
             ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...). The search
@@ -232,7 +237,8 @@ def search(dataset: Any = None, *, epochs: int | None = None,
         # progress lines during the epoch
         fit_verbose = 2 if verbose == 1 and not stdout_is_terminal() else verbose
         network = search_supernet(bundle, config, run, verbose=fit_verbose,
-                                  callbacks=[*callbacks, *progress_callbacks(verbose)],
+                                  callbacks=[*callbacks, *_tensorboard_callbacks(tensorboard),
+                                             *progress_callbacks(verbose)],
                                   strategy=strategy_obj, say=say)
     except BaseException:
         # a new run that failed before its first checkpoint leaves nothing behind, so the
@@ -245,6 +251,11 @@ def search(dataset: Any = None, *, epochs: int | None = None,
     architecture = derive_architecture(network, bundle, config, run, say=say)
     del network
     return build_derived(architecture, bundle, config, run, say=say)
+
+
+def _tensorboard_callbacks(directory: str | os.PathLike | None) -> list:
+    """``[TensorBoardLogger(directory)]``, or nothing when ``directory`` is ``None``."""
+    return [] if directory is None else [TensorBoardLogger(directory)]
 
 
 def load_search_data(source: Any, config: SearchConfig) -> DataBundle:
