@@ -300,6 +300,7 @@ def _previous_checkpoint_survives(ctx, error):
 
 def _interrupted_export(ctx):
     from aca_keras.exporting import exporter as exporting
+    from aca_keras.exporting import onnx as onnx_route
 
     target = ctx.tmp / "model.onnx"
     target.write_bytes(b"the previous export")
@@ -308,7 +309,8 @@ def _interrupted_export(ctx):
         Path(tmp).write_bytes(b"\x08\x07 half an ONNX file")
         raise KeyboardInterrupt
 
-    ctx.monkeypatch.setattr(exporting, "write_onnx", half_written)
+    # the onnx format's writer (export_onnx, named in aca_keras.exporting.formats) calls it
+    ctx.monkeypatch.setattr(onnx_route, "write_onnx", half_written)
     exporting.export(_model(), target, "onnx", overwrite=True)
 
 

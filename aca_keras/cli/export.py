@@ -1,4 +1,5 @@
-"""``aca-export``: export a derived model for deployment (ONNX, SavedModel, TFLite).
+"""``aca-export``: export a derived model for deployment (ONNX, SavedModel, TFLite, or another
+format registered in :mod:`aca_keras.exporting.formats`).
 
 Examples::
 
@@ -27,11 +28,15 @@ from aca_keras import zoo
 from aca_keras.cli import cli_message, quiet_startup
 from aca_keras.errors import AcaError
 
-# the formats of aca_keras.exporting.FORMATS, spelled here because importing exporting loads
-# TensorFlow, which the CLI imports only after quiet_startup() (and not at all for --help)
-FORMATS = ("onnx", "savedmodel", "tflite")
-#: Default output name of a zoo entry's export in the current directory, after the name.
-_ZOO_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "savedmodel": "_saved_model"}
+# the format registry imports no TensorFlow (which the CLI imports only after quiet_startup(),
+# and not at all for --help): the flags list the formats registered when the parser is built
+from aca_keras.exporting.formats import get_format, list_formats
+
+
+def formats_help() -> str:
+    """``onnx: ONNX inference graph, ...; savedmodel: ...``: the registered formats with their
+    descriptions, for ``--help``."""
+    return "; ".join(f"{name}: {get_format(name).description}" for name in list_formats())
 
 
 def _batch_size(text: str) -> int | None:
@@ -47,18 +52,26 @@ def _batch_size(text: str) -> int | None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    labels = [get_format(name).label for name in list_formats()]
     parser = argparse.ArgumentParser(
         prog="aca-export",
         description="Export a derived aca_keras model (run directory, .keras file or zoo name) "
-                    "to ONNX, a TensorFlow SavedModel or TFLite, and verify it against Keras.")
+                    f"to {', '.join(labels[:-1]) + ' or ' if len(labels) > 1 else ''}"
+                    f"{labels[-1]}, and verify it against Keras.")
     parser.add_argument("source", metavar="RUN_DIR_OR_MODEL",
                         help="a search/training run directory, a .keras file or a zoo name")
-    parser.add_argument("--format", default="onnx", metavar="|".join(FORMATS),
-                        help="export format (default: onnx)")
+    parser.add_argument("--format", default="onnx", metavar="|".join(list_formats()),
+                        help=f"export format (default: onnx). {formats_help()}")
+    defaults = ", ".join(get_format(name).default_name + ("/" if get_format(name).directory
+                                                          else "")
+                         for name in list_formats())
     parser.add_argument("--output", "-o", metavar="PATH",
-                        help="output file or SavedModel directory (default: RUN_DIR/export/"
-                             "model.onnx, model.tflite or saved_model/; next to a .keras file)")
-    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (ONNX only)")
+                        help=f"output file or directory (default: RUN_DIR/export/ {defaults}; "
+                             "next to a .keras file)")
+    takers = [get_format(name).label for name in list_formats()
+              if "opset" in get_format(name).options]
+    parser.add_argument("--opset", type=int, metavar="N",
+                        help=f"ONNX opset ({' / '.join(takers)} only)")
     parser.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|dynamic",
                         help="fixed batch size, or 'dynamic' (default)")
     parser.add_argument("--probabilities", action="store_true",
@@ -110,9 +123,9 @@ def is_zoo_name(text: str) -> bool:
 
 
 def zoo_export_path(name: str, fmt: str, output: str | os.PathLike | None) -> Path:
-    """``output``, or ``<name>.onnx`` (``.tflite``, ``<name>_saved_model``) in the current
-    directory."""
-    return Path(output) if output else Path.cwd() / f"{name}{_ZOO_SUFFIX[fmt]}"
+    """``output``, or ``<name><suffix>`` in the current directory: ``<name>.onnx``
+    (``.tflite``, ``<name>_saved_model``; the format's ``suffix``)."""
+    return Path(output) if output else Path.cwd() / f"{name}{get_format(fmt).suffix}"
 
 
 def resolve_source(text: str, fmt: str, output: str | None,

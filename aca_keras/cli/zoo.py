@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from aca_keras import zoo
 from aca_keras.cli import run_cli
-from aca_keras.cli.export import zoo_export_path
+from aca_keras.cli.export import formats_help, zoo_export_path
+from aca_keras.exporting.formats import get_format, list_formats
 from aca_keras.io.run_dir import RunDir
 from aca_keras.zoo._registry import describe_location, shadowed
 
@@ -50,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="one-line title of the model card")
     p.add_argument("--summary", default=None, help="a paragraph for the model card")
     p.add_argument("--license", default="Apache-2.0", help="SPDX license identifier")
-    p.add_argument("--export", action="append", default=[], choices=("onnx", "savedmodel",
-                                                                      "tflite"),
-                   help="also export and verify this format as an artifact (repeatable)")
+    p.add_argument("--export", action="append", default=[], choices=list_formats(),
+                   help="also export and verify this format as an artifact (repeatable; a "
+                        "directory format is stored as a zip archive). " + formats_help())
     p.add_argument("--note", action="append", default=[], help="a remark for the card")
     p.add_argument("--overwrite", action="store_true", help="replace an existing entry")
     p.add_argument("--allow-shadow", dest="shadow", action="store_true",
@@ -60,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "hides the bundled one wherever this zoo is searched first)")
 
     p = sub.add_parser("verify", parents=[common],
-                       help="check entries (schema, card, checksums, build, ONNX; with "
-                            "--evaluate, re-measure the metric)")
+                       help="check entries (schema, card, checksums, build, exported "
+                            "artifacts run against Keras; with --evaluate, re-measure the "
+                            "metric)")
     p.add_argument("name", nargs="?", default="all", help="an entry name (default: all)")
     p.add_argument("--no-build", action="store_true",
                    help="skip building/loading models (fast: documents and checksums only)")
@@ -75,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common],
                        help="export an entry's model (aca_keras.exporting.export)")
     p.add_argument("name")
-    p.add_argument("--format", default="onnx", choices=("onnx", "savedmodel", "tflite"))
+    p.add_argument("--format", default="onnx", choices=list_formats(),
+                   help="export format (default: onnx). " + formats_help())
     p.add_argument("--output", default=None,
-                   help="output path (default: NAME.onnx, NAME.tflite or NAME_saved_model in "
-                        "the current directory)")
+                   help="output path (default: " + ", ".join(
+                       f"NAME{get_format(name).suffix}" for name in list_formats())
+                   + " in the current directory)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export")
     return parser
 

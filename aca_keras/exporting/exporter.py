@@ -12,8 +12,10 @@ Every export is written to a temporary path in the target directory
 Keras (:mod:`~aca_keras.exporting.verify`), and only then renamed into place; an export that
 fails verification raises :class:`~aca_keras.errors.ExportError` and leaves nothing behind.
 
-The routes, one module each, as tested on Keras 3.15 / TensorFlow 2.21 / tf2onnx 1.17:
-:mod:`~aca_keras.exporting.onnx` (tf2onnx, repaired and checked),
+The formats are the entries of :mod:`~aca_keras.exporting.formats` (``FORMATS`` is their
+names now, :func:`~aca_keras.exporting.formats.list_formats`); each names its writer and its
+runner. The built-in routes, one module each, as tested on Keras 3.15 / TensorFlow 2.21 /
+tf2onnx 1.17: :mod:`~aca_keras.exporting.onnx` (tf2onnx, repaired and checked),
 :mod:`~aca_keras.exporting.savedmodel` (``keras.export.ExportArchive``) and
 :mod:`~aca_keras.exporting.tflite` (converted from that SavedModel). The metadata document
 they embed (:func:`read_metadata` reads it back) is described in
@@ -34,22 +36,24 @@ from typing import Any
 
 import numpy as np
 
+from aca_keras.exporting.formats import ExportFormat, ExportRequest, get_format, list_formats
 from aca_keras.exporting.graph import inference_graph
 from aca_keras.exporting.metadata import build_metadata
-from aca_keras.exporting.onnx import write_onnx
 from aca_keras.exporting.placement import check_writable, place, remove, sibling, target_path
-from aca_keras.exporting.savedmodel import write_savedmodel
 from aca_keras.exporting.sources import Source, resolve_source
-from aca_keras.exporting.tflite import write_tflite
 from aca_keras.exporting.verify import verify_export
 from aca_keras.space.validation import is_int
 
-__all__ = ["FORMATS", "OUTPUTS", "ExportResult", "export"]
+__all__ = ["OUTPUTS", "ExportResult", "export"]  # and FORMATS (module __getattr__)
 
-#: Export formats.
-FORMATS: tuple[str, ...] = ("onnx", "savedmodel", "tflite")
 #: What the exported graph outputs.
 OUTPUTS: tuple[str, ...] = ("logits", "probabilities")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FORMATS":  # the registered formats now (aca_keras.exporting.formats)
+        return tuple(list_formats())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,8 @@ class ExportResult:
 
     Attributes:
         path: the exported file (ONNX, TFLite) or directory (SavedModel).
-        format: ``"onnx"``, ``"savedmodel"`` or ``"tflite"``.
+        format: the format's name (``"onnx"``, ``"savedmodel"``, ``"tflite"``, or another
+            registered one).
         max_abs_diff: largest absolute difference between the exported model's outputs and
             Keras's over all verification images (``None`` when not verified).
         top1_agreement: fraction of verification images whose arg-max class agrees (``None``
@@ -82,7 +87,8 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
            verify: bool = True, tolerance: float = 1e-4,
            sample_inputs: Any = None, class_names: Sequence[str] | None = None,
            overwrite: bool = False) -> ExportResult:
-    """Export a model's inference graph to ONNX, a SavedModel or TFLite, and verify it.
+    """Export a model's inference graph to ONNX, a SavedModel, TFLite or another registered
+    format (:mod:`~aca_keras.exporting.formats`), and verify it.
 
     Args:
         model_or_path: a Keras model (a :class:`~aca_keras.models.derived.DerivedNetwork`,
@@ -91,11 +97,13 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
             preferred over ``model.keras``). A zoo name is not accepted here: load the entry
             first, ``export(aca_keras.zoo.load(name), path)`` (``aca-export NAME`` does that).
         path: output file (``.onnx``/``.tflite``) or SavedModel directory. An existing
-            directory given for a file format receives ``model.onnx``/``model.tflite``.
-            Default: ``<run_dir>/export/model.onnx`` (``model.tflite``, ``saved_model/``) for a
-            run directory, ``<name>.onnx`` (``.tflite``, ``<name>_saved_model/``) next to a
+            directory given for a file format receives ``model.onnx``/``model.tflite`` (the
+            format's ``default_name``). Default: ``<run_dir>/export/model.onnx``
+            (``model.tflite``, ``saved_model/``) for a run directory, ``<name>.onnx``
+            (``.tflite``, ``<name>_saved_model/``: the format's ``suffix``) next to a
             ``.keras`` file; required for a model object.
-        format: ``"onnx"``, ``"savedmodel"`` or ``"tflite"``.
+        format: a registered format: ``"onnx"``, ``"savedmodel"`` (also ``"saved_model"``),
+            ``"tflite"`` built in (:func:`~aca_keras.exporting.formats.list_formats`).
         opset: ONNX opset (ONNX only; default: tf2onnx's default).
         batch_size: ``None`` for a dynamic batch dimension, or a fixed batch size.
         output: ``"logits"`` or ``"probabilities"`` (softmax of the logits).
@@ -118,7 +126,8 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
         ExportError: the model cannot be loaded or exported, the output path is not writable,
             or the export does not verify (nothing is left at ``path`` then).
     """
-    fmt = check_format(format)
+    spec = get_format(format)  # a ValueError listing the valid formats when unknown
+    fmt = spec.name
     check_arguments(fmt, opset, batch_size, output, tolerance)
     source = resolve_source(model_or_path)
     target = target_path(source, path, fmt)
@@ -131,20 +140,23 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
     metadata = build_metadata(fmt, info, input_shape, batch_size, output, names,
                               source.label)
 
-    staging: list[Path] = []
     tmp = sibling(target, "partial")
-    staging.append(tmp)
+    staging: list[Path] = [tmp]
+    scratch: list[Path] = []
+
+    def scratch_path(kind: str) -> Path:
+        scratch.append(sibling(target.with_suffix(""), kind))
+        return scratch[-1]
+
+    options = {"opset": opset} if opset is not None else {}
+    request = ExportRequest(input_shape=input_shape, batch_size=batch_size, output=output,
+                            metadata=metadata, options=options, scratch=scratch_path)
     try:
-        if fmt == "onnx":
-            write_onnx(graph, tmp, input_shape, batch_size, output, opset, metadata)
-        elif fmt == "savedmodel":
-            write_savedmodel(graph, tmp, input_shape, batch_size, output, metadata)
-        else:
-            saved = sibling(target.with_suffix(""), "savedmodel")
-            staging.append(saved)
-            write_savedmodel(graph, saved, input_shape, batch_size, output, metadata)
-            write_tflite(saved, tmp, metadata)
-            remove(saved)
+        try:
+            spec.writer()(graph, tmp, request)
+        finally:
+            for p in scratch:
+                remove(p)
 
         max_diff = top1 = None
         checked = 0
@@ -153,7 +165,7 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
                                                      output, samples, tolerance, metadata)
         place(tmp, target, overwrite)
     except BaseException:
-        for p in staging:
+        for p in staging + scratch:
             remove(p)
         raise
     return ExportResult(path=target, format=fmt, max_abs_diff=max_diff, top1_agreement=top1,
@@ -163,13 +175,11 @@ def export(model_or_path: Any, path: str | os.PathLike | None = None, format: st
 # ------------------------------------------------------------------------ argument checks
 
 
-def check_format(format: str) -> str:
-    fmt = str(format).lower().replace("-", "_")
-    fmt = {"saved_model": "savedmodel", "tf_saved_model": "savedmodel"}.get(fmt, fmt)
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown export format {format!r}; valid formats: "
-                         f"{', '.join(FORMATS)}.")
-    return fmt
+def check_format(format: str | ExportFormat) -> str:
+    """The registered name of ``format`` (any case, ``-`` for ``_``, or an alias such as
+    ``"saved_model"``); a ``ValueError`` (:class:`~aca_keras.exporting.formats.UnknownFormatError`)
+    listing the valid formats otherwise."""
+    return get_format(format).name
 
 
 def check_arguments(fmt: str, opset: int | None, batch_size: int | None, output: str,
@@ -180,8 +190,11 @@ def check_arguments(fmt: str, opset: int | None, batch_size: int | None, output:
         raise ValueError(f"batch_size must be None (dynamic) or a positive integer, "
                          f"got {batch_size!r}")
     if opset is not None:
-        if fmt != "onnx":
-            raise ValueError(f"opset applies to ONNX exports only, not to {fmt!r}.")
+        if "opset" not in get_format(fmt).options:
+            takers = [get_format(name).label for name in list_formats()
+                      if "opset" in get_format(name).options]
+            raise ValueError(f"opset applies to {' / '.join(takers)} exports only, not to "
+                             f"{fmt!r}.")
         if not is_int(opset) or opset < 7:
             raise ValueError(f"opset must be an ONNX opset number (>= 7), got {opset!r}")
     if not (isinstance(tolerance, (int, float)) and np.isfinite(tolerance) and tolerance > 0):

@@ -13,6 +13,10 @@ range, output name, number of classes, class names when known and the architectu
   the loaded object keeps it);
 * TFLite: a flatbuffer metadata entry named ``aca_keras`` (the same place where the converter
   keeps ``min_runtime_version``); the interpreter ignores it.
+
+:func:`read_metadata` finds an export's format in :mod:`~aca_keras.exporting.formats` and asks
+its reader (for the built-ins, :func:`onnx_metadata_text`, :func:`savedmodel_metadata_text`,
+:func:`tflite_metadata_text` here) for the document.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from aca_keras import __version__
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import format_for_path, get_format, list_formats
 
 #: The name of the exported graph's one input.
 INPUT_NAME = "images"
@@ -135,7 +140,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     :func:`aca_keras.exporting.export`.
 
     Args:
-        path: a ``.onnx`` file, a ``.tflite`` file or a SavedModel directory.
+        path: an export of any registered format (:mod:`~aca_keras.exporting.formats`): a
+            ``.onnx`` file, a ``.tflite`` file or a SavedModel directory for the built-ins.
 
     Raises:
         FileNotFoundError: nothing at ``path``.
@@ -144,22 +150,40 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"No export at {str(p)!r}.")
-    if p.is_dir():
-        for candidate in (p / "assets" / METADATA_FILE, p / "assets.extra" / METADATA_FILE):
-            if candidate.is_file():
-                return parse_metadata(candidate.read_text(encoding="utf-8"), p)
-        raise ExportError(f"{str(p)!r} has no assets/{METADATA_FILE}; it was not written by "
-                          "aca_keras.export (or its assets were removed).")
-    data = p.read_bytes()
-    if p.suffix.lower() == ".onnx":
-        return parse_metadata(_onnx_metadata(data, p), p)
-    if p.suffix.lower() == ".tflite":
-        text = _tflite_metadata(data, p)
-        if text is None:
-            raise ExportError(f"{str(p)!r} has no '{TFLITE_METADATA_NAME}' metadata entry.")
-        return parse_metadata(text, p)
-    raise ExportError(f"Cannot tell the format of {str(p)!r}: expected a .onnx or .tflite "
-                      "file or a SavedModel directory.")
+    spec = format_for_path(p)
+    if spec is None:
+        specs = [get_format(name) for name in list_formats()]
+        files = " or ".join(s.suffix for s in specs if not s.directory)
+        folders = " or ".join(s.label for s in specs if s.directory)
+        raise ExportError(f"Cannot tell the format of {str(p)!r}: expected a {files} file"
+                          + (f" or a {folders} directory." if folders else "."))
+    return parse_metadata(spec.metadata_reader()(p), p)
+
+
+def onnx_metadata_text(path: Path) -> str:
+    """The document stored in an ONNX file (the ``onnx`` format's metadata reader)."""
+    return _onnx_metadata(Path(path).read_bytes(), Path(path))
+
+
+def savedmodel_metadata_text(path: Path) -> str:
+    """The document stored in a SavedModel directory's assets (the ``savedmodel`` format's
+    metadata reader)."""
+    p = Path(path)
+    for candidate in (p / "assets" / METADATA_FILE, p / "assets.extra" / METADATA_FILE):
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8")
+    raise ExportError(f"{str(p)!r} has no assets/{METADATA_FILE}; it was not written by "
+                      "aca_keras.export (or its assets were removed).")
+
+
+def tflite_metadata_text(path: Path) -> str:
+    """The document stored in a TFLite flatbuffer (the ``tflite`` format's metadata
+    reader)."""
+    p = Path(path)
+    text = _tflite_metadata(p.read_bytes(), p)
+    if text is None:
+        raise ExportError(f"{str(p)!r} has no '{TFLITE_METADATA_NAME}' metadata entry.")
+    return text
 
 
 def _onnx_metadata(data: bytes, where: Path) -> str:

@@ -12,6 +12,9 @@ is never used: it is broken on Keras 3.)
 
 onnx, tf2onnx and onnxruntime are heavy: they are imported by the functions that use them,
 so that importing :mod:`aca_keras.exporting` (and the SavedModel/TFLite routes) does not.
+
+The ``onnx`` entry of :mod:`~aca_keras.exporting.formats` names :func:`export_onnx` (its
+writer, option ``opset``) and :func:`run_onnx` (its runner).
 """
 
 from __future__ import annotations
@@ -29,8 +32,16 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import ExportRequest
 from aca_keras.exporting.graph import input_signature, serving_fn
 from aca_keras.exporting.metadata import INPUT_NAME, ONNX_PREFIX, onnx_metadata_props
+
+
+def export_onnx(graph: keras.Model, path: Path, request: ExportRequest) -> None:
+    """The ``onnx`` format's writer: :func:`write_onnx` with the request's settings (its
+    ``opset`` option, default tf2onnx's)."""
+    write_onnx(graph, path, request.input_shape, request.batch_size, request.output,
+               request.options.get("opset"), request.metadata)
 
 
 def write_onnx(graph: keras.Model, tmp: Path, input_shape: tuple[int, ...],

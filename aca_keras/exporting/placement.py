@@ -1,6 +1,7 @@
-"""Where an export goes and how it gets there: the default output path, the checks that it
-may be written, hidden staging paths beside it, and the rename into place that replaces an
-old export only after the new one has verified."""
+"""Where an export goes and how it gets there: the default output path (from the format's
+``suffix`` and ``default_name`` in :mod:`~aca_keras.exporting.formats`), the checks that it may
+be written, hidden staging paths beside it, and the rename into place that replaces an old
+export only after the new one has verified."""
 
 from __future__ import annotations
 
@@ -12,43 +13,41 @@ import uuid
 from pathlib import Path
 
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import get_format
 from aca_keras.exporting.sources import Source
-
-#: Suffix of the file formats (a SavedModel is a directory).
-FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
-#: Output name in a run directory's export folder, or in a directory given as the path.
-DEFAULT_NAME = {"onnx": "model.onnx", "savedmodel": "saved_model", "tflite": "model.tflite"}
 
 
 def target_path(source: Source, path: str | os.PathLike | None, fmt: str) -> Path:
-    """The export's path: ``path`` (a directory given for a file format receives
-    ``model.onnx``/``model.tflite``) or the source's default."""
+    """The export's path: ``path`` (a directory given for a file format receives the
+    format's default name, ``model.onnx``/``model.tflite``) or the source's default: the
+    default name in a run directory's ``export/`` folder, ``<stem><suffix>`` next to a
+    ``.keras`` file (:class:`~aca_keras.exporting.formats.ExportFormat`)."""
+    spec = get_format(fmt)
     if path is None:
         if source.default_dir is None:
             raise ValueError("Exporting a model object needs an output path: pass path=... "
                              "(e.g. 'model.onnx').")
         if source.in_run_dir:
-            return source.default_dir / DEFAULT_NAME[fmt]
-        name = (f"{source.default_stem}_saved_model" if fmt == "savedmodel"
-                else source.default_stem + FILE_SUFFIX[fmt])
-        return source.default_dir / name
+            return source.default_dir / spec.default_name
+        return source.default_dir / (source.default_stem + spec.suffix)
     target = Path(path)
-    if fmt != "savedmodel" and target.is_dir():
-        target = target / DEFAULT_NAME[fmt]
+    if not spec.directory and target.is_dir():
+        target = target / spec.default_name
     return target
 
 
 def check_writable(target: Path, fmt: str, overwrite: bool) -> None:
     """Refuse an existing target without ``overwrite`` (or one of another kind), and an
     unwritable folder; creates the target's folder."""
+    spec = get_format(fmt)
     if target.exists() or target.is_symlink():
         if not overwrite:
             raise FileExistsError(f"{str(target)!r} already exists; pass overwrite=True "
                                   "(aca-export --overwrite) to replace it.")
-        if fmt == "savedmodel" and not (target / "saved_model.pb").is_file():
-            raise ExportError(f"{str(target)!r} exists and is not a SavedModel directory; "
+        if spec.directory and not spec.matches(target):
+            raise ExportError(f"{str(target)!r} exists and is not a {spec.label} directory; "
                               "refusing to replace it. Choose another output path.")
-        if fmt != "savedmodel" and not target.is_file():
+        if not spec.directory and not target.is_file():
             raise ExportError(f"{str(target)!r} exists and is not a file; choose another "
                               "output path.")
     parent = target.parent

@@ -1,6 +1,8 @@
 """TensorFlow SavedModel: Keras's ``keras.export.ExportArchive`` with a ``serve`` endpoint
 (also ``serving_default``) whose output dict key is ``logits``/``probabilities``, and the
-metadata as a tracked asset; run with a fresh ``tf.saved_model.load``."""
+metadata as a tracked asset; run with a fresh ``tf.saved_model.load``. The ``savedmodel`` entry
+of :mod:`~aca_keras.exporting.formats` names :func:`export_savedmodel` and
+:func:`run_savedmodel`."""
 
 from __future__ import annotations
 
@@ -16,8 +18,16 @@ import numpy as np
 import tensorflow as tf
 
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import ExportRequest
 from aca_keras.exporting.graph import input_signature, serving_fn
 from aca_keras.exporting.metadata import INPUT_NAME, METADATA_FILE
+
+
+def export_savedmodel(graph: keras.Model, path: Path, request: ExportRequest) -> None:
+    """The ``savedmodel`` format's writer: :func:`write_savedmodel` with the request's
+    settings."""
+    write_savedmodel(graph, path, request.input_shape, request.batch_size, request.output,
+                     request.metadata)
 
 
 def write_savedmodel(graph: keras.Model, tmp: Path, input_shape: tuple[int, ...],

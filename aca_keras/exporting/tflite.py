@@ -1,5 +1,7 @@
 """TFLite: ``tf.lite.TFLiteConverter.from_saved_model`` on the SavedModel route's directory
-(float32, builtin ops only), the metadata in the flatbuffer; run with ``tf.lite.Interpreter``."""
+(float32, builtin ops only), the metadata in the flatbuffer; run with ``tf.lite.Interpreter``.
+The ``tflite`` entry of :mod:`~aca_keras.exporting.formats` names :func:`export_tflite` and
+:func:`run_tflite`."""
 
 from __future__ import annotations
 
@@ -8,11 +10,25 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import ExportRequest
 from aca_keras.exporting.metadata import INPUT_NAME, tflite_with_metadata
+from aca_keras.exporting.savedmodel import export_savedmodel
+
+
+def export_tflite(graph: keras.Model, path: Path, request: ExportRequest) -> None:
+    """The ``tflite`` format's writer: the SavedModel route into a scratch directory, then
+    :func:`write_tflite` from it."""
+    if request.scratch is None:
+        raise ExportError("The TFLite writer needs a scratch path for its SavedModel "
+                          "(ExportRequest.scratch).")
+    saved = request.scratch("savedmodel")
+    export_savedmodel(graph, saved, request)
+    write_tflite(saved, path, request.metadata)
 
 
 def write_tflite(saved_model: Path, tmp: Path, metadata: dict[str, Any]) -> None:

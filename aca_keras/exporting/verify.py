@@ -1,6 +1,7 @@
-"""Verification: run an export in the runtime it is meant for (ONNX Runtime, a fresh
-``tf.saved_model.load``, ``tf.lite.Interpreter``) on random images and on the caller's sample
-images, and compare it with Keras."""
+"""Verification: run an export in the runtime it is meant for (its format's runner in
+:mod:`~aca_keras.exporting.formats`: ONNX Runtime, a fresh ``tf.saved_model.load``,
+``tf.lite.Interpreter`` for the built-ins) on random images and on the caller's sample images,
+and compare it with Keras."""
 
 from __future__ import annotations
 
@@ -12,10 +13,8 @@ import keras
 import numpy as np
 
 from aca_keras.errors import ExportError
+from aca_keras.exporting.formats import get_format
 from aca_keras.exporting.metadata import metadata_json, read_metadata
-from aca_keras.exporting.onnx import run_onnx
-from aca_keras.exporting.savedmodel import run_savedmodel
-from aca_keras.exporting.tflite import run_tflite
 
 #: Batch sizes of the random verification images when the batch is dynamic (two sizes, so
 #: that a file that silently fixed the batch dimension fails).
@@ -23,13 +22,12 @@ RANDOM_BATCHES = (1, 4)
 #: Sample images are compared in chunks of this many (dynamic batch).
 SAMPLE_CHUNK = 64
 
-_RUNNERS = {"onnx": run_onnx, "savedmodel": run_savedmodel, "tflite": run_tflite}
-
 
 def run_exported(fmt: str, path: Path, batches: list[np.ndarray], output: str
                  ) -> list[np.ndarray]:
-    """Outputs of the exported file on each batch, run in its own runtime."""
-    return _RUNNERS[fmt](path, batches, output)
+    """Outputs of the exported file on each batch, run in its own runtime (the format's
+    runner)."""
+    return get_format(fmt).runner()(path, batches, output)
 
 
 def verify_export(fmt: str, tmp: Path, graph: keras.Model, input_shape: tuple[int, ...],

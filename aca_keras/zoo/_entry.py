@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_keras.errors import ArchitectureError, ZooError
+from aca_keras.exporting.formats import get_format, list_formats
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.validation import is_int
 from aca_keras.zoo import _schema
@@ -39,10 +40,13 @@ INDEX_FILE = "index.json"
 INDEX_FORMAT = "aca_keras.zoo_index"
 INDEX_VERSION = 1
 SCHEMA_FILE = f"schema/entry-v{SCHEMA_VERSION}.json"
-#: The entry's artifact files (its own layout, not a run directory's): the weights and the
-#: exports of :func:`aca_keras.zoo.publish`.
+#: The entry's artifact files (its own layout, not a run directory's): the weights, and the
+#: exports of :func:`aca_keras.zoo.publish` (:func:`export_file`).
 WEIGHTS_FILE = "model.keras"
-EXPORT_FILES = {"onnx": "model.onnx", "savedmodel": "saved_model.zip", "tflite": "model.tflite"}
+#: The artifact kind of the weights; an export's kind is its format's name.
+WEIGHTS_KIND = "keras"
+#: Suffix of the zip archive that stores an export of a directory format (a SavedModel).
+ARCHIVE_SUFFIX = ".zip"
 RESERVED_FILES = frozenset({ENTRY_FILE, CARD_FILE})
 MAX_ISSUES_SHOWN = 6
 
@@ -58,6 +62,28 @@ class UnknownEntryError(ZooError, KeyError):
 
 class NoWeightsWarning(UserWarning):
     """A zoo model was built with freshly initialised weights (architecture-only entry)."""
+
+
+def export_kinds() -> list[str]:
+    """The artifact kinds :func:`aca_keras.zoo.publish` can export: the registered export
+    formats (:func:`aca_keras.exporting.formats.list_formats`)."""
+    return list_formats()
+
+
+def export_file(kind: str) -> str:
+    """The file name of an export artifact of ``kind`` in an entry folder: the format's
+    ``default_name`` (``model.onnx``, ``model.tflite``), with ``.zip`` for a directory format
+    (``saved_model.zip``).
+
+    Raises:
+        ZooError: ``kind`` is no registered export format.
+    """
+    try:
+        spec = get_format(kind)
+    except KeyError:
+        raise ZooError(f"Unknown export format {kind!r}; choose from "
+                       f"{', '.join(export_kinds())}.") from None
+    return spec.default_name + (ARCHIVE_SUFFIX if spec.directory else "")
 
 
 # ------------------------------------------------------------------------------ dataclasses
@@ -135,8 +161,9 @@ class Artifact:
     """A file of an entry, recorded with its checksum.
 
     Attributes:
-        kind: ``"keras"`` (the whole model with weights), ``"onnx"``, ``"savedmodel"`` (a zip
-            archive of a SavedModel directory) or ``"tflite"``.
+        kind: ``"keras"`` (the whole model with weights) or an export format's name
+            (:mod:`aca_keras.exporting.formats`): ``"onnx"``, ``"savedmodel"`` (a zip archive
+            of a SavedModel directory), ``"tflite"``.
         path: file name inside the entry folder.
         sha256: hex digest of the file.
         bytes: size of the file.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aca_keras.errors import AcaError, ArchitectureError, ZooError
+from aca_keras.exporting.formats import get_format
 from aca_keras.io import atomic
 from aca_keras.io.run_dir import RunDir
 from aca_keras.space.architecture import Architecture
@@ -26,7 +27,6 @@ from aca_keras.zoo._card import render_card
 from aca_keras.zoo._entry import (
     CARD_FILE,
     ENTRY_FILE,
-    EXPORT_FILES,
     FORMAT,
     INDEX_FILE,
     INDEX_FORMAT,
@@ -34,17 +34,21 @@ from aca_keras.zoo._entry import (
     SCHEMA_FILE,
     SCHEMA_VERSION,
     WEIGHTS_FILE,
+    WEIGHTS_KIND,
     EntryInfo,
     Metric,
     bundled_zoo_dir,
     check_document,
+    export_file,
+    export_kinds,
     read_entry,
     sha256_file,
 )
 from aca_keras.zoo._models import count_params
 
-# Keras, TensorFlow and the modules that import them (models, data, exporting, searching) are
-# imported inside the functions that need them: importing aca_keras.zoo loads no TensorFlow,
+# Keras, TensorFlow and the modules that import them (models, data, exporting but its format
+# registry, searching) are imported inside the functions that need them: importing
+# aca_keras.zoo loads no TensorFlow,
 # so that aca-zoo list/info/verify --no-build start fast (tests/test_zoo.py checks it).
 
 #: The model configuration inside a ``.keras`` archive (Keras's format, not a run directory).
@@ -125,8 +129,9 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         citation: ``{"text", "bibtex", "url"}`` (default: DARTS and ACA).
         tags: free tags.
         notes: free remarks, shown in the card.
-        exports: extra artifacts exported from the trained model and verified:
-            ``"onnx"``, ``"savedmodel"`` (a zip archive), ``"tflite"``.
+        exports: extra artifacts exported from the trained model and verified, by
+            registered export format (:mod:`aca_keras.exporting.formats`): ``"onnx"``,
+            ``"savedmodel"`` (a directory format: stored as a zip archive), ``"tflite"``.
         overwrite: replace an existing entry of the same name in ``zoo_dir``.
         date: publication date ``YYYY-MM-DD`` (default: today).
         shadow: allow a name that the bundled zoo already has. The private entry then hides
@@ -156,9 +161,9 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
                        "of that name would hide it wherever this zoo is searched first. Choose "
                        "another name, or pass shadow=True to hide the bundled entry on "
                        "purpose.")
-    bad = [f for f in exports if f not in EXPORT_FILES]
+    bad = [f for f in exports if f not in export_kinds()]
     if bad:
-        raise ZooError(f"Unknown export format(s) {bad}; choose from {sorted(EXPORT_FILES)}.")
+        raise ZooError(f"Unknown export format(s) {bad}; choose from {export_kinds()}.")
 
     resolved = _resolve(source, dataset, macro)
     if exports and resolved.model is None:
@@ -173,7 +178,7 @@ def publish(source: Any, name: str, *, zoo_dir: str | os.PathLike, version: str 
         if model is not None:
             weights_path = staging / WEIGHTS_FILE
             _without_optimizer(model).save(weights_path)
-            artifacts.append(_artifact(weights_path, "keras",
+            artifacts.append(_artifact(weights_path, WEIGHTS_KIND,
                                        "The whole model (DerivedNetwork) with trained weights, "
                                        "without optimizer state; aca_keras.zoo.load reads it."))
         for fmt in exports:
@@ -239,20 +244,21 @@ def _artifact(path: Path, kind: str, description: str) -> dict[str, Any]:
 
 
 def _export(model: Any, staging: Path, fmt: str, class_names: Sequence[str]) -> dict[str, Any]:
+    """Export ``model`` in the registered format ``fmt`` into the staging folder (a
+    directory format as a zip archive) and describe the artifact."""
     from aca_keras.exporting import export  # imports TensorFlow: see the top
 
-    out = staging / EXPORT_FILES[fmt]
+    spec = get_format(fmt)
+    out = staging / export_file(fmt)
     tmp = staging / f".{fmt}-export"
-    target = tmp if fmt == "savedmodel" else out
-    result = export(model, target, format=fmt, class_names=list(class_names))
-    if fmt == "savedmodel":
+    result = export(model, tmp if spec.directory else out, format=fmt,
+                    class_names=list(class_names))
+    if spec.directory:
         _zip_dir(tmp, out)
         shutil.rmtree(tmp)
     diff = result.max_abs_diff
-    what = {"onnx": "ONNX inference graph (input images: raw pixels, output logits)",
-            "savedmodel": "zip archive of a TensorFlow SavedModel (endpoint serve, output "
-                          "logits)",
-            "tflite": "TFLite flatbuffer (float32, output logits)"}[fmt]
+    what = (f"{'zip archive of a ' if spec.directory else ''}{spec.description}; input images "
+            "raw pixels 0-255, output logits")
     return _artifact(out, fmt, f"{what}; verified against Keras at export "
                                f"(max |difference| {diff:.2g} on {result.checked_images} "
                                "images)." if diff is not None else f"{what}.")

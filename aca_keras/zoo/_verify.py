@@ -5,7 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import os
+import tempfile
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from aca_keras.errors import AcaError, DataError, ZooError
+from aca_keras.exporting.formats import ExportFormat, get_format, list_formats
 from aca_keras.stats import wilson_interval
 from aca_keras.zoo import _models, _registry
 from aca_keras.zoo._card import render_card
@@ -28,8 +31,11 @@ from aca_keras.zoo._entry import (
 )
 from aca_keras.zoo._publish import build_index
 
-#: Largest accepted difference between an ONNX artifact's logits and Keras's.
-ONNX_TOLERANCE = 1e-4
+#: Largest accepted difference between an export artifact's logits and Keras's (relative to
+#: the largest logit when that is above 1).
+EXPORT_TOLERANCE = 1e-4
+#: Images (random, fixed seed) each export artifact is run on.
+EXPORT_CHECK_IMAGES = 3
 #: Width of the accepted interval around a re-measured accuracy, in binomial standard
 #: deviations (Wilson score interval).
 EVALUATE_SIGMAS = 3.0
@@ -107,17 +113,20 @@ class VerifyReport:
 
 
 def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
-           check_onnx: bool = True, evaluate: Any = None, data_dir: Any = None,
-           sigmas: float = EVALUATE_SIGMAS) -> VerifyReport:
+           check_exports: bool = True, evaluate: Any = None, data_dir: Any = None,
+           sigmas: float = EVALUATE_SIGMAS, check_onnx: bool | None = None) -> VerifyReport:
     """Check zoo entries: schema, model card, artifact checksums, architecture, the built (or
-    loaded) model against the recorded settings and parameter counts, ONNX parity.
+    loaded) model against the recorded settings and parameter counts, and the parity of each
+    export artifact (ONNX, SavedModel, TFLite or another registered format) with Keras.
 
     Args:
         name: an entry name, or ``"all"`` for every entry folder on the search path
             (shadowed ones included) plus each zoo directory's ``index.json``.
         zoo_dir: extra zoo directories searched first.
         build: build (or load) each model and check it (the slow part).
-        check_onnx: run each ONNX artifact in ONNX Runtime and compare with Keras.
+        check_exports: run each export artifact in its runtime (its format's runner in
+            :mod:`aca_keras.exporting.formats`: ONNX Runtime for ONNX) and compare it with
+            Keras; an artifact of a format not registered here is reported as not run.
         evaluate: a data source for :func:`aca_keras.data.load` (a name, the path of the
             file or folder the entry's metric was measured on, or a ``DataBundle``): load the
             entry's trained model, measure its top-1 accuracy on the split the metric
@@ -128,6 +137,7 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
             (nothing to measure).
         data_dir: TFDS data directory for a named ``evaluate`` data set.
         sigmas: width of the accepted interval, in binomial standard deviations (3).
+        check_onnx: the former name of ``check_exports`` (given, it wins).
 
     Returns:
         A :class:`VerifyReport` (``report.ok``; ``print(report)`` for details). Problems are
@@ -137,6 +147,8 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
         UnknownEntryError: ``name`` is neither ``"all"`` nor an entry on the search path.
     """
     report = VerifyReport()
+    if check_onnx is not None:
+        check_exports = check_onnx
     if evaluate is not None and name == "all":
         raise ZooError("evaluate= measures one entry's metric on one data set; give the "
                        "entry's name as well.")
@@ -154,7 +166,7 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
             raise UnknownEntryError(f"No zoo entry named {name!r}.")  # pragma: no cover
         targets = [found]
     for entry_dir, location in targets:
-        rep = _verify_entry(entry_dir, location, build, check_onnx)
+        rep = _verify_entry(entry_dir, location, build, check_exports)
         if evaluate is not None and rep.ok:
             _check_metric(rep, read_entry(entry_dir, location.path, location.bundled),
                           evaluate, data_dir, sigmas)
@@ -164,7 +176,7 @@ def verify(name: str = "all", *, zoo_dir=None, build: bool = True,
     return report
 
 
-def _verify_entry(entry_dir: Path, location, build: bool, check_onnx: bool) -> EntryReport:
+def _verify_entry(entry_dir: Path, location, build: bool, check_exports: bool) -> EntryReport:
     rep = EntryReport(entry_dir.name, entry_dir)
     try:
         entry = read_entry(entry_dir, location.path, location.bundled)
@@ -193,11 +205,11 @@ def _verify_entry(entry_dir: Path, location, build: bool, check_onnx: bool) -> E
         return rep
     rep.add("architecture", True, "a valid aca_keras architecture")
     if build:
-        _check_model(rep, entry, check_onnx)
+        _check_model(rep, entry, check_exports)
     return rep
 
 
-def _check_model(rep: EntryReport, entry: EntryInfo, check_onnx: bool) -> None:
+def _check_model(rep: EntryReport, entry: EntryInfo, check_exports: bool) -> None:
     try:
         if entry.has_weights:
             model = _models.load_weights_file(entry)
@@ -212,30 +224,43 @@ def _check_model(rep: EntryReport, entry: EntryInfo, check_onnx: bool) -> None:
     rep.add("model", mismatch is None, mismatch or
             f"{what}; parameters {entry.params['inference_trainable']:,} trainable "
             f"(inference), {entry.params['total']:,} total")
-    onnx = entry.artifact("onnx")
-    if check_onnx and onnx is not None and mismatch is None:
-        rep.add("onnx", *_onnx_parity(model, entry.artifact_path(onnx), entry.input_shape))
+    if check_exports and mismatch is None:
+        for artifact in entry.artifacts:
+            if artifact.kind in list_formats():
+                rep.add(artifact.kind, *_export_parity(
+                    model, get_format(artifact.kind), entry.artifact_path(artifact),
+                    entry.input_shape))
+            elif artifact.kind != "keras":
+                rep.add(artifact.kind, True, f"{artifact.path}: not run (no export format "
+                                             f"{artifact.kind!r} is registered here)")
     del model
     gc.collect()
 
 
-def _onnx_parity(model: Any, path: Path, input_shape: tuple[int, ...]) -> tuple[bool, str]:
-    import onnxruntime as ort  # heavy; only the ONNX parity check loads it
-
+def _export_parity(model: Any, spec: ExportFormat, path: Path, input_shape: tuple[int, ...]
+                   ) -> tuple[bool, str]:
+    """Run the export artifact at ``path`` (a zip archive for a directory format) with its
+    format's runner and compare its logits with the model's on a few random images."""
     rng = np.random.default_rng(0)
-    images = rng.uniform(0, 255, size=(3, *input_shape)).astype(np.float32)
+    images = rng.uniform(0, 255, size=(EXPORT_CHECK_IMAGES, *input_shape)).astype(np.float32)
     expected = np.asarray(model.inference_model()(images, training=False))
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        actual = session.run(None, {session.get_inputs()[0].name: images})[0]
-    except Exception as exc:  # onnxruntime raises its own exception types
-        return False, f"{path.name} does not run in ONNX Runtime: {exc}"
+        with tempfile.TemporaryDirectory(prefix="aca_keras-zoo-verify-") as unpacked:
+            runnable = path
+            if spec.directory:
+                with zipfile.ZipFile(path) as archive:
+                    archive.extractall(unpacked)
+                runnable = Path(unpacked)
+            actual = np.asarray(spec.runner()(runnable, [images], "logits")[0])
+    except Exception as exc:  # each runtime raises its own exception types
+        return False, f"{path.name} does not run ({spec.label}): {exc}"
     if actual.shape != expected.shape:
         return False, f"{path.name} outputs shape {actual.shape}, Keras {expected.shape}"
     diff = float(np.max(np.abs(actual - expected)))
-    ok = diff <= ONNX_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
-    return ok, f"{path.name} agrees with Keras (max |difference| {diff:.2g} on 3 images)" \
-        if ok else f"{path.name} differs from Keras by up to {diff:.3g}"
+    ok = diff <= EXPORT_TOLERANCE * max(1.0, float(np.max(np.abs(expected))))
+    return ok, (f"{path.name} agrees with Keras (max |difference| {diff:.2g} on "
+                f"{EXPORT_CHECK_IMAGES} images)" if ok else
+                f"{path.name} differs from Keras by up to {diff:.3g}")
 
 
 def _check_index(root: Path) -> Check:
