@@ -1,5 +1,5 @@
 """One registry type for everything that is looked up by name: operations, channel scorers,
-pooling rules, allocators and search variants.
+pooling rules, allocators, search variants and export formats.
 
 Each module keeps one :class:`Registry` and exposes the same four functions over it (timm's
 shape): ``register_*`` (a decorator for the callables; the name comes first),
@@ -14,6 +14,7 @@ message lists the registered names and says how to register one.
 | pooling rules | :mod:`aca_keras.channels.importance` | ``@register_pooling(name)``, ``unregister_pooling``, ``list_poolings``, ``get_pooling`` |
 | allocators | :mod:`aca_keras.channels.allocation` | ``@register_allocator(name)``, ``unregister_allocator``, ``list_allocators``, ``get_allocator`` (``UnknownAllocatorError``) |
 | search variants | :mod:`aca_keras.searching.variants` | ``register_variant(name, **fields)``, ``unregister_variant``, ``list_variants``, ``get_variant`` |
+| export formats | :mod:`aca_keras.exporting.formats` | ``register_format(name, **fields)``, ``unregister_format``, ``list_formats``, ``get_format`` (``UnknownFormatError``) |
 
 A search variant is data (a :class:`~aca_keras.searching.variants.VariantSpec`), not a
 function, so ``register_variant`` registers it directly instead of decorating.
