@@ -38,6 +38,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "build_model": ("aca_keras.models.derived", "build_model"),
     "load_model": ("aca_keras.models.derived", "load_model"),
     "train": ("aca_keras.training", "train"),
+    "train_run": ("aca_keras.training", "train_run"),
     "export": ("aca_keras.exporting", "export"),
 }
 
