@@ -11,7 +11,9 @@ CIFAR-10 entry tool (``zoo/tools/make_cifar10_entries.py``):
 - :func:`binomial_two_sided`: the exact two-sided binomial test at p = 1/2 it rests on;
 - :func:`student_t_cdf`, :func:`student_t_quantile` and :func:`t_interval`: Student's t
   (integer degrees of freedom, exact) and the t-interval of a mean over a few values, such as
-  one difference per seed.
+  one difference per seed;
+- :func:`holm`: Holm's step-down adjustment of several p-values (a family-wise error rate
+  over several candidates compared with one reference, as the allocation study does).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import numpy as np
 #: ``z`` of a two-sided 95 % normal interval (the 0.975 quantile of the standard normal).
 Z_95 = 1.959963984540054
 
-__all__ = ["Z_95", "McNemar", "binomial_two_sided", "discordant_counts", "mcnemar_exact",
-           "student_t_cdf", "student_t_quantile", "t_interval", "wilson_interval"]
+__all__ = ["Z_95", "McNemar", "binomial_two_sided", "discordant_counts", "holm",
+           "mcnemar_exact", "student_t_cdf", "student_t_quantile", "t_interval",
+           "wilson_interval"]
 
 
 def wilson_interval(correct: int, total: int, z: float = Z_95) -> tuple[float, float]:
@@ -186,3 +189,25 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     half = (student_t_quantile((1.0 + level) / 2.0, data.size - 1)
             * float(data.std(ddof=1)) / math.sqrt(data.size))
     return mean, mean - half, mean + half
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given.
+
+    With the ``m`` p-values sorted, ``p_(1) <= ... <= p_(m)``, the ``i``-th smallest is
+    adjusted to ``max over j <= i of min(1, (m - j + 1) p_(j))``; rejecting every hypothesis
+    whose adjusted p-value is below ``alpha`` keeps the family-wise error rate at ``alpha``
+    (Holm 1979), whatever the dependence between the tests. Equal p-values get equal
+    adjusted values. An empty sequence gives ``[]``.
+    """
+    values = [float(p) for p in p_values]
+    for p in values:
+        if not 0.0 <= p <= 1.0:  # NaN fails too
+            raise ValueError(f"p-values must lie in [0, 1], got {p}")
+    m = len(values)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: values[i])):
+        running = max(running, min(1.0, (m - rank) * values[index]))
+        adjusted[index] = running
+    return adjusted

@@ -144,3 +144,23 @@ def test_t_helpers_reject_bad_arguments():
         stats.student_t_cdf(1.0, 2.5)
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         stats.student_t_quantile(1.0, 3)
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> 0.06
+    # (step-down: never below the adjusted value of a smaller p-value)
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.6]) == [1.0, 1.0]  # 2 x 0.5, capped at 1; then max(1, 0.6)
+    assert stats.holm([0.02, 0.02]) == [0.04, 0.04]  # ties: the same adjusted value
+    assert stats.holm([0.3]) == [0.3] and stats.holm([]) == []
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        stats.holm([0.1, float("nan")])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        stats.holm([1.5])
+
+
+def test_holm_matches_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    p = [0.001, 0.2, 0.013, 0.04, 0.04, 0.9, 0.0125]
+    expected = multitest.multipletests(p, method="holm")[1]
+    assert stats.holm(p) == pytest.approx(list(expected), rel=1e-12)
