@@ -37,6 +37,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from aca_keras import _internals as internals
 from aca_keras.errors import StrategyError
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "all_reduce_sum",
     "apply_global_gradients",
     "check_global_batch",
+    "cluster_workers",
     "data_options",
     "describe_strategy",
     "dtype_policy",
@@ -162,12 +164,37 @@ def describe_strategy(strategy: tf.distribute.Strategy | None) -> dict[str, Any]
         return {"kind": "default", "replicas": 1, "workers": 1}
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         kind = "multiworker"
-        workers = int(getattr(strategy.extended, "_num_workers", 1) or 1)
+        workers = cluster_workers(strategy.cluster_resolver)
     elif isinstance(strategy, tf.distribute.MirroredStrategy):
         kind, workers = "mirrored", 1
     else:
         kind, workers = "one_device", 1
     return {"kind": kind, "replicas": int(strategy.num_replicas_in_sync), "workers": workers}
+
+
+def cluster_workers(resolver: Any) -> int:
+    """The number of workers a ``MultiWorkerMirroredStrategy`` with this cluster resolver
+    (``strategy.cluster_resolver``) runs on, as TensorFlow counts them: the chief and the
+    workers of the cluster spec (the evaluators, when this task is one); 1 for an empty
+    spec (one local worker, no ``TF_CONFIG``).
+
+    Raises:
+        StrategyError: no resolver, or one whose cluster spec cannot be read.
+    """
+    try:
+        spec = resolver.cluster_spec().as_dict()
+        task_type = resolver.task_type
+    except Exception as error:  # a missing or broken resolver: say so, do not guess 1
+        raise StrategyError(
+            f"Cannot count the workers of the multi-worker strategy: its cluster resolver "
+            f"({type(resolver).__name__}) gives no cluster spec ({error}). Create the "
+            "strategy with a cluster resolver (TF_CONFIG or "
+            "tf.distribute.cluster_resolver.SimpleClusterResolver).") from error
+    if not spec:
+        return 1
+    if task_type == "evaluator":
+        return len(spec.get("evaluator", ()))
+    return len(spec.get("chief", ())) + len(spec.get("worker", ()))
 
 
 def is_chief(strategy: tf.distribute.Strategy | None) -> bool:
@@ -329,13 +356,7 @@ def multiworker_train_step(model: Any, dataset: Any = None) -> None:
 
     model.train_step = train_step
     if dataset is not None:
-        build = model._maybe_symbolic_build
-        sample = next(iter(dataset))
-
-        def symbolic_build(iterator=None, data_batch=None):
-            return build(iterator=None, data_batch=sample if data_batch is None else data_batch)
-
-        model._maybe_symbolic_build = symbolic_build
+        internals.symbolic_build_from_batch(model, next(iter(dataset)))
 
 
 def replica_position() -> tuple[Any, int]:

@@ -17,11 +17,29 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from aca_keras import _internals as internals
 from aca_keras import distribute as dist
 
-__all__ = ["L2SGD", "MomentumSGD"]
+__all__ = ["L2SGD", "MomentumSGD", "momentum_of"]
 
 _PACKAGE = "aca_keras"
+
+
+def momentum_of(optimizer: keras.optimizers.Optimizer, variable: keras.Variable
+                ) -> keras.Variable | None:
+    """The momentum buffer ``optimizer`` keeps for ``variable``, or ``None`` when it keeps
+    none (momentum 0, or an optimiser without SGD's ``momentums``, such as Adam).
+
+    Works for ``keras.optimizers.SGD`` and its subclasses (:class:`MomentumSGD`,
+    :class:`L2SGD`), looks through a ``LossScaleOptimizer`` to its ``inner_optimizer``, and
+    accepts, inside ``update_step`` under a ``tf.distribute`` strategy, a replica's component
+    of a variable. The optimiser must have been built on a list holding ``variable``.
+    """
+    inner = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+    momentums = getattr(inner, "momentums", None)
+    if not momentums or not getattr(inner, "momentum", 0):
+        return None
+    return momentums[internals.variable_index(inner, variable)]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -38,7 +56,7 @@ class MomentumSGD(keras.optimizers.SGD):
         if (self.momentum == 0 or self.nesterov or isinstance(gradient, tf.IndexedSlices)
                 or not isinstance(variable, tf.Variable)):
             return super().update_step(gradient, variable, learning_rate)
-        momentum = self.momentums[self._get_variable_index(variable)]
+        momentum = momentum_of(self, variable)
         dtype = variable.dtype
         tf.raw_ops.ResourceApplyKerasMomentum(
             var=variable.handle, accum=momentum.value.handle,
@@ -46,7 +64,25 @@ class MomentumSGD(keras.optimizers.SGD):
             momentum=tf.cast(self.momentum, dtype), use_locking=False, use_nesterov=False)
 
 
+def _clip_summed_gradient(optimizer: L2SGD, grads: list, keras_clip) -> list:
+    """L2SGD's gradient clipping (see :func:`aca_keras._internals.clips_gradients_with`).
+
+    Keras clips each replica's gradient before summing them across replicas; under a
+    strategy the global norm must be that of the summed gradient: sum here, clip, and hand on
+    1/replicas of it (Keras's own sum then restores the clipped total). Keras's clipping
+    everywhere else."""
+    context = tf.distribute.get_replica_context()
+    if (optimizer.global_clipnorm and context is not None
+            and context.num_replicas_in_sync > 1):
+        total = dist.all_reduce_sum(grads)
+        clipped, _ = tf.clip_by_global_norm(total, optimizer.global_clipnorm)
+        count = float(context.num_replicas_in_sync)
+        return [None if g is None else g / count for g in clipped]
+    return keras_clip(grads)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+@internals.clips_gradients_with(_clip_summed_gradient)
 class L2SGD(MomentumSGD):
     """SGD with coupled L2 weight decay, as ``torch.optim.SGD(weight_decay=...)``.
 
@@ -69,19 +105,6 @@ class L2SGD(MomentumSGD):
                 keras.ops.cast(gradient, variable.dtype),
                 keras.ops.multiply(keras.ops.cast(self.l2, variable.dtype), variable))
         super().update_step(gradient, variable, learning_rate)
-
-    def _clip_gradients(self, grads):
-        # Keras clips each replica's gradient before summing them across replicas; under a
-        # strategy the global norm must be that of the summed gradient: sum here, clip, and
-        # hand on 1/replicas of it (Keras's own sum then restores the clipped total).
-        context = tf.distribute.get_replica_context()
-        if (self.global_clipnorm and context is not None
-                and context.num_replicas_in_sync > 1):
-            total = dist.all_reduce_sum(grads)
-            clipped, _ = tf.clip_by_global_norm(total, self.global_clipnorm)
-            count = float(context.num_replicas_in_sync)
-            return [None if g is None else g / count for g in clipped]
-        return super()._clip_gradients(grads)
 
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}

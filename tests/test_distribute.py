@@ -89,6 +89,7 @@ def _child_mirrored(out: Path, order: int) -> None:
                   strategy=strategy, **TRAIN)
     if order == 1:  # which BatchNorm layers synchronise (no training: cheap)
         from aca_keras import distribute as dist
+        from aca_keras._internals import sublayers
         from aca_keras.layers.ops import BatchNormalization
         from aca_keras.models.supernet import SearchNetwork
 
@@ -100,11 +101,11 @@ def _child_mirrored(out: Path, order: int) -> None:
                                         ops=SEARCH["ops"],
                                         sync_batch_norm=dist.synchronize_batch_norm(mirrored,
                                                                                     sync))
-            flags[name] = [layer.synchronized for layer in network._flatten_layers()
+            flags[name] = [layer.synchronized for layer in sublayers(network)
                            if isinstance(layer, BatchNormalization)]
         network = SearchNetwork((8, 8, 1), 10, cells=3, channels=4, nodes=1, ops=SEARCH["ops"],
                                 sync_batch_norm=dist.synchronize_batch_norm(None, True))
-        flags["no strategy"] = [layer.synchronized for layer in network._flatten_layers()
+        flags["no strategy"] = [layer.synchronized for layer in sublayers(network)
                                 if isinstance(layer, BatchNormalization)]
         (out / "batch_norm.json").write_text(json.dumps(flags))
 
@@ -282,6 +283,31 @@ def test_strategy_names_and_records(monkeypatch):
         dist.check_global_batch(30, 4)
     assert dist.precision_policy(False) == "float32"
     assert dist.precision_policy("mixed_float16") == "mixed_float16"
+
+
+def test_the_worker_count_comes_from_the_cluster_resolver(monkeypatch):
+    """What a multi-worker strategy's record says about its workers, from the public cluster
+    resolver (``strategy.cluster_resolver``), counted as TensorFlow counts them."""
+    import tensorflow as tf
+
+    from aca_keras import distribute as dist
+    from aca_keras.errors import StrategyError
+
+    resolvers = tf.distribute.cluster_resolver
+    spec = {"chief": ["a:1"], "worker": ["b:1", "c:1"], "evaluator": ["d:1"]}
+    for task_type, workers in (("worker", 3), ("chief", 3), ("evaluator", 1)):
+        resolver = resolvers.SimpleClusterResolver(tf.train.ClusterSpec(spec),
+                                                   task_type=task_type, task_id=0)
+        assert dist.cluster_workers(resolver) == workers, task_type
+    # what MultiWorkerMirroredStrategy uses by default: TF_CONFIG, or one local worker
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["h1:1", "h2:1", "h3:1", "h4:1"]},
+        "task": {"type": "worker", "index": 2}}))
+    assert dist.cluster_workers(resolvers.TFConfigClusterResolver()) == 4
+    monkeypatch.delenv("TF_CONFIG")
+    assert dist.cluster_workers(resolvers.TFConfigClusterResolver()) == 1
+    with pytest.raises(StrategyError, match="cluster resolver.*NoneType"):
+        dist.cluster_workers(None)  # unknown is an error, never a silent 1
 
 
 def test_cli_options():

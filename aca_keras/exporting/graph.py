@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import keras
 import tensorflow as tf
 
+from aca_keras import _internals as internals
 from aca_keras.errors import ExportError
 from aca_keras.exporting.metadata import INPUT_NAME
 from aca_keras.models.cloning import clone_model
@@ -108,17 +109,9 @@ def serving_fn(graph: keras.Model, output: str) -> Callable[[Any], dict[str, Any
 # ------------------------------------------------------------------------ mixed precision
 
 
-def _layers(model: Any) -> Iterator[Any]:
-    flatten = getattr(model, "_flatten_layers", None)
-    if flatten is not None:
-        yield from flatten(include_self=True, recursive=True)
-    else:  # pragma: no cover - older Keras
-        yield model
-        yield from getattr(model, "layers", [])
-
-
 def _non_float32_policy(model: Any) -> str | None:
-    for layer in _layers(model):
+    layers = internals.sublayers(model) if isinstance(model, keras.layers.Layer) else [model]
+    for layer in layers:
         policy = getattr(layer, "dtype_policy", None)
         name = getattr(policy, "name", None)
         if name is not None and name != "float32":

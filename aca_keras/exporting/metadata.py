@@ -27,12 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
-from tensorflow.lite.python import schema_py_generated as tflite_schema
-from tensorflow.lite.tools import flatbuffer_utils
 
 from aca_keras import __version__
+from aca_keras import _internals as internals
 from aca_keras.errors import ExportError
 from aca_keras.exporting.formats import format_for_path, get_format, list_formats
 
@@ -118,18 +116,8 @@ def onnx_metadata_props(metadata: dict[str, Any], output: str) -> dict[str, str]
 def tflite_with_metadata(flatbuffer: bytes, metadata: dict[str, Any]) -> bytes:
     """The TFLite flatbuffer with a metadata entry :data:`TFLITE_METADATA_NAME` holding the
     document."""
-    payload = metadata_json(metadata).encode()
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    model.metadata = [m for m in (model.metadata or [])
-                      if _decode(m.name) != TFLITE_METADATA_NAME]
-    buffer = tflite_schema.BufferT()
-    buffer.data = np.frombuffer(payload, dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = tflite_schema.MetadataT()
-    entry.name = TFLITE_METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return internals.tflite_add_metadata(flatbuffer, TFLITE_METADATA_NAME,
+                                         metadata_json(metadata).encode())
 
 
 # ---------------------------------------------------------------------------- reading back
@@ -201,15 +189,7 @@ def _onnx_metadata(data: bytes, where: Path) -> str:
 
 def _tflite_metadata(data: bytes, where: Path) -> str | None:
     try:
-        model = tflite_schema.Model.GetRootAs(data, 0)
-        for i in range(model.MetadataLength()):
-            entry = model.Metadata(i)
-            if _decode(entry.Name()) == TFLITE_METADATA_NAME:
-                return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode("utf-8")
+        payload = internals.tflite_read_metadata(data, TFLITE_METADATA_NAME)
+        return None if payload is None else payload.decode("utf-8")
     except Exception as exc:  # a corrupt flatbuffer raises anything
         raise ExportError(f"{str(where)!r} is not a readable TFLite file: {exc}") from None
-    return None
-
-
-def _decode(name: Any) -> str:
-    return name.decode() if isinstance(name, bytes) else str(name)

@@ -8,7 +8,10 @@ every aca_keras model) into dangling *required graph inputs*, so its file cannot
 ``images`` alone. Here such inputs are dropped (unused) or turned into initializers (used,
 with the captured value), the output gets its name, the batch dimension is named ``batch``,
 and ``onnx.checker.check_model(full_check=True)`` must pass. (``tf2onnx.convert.from_keras``
-is never used: it is broken on Keras 3.)
+is never used: it is broken on Keras 3.) Keras's internal numpy-2 patch of tf2onnx is
+not applied: tf2onnx 1.17, the declared floor, runs on numpy 2 in the converter paths used
+here (it still calls the removed ``np.product`` only for external tensor storage, which is
+for models over 2 GB).
 
 onnx, tf2onnx and onnxruntime are heavy: they are imported by the functions that use them,
 so that importing :mod:`aca_keras.exporting` (and the SavedModel/TFLite routes) does not.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,6 @@ def write_onnx(graph: keras.Model, tmp: Path, input_shape: tuple[int, ...],
     import onnx  # heavy optional route: only ONNX exports load it
     import tf2onnx  # heavy optional route: only ONNX exports load it
 
-    _patch_tf2onnx()
     signature = input_signature(input_shape, batch_size)
     fn = tf.function(serving_fn(graph, output), input_signature=signature, autograph=False)
     concrete = fn.get_concrete_function(*signature)
@@ -139,18 +140,6 @@ def run_onnx(path: Path, batches: list[np.ndarray], output: str) -> list[np.ndar
         raise ExportError(f"The ONNX model's inputs are "
                           f"{[i.name for i in session.get_inputs()]}, not [{INPUT_NAME!r}].")
     return [session.run([output], {INPUT_NAME: b})[0] for b in batches]
-
-
-def _patch_tf2onnx() -> None:
-    """Keras's own numpy-2 patch of tf2onnx (what ``model.export(format="onnx")`` applies)."""
-    try:
-        # imports tf2onnx (heavy optional route); a Keras without the module has no patch
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    except ImportError:  # pragma: no cover - a Keras without it
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        patch_tf2onnx()
 
 
 @contextlib.contextmanager

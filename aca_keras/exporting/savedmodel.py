@@ -1,14 +1,19 @@
-"""TensorFlow SavedModel: Keras's ``keras.export.ExportArchive`` with a ``serve`` endpoint
-(also ``serving_default``) whose output dict key is ``logits``/``probabilities``, and the
-metadata as a tracked asset; run with a fresh ``tf.saved_model.load``. The ``savedmodel`` entry
-of :mod:`~aca_keras.exporting.formats` names :func:`export_savedmodel` and
-:func:`run_savedmodel`."""
+"""TensorFlow SavedModel: ``tf.saved_model.save`` of a ``tf.Module`` holding a ``serve``
+endpoint (also the ``serving_default`` signature) whose output dict key is
+``logits``/``probabilities``, the variables it reads, and the metadata as a tracked asset; run
+with a fresh ``tf.saved_model.load``. The ``savedmodel`` entry of
+:mod:`~aca_keras.exporting.formats` names :func:`export_savedmodel` and :func:`run_savedmodel`.
+
+This is what Keras's ``keras.export.ExportArchive`` writes for such a graph (the same
+endpoint, signatures and variables: those the endpoint reads), through public TensorFlow API
+only: the archive has no public way to attach an asset to the saved object
+(``ExportArchive.track`` keeps lookup tables, not files).
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -37,22 +42,22 @@ def write_savedmodel(graph: keras.Model, tmp: Path, input_shape: tuple[int, ...]
         meta_file = Path(meta_dir) / METADATA_FILE
         meta_file.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n",
                              encoding="utf-8")
-        archive = keras.export.ExportArchive()
-        archive.track(graph)
-        archive.add_endpoint("serve", serving_fn(graph, output),
-                             input_signature=input_signature(input_shape, batch_size))
-        trackable = getattr(archive, "_tf_trackable", None)
-        if trackable is not None:
-            # A tracked asset: copied to assets/ and revived by tf.saved_model.load.
-            trackable.aca_keras_metadata = tf.saved_model.Asset(os.fspath(meta_file))
+        root = tf.Module()
+        root.serve = tf.function(serving_fn(graph, output),
+                                 input_signature=input_signature(input_shape, batch_size),
+                                 autograph=False)
+        # a tracked asset: copied to assets/ and revived by tf.saved_model.load
+        root.aca_keras_metadata = tf.saved_model.Asset(os.fspath(meta_file))
         try:
-            archive.write_out(os.fspath(tmp), verbose=False)
+            serve = root.serve.get_concrete_function()
+            # the TensorFlow variables the endpoint reads (as ExportArchive tracks them; the
+            # Keras variables wrapping them would save too, but the TFLite converter then
+            # freezes them to wrong values: NaN outputs)
+            root.graph_variables = list(serve.variables)
+            tf.saved_model.save(root, os.fspath(tmp),
+                                signatures={"serve": serve, "serving_default": serve})
         except Exception as exc:
             raise ExportError(f"Writing the SavedModel failed: {exc}") from exc
-        if trackable is None:  # pragma: no cover - a Keras whose archive we cannot extend
-            extra = tmp / "assets.extra"
-            extra.mkdir(exist_ok=True)
-            shutil.copyfile(meta_file, extra / METADATA_FILE)
 
 
 def run_savedmodel(path: Path, batches: list[np.ndarray], output: str) -> list[np.ndarray]:

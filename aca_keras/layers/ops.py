@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import keras
 import tensorflow as tf
 
+from aca_keras import _internals as internals
 from aca_keras.errors import UnknownOperationError
 from aca_keras.registry import Registry
 from aca_keras.space.op_sets import (  # noqa: F401  (the op sets, re-exported here)
@@ -702,7 +703,7 @@ def create_op(name: str, channels_in: int, channels_out: int | None = None, stri
                             sync_batch_norm=bool(sync_batch_norm))
     layer = spec.factory(channels_in, channels_out, stride, affine)
     if sync_batch_norm:
-        for sub in layer._flatten_layers(include_self=True):
+        for sub in internals.sublayers(layer):
             if isinstance(sub, keras.layers.BatchNormalization):
                 sub.synchronized = True
     return layer
