@@ -177,7 +177,11 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
 def tflite_add_metadata(flatbuffer: bytes, name: str, payload: bytes) -> bytes:
     """The ``.tflite`` flatbuffer with a metadata entry ``name`` holding ``payload`` (an entry
     of that name already there is replaced); the interpreter ignores such entries."""
-    model = _flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    # TF >= 2.17 has read_model_from_bytearray (byte order and > 2 GB buffers handled); TF 2.16
+    # has only convert_bytearray_to_object, the same read on little-endian machines
+    read = getattr(_flatbuffer_utils, "read_model_from_bytearray",
+                   _flatbuffer_utils.convert_bytearray_to_object)
+    model = read(bytearray(flatbuffer))
     model.metadata = [m for m in (model.metadata or []) if _text(m.name) != name]
     buffer = _tflite_schema.BufferT()
     buffer.data = np.frombuffer(payload, dtype=np.uint8)
