@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from aca_keras import _internals as internals
 from aca_keras.errors import ArchitectureError, RunDirError
 from aca_keras.layers import ops as ops_lib
 from aca_keras.models.derived import (
@@ -354,7 +355,7 @@ def test_models_saved_by_0_1_0_keep_their_stride2_padding():
     assert legacy.centred_stride2 is False
 
     def strided(m):
-        return [layer for layer in m._flatten_layers()
+        return [layer for layer in internals.sublayers(m)
                 if isinstance(layer, (ops.DilConv, ops.PoolBN)) and layer.stride == 2]
 
     assert strided(model) and all(layer.centred for layer in strided(model))

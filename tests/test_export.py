@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import aca_keras.exporting as exporting
+from aca_keras import _internals as internals
 from aca_keras import zoo
 from aca_keras.cli.export import main as cli_main
 from aca_keras.data import CIFAR10_CLASS_NAMES
@@ -63,7 +64,7 @@ def random_architecture(seed: int, op_set: str, reference: int = 4, nodes: int =
 def randomize_batchnorm(model: keras.Model, seed: int) -> None:
     """Non-trivial BatchNorm statistics, so that inference-mode BN is really checked."""
     rng = np.random.default_rng(seed)
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in internals.sublayers(model)[1:]:
         if isinstance(layer, keras.layers.BatchNormalization):
             values = []
             for w in layer.weights:

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 import pytest
 
+from aca_keras import _internals as internals
 from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
 from aca_keras.models.derived import DerivedNetwork, build_model, load_model
@@ -33,7 +34,7 @@ OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "
 
 
 def _batch_norms(layer) -> list[keras.layers.BatchNormalization]:
-    return [sub for sub in layer._flatten_layers(include_self=True)
+    return [sub for sub in internals.sublayers(layer)
             if isinstance(sub, keras.layers.BatchNormalization)]
 
 

@@ -16,7 +16,7 @@ The formats are the entries of :mod:`~aca_keras.exporting.formats` (``FORMATS`` 
 names now, :func:`~aca_keras.exporting.formats.list_formats`); each names its writer and its
 runner. The built-in routes, one module each, as tested on Keras 3.15 / TensorFlow 2.21 /
 tf2onnx 1.17: :mod:`~aca_keras.exporting.onnx` (tf2onnx, repaired and checked),
-:mod:`~aca_keras.exporting.savedmodel` (``keras.export.ExportArchive``) and
+:mod:`~aca_keras.exporting.savedmodel` (``tf.saved_model.save`` of a ``tf.Module``) and
 :mod:`~aca_keras.exporting.tflite` (converted from that SavedModel). The metadata document
 they embed (:func:`read_metadata` reads it back) is described in
 :mod:`~aca_keras.exporting.metadata`.
