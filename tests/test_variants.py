@@ -237,3 +237,121 @@ def test_pc_darts_search_end_to_end_with_the_darts_op_set(tmp_path):
                                rtol=1e-6)
     assert records[1]["alphas"] != records[0]["alphas"]
     assert architecture.normal.channels == (C, C)  # allocator none: plain DARTS edges
+
+
+# ------------------------------------------------------------- variants as objects (issue 38)
+
+
+def test_cli_variant_help_lists_the_registered_variants():
+    """aca-search's --help spells the variants (their registry imports TensorFlow); it must
+    list exactly the registered ones, in order."""
+    from aca_keras.cli.search import VARIANTS, build_parser
+
+    assert list(VARIANTS) == variants.list_variants()
+    text = " ".join(build_parser().format_help().split())
+    for name in VARIANTS:
+        assert name in text
+    assert "--perturbation-epsilon" in text
+
+
+def _configured(name: str, epochs: int = 50, **settings):
+    spec = variants.get_variant(name)
+    return spec.configure(variants.resolve_settings(name, epochs, **settings), epochs=epochs,
+                          steps_per_epoch=2, seed=0)
+
+
+def test_the_built_in_variants_are_objects_with_the_search_hooks():
+    net = SearchNetwork(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4, nodes=2)
+    darts = _configured("darts")
+    assert darts.network_arguments() == {"partial_k": 1, "edge_normalization": False}
+    assert darts.compile_arguments() == {"alpha_warmup": False, "variant": darts}
+    assert darts.callbacks(net) == [] and darts.extra_alpha_loss(net) is None
+    assert not darts.transforms_alphas
+
+    pc = _configured("pc_darts")
+    assert pc.network_arguments() == {"partial_k": 4, "edge_normalization": True}
+    assert pc.compile_arguments()["alpha_warmup"] is True
+    [warmup] = pc.callbacks(net)
+    assert isinstance(warmup, variants.AlphaWarmup) and warmup.warmup_epochs == 15
+    assert pc.extra_alpha_loss(net) is None and not pc.transforms_alphas
+
+    beta = _configured("beta_darts", epochs=5)
+    [ramp] = beta.callbacks(net)
+    assert isinstance(ramp, variants.BetaDecaySchedule) and (ramp.weight, ramp.epochs) == (1.0, 5)
+    net.beta_decay_lambda.assign(0.5)
+    expected = 0.5 * sum(np.mean(np.log(np.exp(a).sum(axis=-1)))
+                         for a in (net.alpha_normal.numpy(), net.alpha_reduce.numpy()))
+    np.testing.assert_allclose(float(beta.extra_alpha_loss(net)), expected, rtol=1e-6)
+    assert not beta.transforms_alphas
+    # an explicit weight of 0 switches the regulariser off, as before
+    assert _configured("beta_darts", beta_decay_weight=0.0).extra_alpha_loss(net) is None
+
+    assert variants.get_variant("sdarts_rs").transforms_alphas
+    for name in variants.list_variants():  # every built-in names its source
+        assert variants.get_variant(name).source
+
+
+def test_the_beta_darts_variant_steps_exactly_as_the_beta_decay_flag():
+    """The regulariser as the variant's extra loss gives the numbers the compile flag gave."""
+    x_w, y_w = _batch(8)
+    x_a, y_a = _batch(9)
+    alphas = []
+    for kwargs in ({"beta_decay": True}, {"variant": _configured("beta_darts", epochs=3)}):
+        keras.utils.set_random_seed(1)
+        net = SearchNetwork(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4,
+                            nodes=2)
+        net.compile(**kwargs)
+        net.beta_decay_lambda.assign(0.8)
+        net.architect.alpha_step(x_w, y_w, x_a, y_a)
+        alphas.append([a.numpy() for a in net.alpha_variables])
+    for a, b in zip(*alphas):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_new_variant_is_one_subclass_whose_hooks_the_step_calls():
+    from dataclasses import dataclass
+
+    from aca_keras.models.variant import SearchVariant
+
+    @dataclass(frozen=True)
+    class Doubled(SearchVariant):  # an extra loss and an alpha transform, nothing else
+        name: str = "test_doubled"
+
+        def extra_alpha_loss(self, network):
+            return 0.25 * keras.ops.sum(network.alpha_normal ** 2)
+
+        def alpha_transform(self, network, op_weights, phase):
+            return op_weights if phase == "alpha" else tuple(2.0 * w for w in op_weights)
+
+    variants.register_variant(Doubled())
+    try:
+        assert "test_doubled" in variants.list_variants()
+        assert variants.resolve_settings("test_doubled", 3) == {
+            "partial_k": 1, "alpha_warmup_epochs": 0, "beta_decay_weight": 0.0}
+        variant = variants.get_variant("test_doubled").configure({}, epochs=3)
+        net = SearchNetwork(input_shape=(8, 8, 3), num_classes=4, cells=3, channels=4,
+                            nodes=2)
+        net.compile(variant=variant)
+        net.alpha_normal.assign(np.full(net.alpha_normal.shape, 0.5))
+        np.testing.assert_allclose(float(net.architect.extra_alpha_loss()),
+                                   0.25 * 0.25 * net.alpha_normal.shape[0] * 7, rtol=1e-6)
+        x, y = _batch(10)
+        doubled = tuple(2.0 * w for w in net.op_weights())
+        expected = net.loss_and_logits(x, y, op_weights=doubled)[0].numpy()
+        plain = net.loss_and_logits(x, y)[0].numpy()
+        np.testing.assert_allclose(net.architect.loss_and_logits(x, y, "weight")[0].numpy(),
+                                   expected, rtol=1e-6)
+        np.testing.assert_allclose(net.architect.loss_and_logits(x, y, "alpha")[0].numpy(),
+                                   plain, rtol=1e-6)
+        assert abs(expected - plain) > 1e-6
+    finally:
+        variants.unregister_variant("test_doubled")
+
+
+def test_variant_owned_settings_are_refused_for_other_variants():
+    assert variants.own_settings() == {"perturbation_epsilon": ["sdarts_rs"]}
+    with pytest.raises(ValueError, match="needs variant='sdarts_rs'"):
+        variants.resolve_settings("pc_darts", 3, perturbation_epsilon=0.1)
+    with pytest.raises(ValueError, match="No search variant has the setting 'warp'"):
+        variants.resolve_settings("darts", 3, warp=1)
+    assert variants.VariantSpec is variants.SearchVariant

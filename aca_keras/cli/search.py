@@ -21,6 +21,16 @@ DEFAULTS = defaults()
 SCORERS = ("taylor", "refill", "magnitude", "alpha")
 POOLINGS = ("index", "sorted", "rank")
 
+#: the built-in search variants with a short note, spelled here for --help for the same reason
+#: (aca_keras.searching.variants imports TensorFlow); tests/test_variants.py checks the names
+#: against list_variants()
+VARIANTS = {
+    "darts": "plain DARTS",
+    "pc_darts": "partial channels, edge normalisation, alpha warm-up",
+    "beta_darts": "beta-decay regularisation",
+    "sdarts_rs": "random smoothing: the weight step sees perturbed alphas",
+}
+
 #: the settings --reallocate may change (aca_keras.searching.reallocate.REALLOCATION_SETTINGS)
 REALLOCATE_FLAGS = {"scorer": "--scorer", "pooling": "--pooling",
                     "divide_weight": "--divide-weight", "allocator": "--allocator"}
@@ -35,14 +45,17 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
                           "'rdarts-s2', 'rdarts-s3', 'rdarts-s4' and their '-aca' forms, or "
                           "a comma-separated list of registered operations"),
     ("--order", "order", int, "1: first-order DARTS; 2: unrolled second-order hypergradient"),
-    ("--variant", "variant", str, "search variant: darts, pc_darts (partial channels, edge "
-                                  "normalisation, alpha warm-up) or beta_darts (beta-decay)"),
+    ("--variant", "variant", str, "search variant: " + ", ".join(
+        f"{name} ({note})" for name, note in VARIANTS.items())),
     ("--partial-k", "partial_k", int, "PC-DARTS: edges see C/K channels (default: 4 for pc_darts)"),
     ("--alpha-warmup-epochs", "alpha_warmup_epochs", int,
      "epochs with frozen architecture weights (default: 15 for pc_darts, clipped to "
      "epochs-1; else 0)"),
     ("--beta-decay-weight", "beta_decay_weight", float,
      "beta_darts: end of the linear beta-decay ramp (default: 1 for beta_darts)"),
+    ("--perturbation-epsilon", "perturbation_epsilon", float,
+     "sdarts_rs: end of the per-epoch ramp (from 0.03) of the uniform perturbation of the "
+     "softmaxed alphas in the weight step (default: 0.3 for sdarts_rs)"),
     ("--cells", "cells", int, "supernet cells"),
     ("--channels", "channels", int, "supernet initial channels C"),
     ("--nodes", "nodes", int, "intermediate nodes per cell"),

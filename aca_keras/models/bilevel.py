@@ -8,6 +8,11 @@ then the weight step on a weight-train batch (global-norm clip, coupled weight d
 network owns the variables and the two optimisers; ``SearchNetwork.compile`` creates its
 ``architect`` and ``train_step`` calls :meth:`BilevelOptimizer.step`, so ``model.fit``
 drives the search.
+
+A search variant (:class:`~aca_keras.models.variant.SearchVariant`, ``variant=``) changes the
+step through two hooks: ``alpha_transform`` (the mixing weights a forward pass uses: phase
+``"weight"`` for the weight step's forward pass, ``"alpha"`` for every forward pass of the
+architecture step) and ``extra_alpha_loss`` (a regulariser of the architecture step).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from aca_keras import distribute as dist
+from aca_keras.models.variant import SearchVariant, beta_decay_loss
 
 __all__ = ["BilevelOptimizer"]
 
@@ -60,13 +66,17 @@ class BilevelOptimizer:
         unrolled_eps: finite-difference step of the second-order Hessian-vector product,
             ``eps = unrolled_eps / ||dw||`` (0.01 in DARTS).
         alpha_warmup: skip the architecture step while ``network.alpha_frozen`` is 1.
-        beta_decay: add the beta-decay regulariser weighted by ``network.beta_decay_lambda``.
+        beta_decay: add the beta-decay regulariser weighted by ``network.beta_decay_lambda``
+            (what the ``beta_darts`` variant's ``extra_alpha_loss`` adds; kept for compile
+            settings saved before variants were objects).
+        variant: a configured :class:`~aca_keras.models.variant.SearchVariant` whose hooks
+            the step calls (``None``: plain DARTS).
     """
 
     def __init__(self, network, *, order: int = 1, weight_decay: float = 3e-4,
                  alpha_weight_decay: float = 1e-3, grad_clip: float | None = 5.0,
                  unrolled_eps: float = 0.01, alpha_warmup: bool = False,
-                 beta_decay: bool = False):
+                 beta_decay: bool = False, variant: SearchVariant | None = None):
         if order not in (1, 2):
             raise ValueError(f"order must be 1 or 2, got {order}")
         self.network = network
@@ -77,13 +87,41 @@ class BilevelOptimizer:
         self.unrolled_eps = float(unrolled_eps)
         self.alpha_warmup = bool(alpha_warmup)
         self.beta_decay = bool(beta_decay)
+        self.variant = variant
 
     def settings(self) -> dict:
-        """The constructor's settings (for ``SearchNetwork.get_compile_config``)."""
+        """The constructor's settings (for ``SearchNetwork.get_compile_config``); the variant
+        Keras-serialised (``None`` without one)."""
         return {"order": self.order, "weight_decay": self.weight_decay,
                 "alpha_weight_decay": self.alpha_weight_decay, "grad_clip": self.grad_clip,
                 "unrolled_eps": self.unrolled_eps, "alpha_warmup": self.alpha_warmup,
-                "beta_decay": self.beta_decay}
+                "beta_decay": self.beta_decay,
+                "variant": (None if self.variant is None
+                            else keras.saving.serialize_keras_object(self.variant))}
+
+    def loss_and_logits(self, x, y, phase: str):
+        """``network.loss_and_logits(x, y)`` for a forward pass of ``phase`` (``"weight"`` or
+        ``"alpha"``), with the variant's ``alpha_transform`` of the mixing weights when it
+        has one."""
+        if self.variant is None or not self.variant.transforms_alphas:
+            return self.network.loss_and_logits(x, y)
+        op_weights = self.variant.alpha_transform(self.network, self.network.op_weights(),
+                                                  phase)
+        return self.network.loss_and_logits(x, y, op_weights=op_weights)
+
+    def extra_alpha_loss(self):
+        """The regularisers of the architecture step: beta-decay (``beta_decay=True``) plus
+        the variant's ``extra_alpha_loss``; ``None`` when there is none."""
+        terms = []
+        if self.beta_decay:
+            terms.append(self.beta_decay_loss())
+        if self.variant is not None:
+            extra = self.variant.extra_alpha_loss(self.network)
+            if extra is not None:
+                terms.append(extra)
+        if not terms:
+            return None
+        return terms[0] if len(terms) == 1 else keras.ops.sum(keras.ops.stack(terms))
 
     def step(self, data):
         """The architecture step, then the weight step, on ``((x_w, y_w), (x_a, y_a))``;
@@ -106,7 +144,7 @@ class BilevelOptimizer:
         """
         if self.order == 1:
             with tf.GradientTape() as tape:
-                loss, logits = self.network.loss_and_logits(x_a, y_a)
+                loss, logits = self.loss_and_logits(x_a, y_a, "alpha")
             grads = dist.global_gradients(tape, loss, self.network.alpha_variables, self.network.alpha_optimizer)
             return grads, loss, logits
         return self.unrolled_gradients(x_w, y_w, x_a, y_a)
@@ -124,7 +162,7 @@ class BilevelOptimizer:
         optimiser's current learning rate ``xi`` and momentum buffer ``m``. Returns ``xi``."""
         weights = self.network.weight_variables
         with tf.GradientTape() as tape:
-            loss, _ = self.network.loss_and_logits(x_w, y_w)
+            loss, _ = self.loss_and_logits(x_w, y_w, "alpha")
         # global (all-replica) gradient: every replica takes the same virtual step
         grads = dist.global_gradients(tape, loss, weights, self.network.alpha_optimizer)
         grads = _zero_unconnected(grads, weights)[0]
@@ -145,7 +183,7 @@ class BilevelOptimizer:
         backup = [tf.identity(v) for v in weights]
         xi = self.virtual_step(x_w, y_w)
         with tf.GradientTape() as tape:
-            val_loss, val_logits = self.network.loss_and_logits(x_a, y_a)
+            val_loss, val_logits = self.loss_and_logits(x_a, y_a, "alpha")
         grads = dist.global_gradients(tape, val_loss, weights + alphas, self.network.alpha_optimizer)
         dw, dalpha = _zero_unconnected(grads[: len(weights)], weights)[0], grads[len(weights):]
         # Finite-difference Hessian-vector product d2 L_train / (d alpha d w) . dw
@@ -156,7 +194,7 @@ class BilevelOptimizer:
             for v, w0, d in zip(weights, backup, dw):
                 v.assign(w0 + sign * eps * d)
             with tf.GradientTape() as t:
-                loss, _ = self.network.loss_and_logits(x_w, y_w)
+                loss, _ = self.loss_and_logits(x_w, y_w, "alpha")
             return dist.global_gradients(t, loss, alphas, self.network.alpha_optimizer)
 
         plus = alpha_grad_at(1.0)
@@ -178,9 +216,9 @@ class BilevelOptimizer:
         grads, loss, logits = self.alpha_gradients(x_w, y_w, x_a, y_a)
         # alphas of a cell type the supernet does not have get no gradient: they stay put
         grads, connected = _zero_unconnected(grads, self.network.alpha_variables)
-        if self.beta_decay:
-            with tf.GradientTape() as tape:
-                regulariser = self.beta_decay_loss()
+        with tf.GradientTape() as tape:
+            regulariser = self.extra_alpha_loss()
+        if regulariser is not None:
             extra = tape.gradient(regulariser, self.network.alpha_variables)
             grads = [g if e is None or not c else g + e
                      for g, e, c in zip(grads, extra, connected)]
@@ -193,21 +231,19 @@ class BilevelOptimizer:
     def beta_decay_loss(self):
         """The beta-decay regulariser ``lambda * sum over cell types of mean over edges of
         logsumexp(alpha_e)`` (gradient: ``lambda * softmax(alpha_e) / edges``), with
-        ``lambda = beta_decay_lambda``; see :mod:`aca_keras.searching.variants`."""
-        total = (keras.ops.mean(keras.ops.logsumexp(self.network.alpha_normal, axis=-1))
-                 + keras.ops.mean(keras.ops.logsumexp(self.network.alpha_reduce, axis=-1)))
-        return keras.ops.cast(self.network.beta_decay_lambda, total.dtype) * total
+        ``lambda = beta_decay_lambda``: :func:`aca_keras.models.variant.beta_decay_loss`."""
+        return beta_decay_loss(self.network)
 
     def frozen_alpha_step(self, x_a, y_a):
         """The architecture step during warm-up: the validation forward pass only (for the
         ``alpha_*`` metrics and with the same BatchNorm updates), no update."""
-        return self.network.loss_and_logits(x_a, y_a)
+        return self.loss_and_logits(x_a, y_a, "alpha")
 
     def weight_step(self, x_w, y_w):
         """Update the weights (not the alphas) on the weight-train batch."""
         weights = self.network.weight_variables
         with tf.GradientTape() as tape:
-            loss, logits = self.network.loss_and_logits(x_w, y_w)
+            loss, logits = self.loss_and_logits(x_w, y_w, "weight")
         # the global gradient (summed over replicas): clipping and decay see all of it
         grads = dist.global_gradients(tape, loss, weights, self.network.optimizer)
         grads = _zero_unconnected(grads, weights)[0]

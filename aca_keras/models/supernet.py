@@ -10,10 +10,14 @@ alpha-validation batch. It first updates the alphas on the validation batch (fir
 default; ``order=2`` uses the unrolled DARTS hypergradient with a finite-difference
 Hessian-vector product), then the weights on the training batch.
 
-Search variants (:mod:`aca_keras.searching.variants`): ``partial_k > 1`` makes every mixed edge a
-PC-DARTS partial-channel edge, ``edge_normalization=True`` adds the PC-DARTS betas (trained
-with the alphas), ``compile(alpha_warmup=True)`` lets the ``alpha_frozen`` flag skip the
-architecture step, ``compile(beta_decay=True)`` adds the beta-DARTS regulariser.
+Search variants (:mod:`aca_keras.searching.variants`; the object,
+:class:`~aca_keras.models.variant.SearchVariant`, says what to pass here): ``partial_k > 1``
+makes every mixed edge a PC-DARTS partial-channel edge, ``edge_normalization=True`` adds the
+PC-DARTS betas (trained with the alphas), ``compile(alpha_warmup=True)`` lets the
+``alpha_frozen`` flag skip the architecture step, ``compile(variant=)`` hands the variant's
+hooks (alpha transform, extra architecture loss) to the bi-level step, and
+``call(op_weights=)`` runs a forward pass with given mixing weights instead of the softmax of
+the alphas (how the step applies the alpha transform).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from aca_keras.layers import ops as ops_lib
 from aca_keras.layers.channels import ChannelShuffle
 from aca_keras.layers.preprocessing import preprocessing_layers
 from aca_keras.models.bilevel import BilevelOptimizer
+from aca_keras.models.variant import SearchVariant
 from aca_keras.optimizers import MomentumSGD
 from aca_keras.space.genotype import Genotype, derive_genotype
 from aca_keras.space.topology import node_slices, num_edges_for, reduction_indices
@@ -403,15 +408,19 @@ class SearchNetwork(keras.Model):
         if not self.built:
             self(keras.ops.zeros((1,) + self.image_shape))
 
-    def call(self, inputs, training=None, taps: Mapping | None = None):
+    def call(self, inputs, training=None, taps: Mapping | None = None, op_weights=None):
         """Logits for raw images. ``taps`` (optional): ``{(cell, edge): {position: EdgeTap}}``
-        observes or replaces candidate outputs in this pass (see :class:`EdgeTap`)."""
+        observes or replaces candidate outputs in this pass (see :class:`EdgeTap`).
+        ``op_weights`` (optional): the mixing weights ``(normal, reduce)``, each
+        ``(num_edges, num_ops)``, used instead of :meth:`op_weights` (a search variant's
+        alpha transform)."""
         x = inputs
         for layer in self.preprocess:
             x = layer(x)
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
         # softmax in float32, then cast to the compute dtype (bfloat16/float16 when mixed)
-        matrices = [keras.ops.cast(w, self.compute_dtype) for w in self.op_weights()]
+        mixing = self.op_weights() if op_weights is None else op_weights
+        matrices = [keras.ops.cast(w, self.compute_dtype) for w in mixing]
         rows = [None, None]  # per cell type, the weights as scalars, made when first needed
         b_normal = b_reduce = None
         if self.edge_normalization:
@@ -499,7 +508,7 @@ class SearchNetwork(keras.Model):
                 grad_clip: float | None = 5.0, unrolled_eps: float = 0.01, loss=None,
                 jit_compile: bool = False, alpha_warmup: bool = False,
                 beta_decay: bool = False, graph_optimizations: bool = False,
-                recompute: bool = False, **kwargs):
+                recompute: bool = False, variant: SearchVariant | None = None, **kwargs):
         """Configure the bi-level search.
 
         Args:
@@ -522,7 +531,11 @@ class SearchNetwork(keras.Model):
                 it is 1 (set per epoch by :class:`aca_keras.searching.variants.AlphaWarmup`).
             beta_decay: add the beta-decay regulariser, weighted by ``beta_decay_lambda``
                 (ramped by :class:`aca_keras.searching.variants.BetaDecaySchedule`), to the
-                architecture step.
+                architecture step (the ``beta_darts`` variant's ``extra_alpha_loss`` adds the
+                same regulariser).
+            variant: a configured :class:`~aca_keras.models.variant.SearchVariant` whose
+                hooks (``alpha_transform``, ``extra_alpha_loss``) the bi-level step calls;
+                ``None``: plain DARTS. Saved with the compile settings.
             recompute: keep only each cell's inputs for the backward pass and compute the
                 cell's forward pass again there (gradient checkpointing per cell): much less
                 tensor memory for one more forward computation per step. The same
@@ -550,7 +563,8 @@ class SearchNetwork(keras.Model):
         self.architect = BilevelOptimizer(
             self, order=order, weight_decay=weight_decay,
             alpha_weight_decay=alpha_weight_decay, grad_clip=grad_clip,
-            unrolled_eps=unrolled_eps, alpha_warmup=alpha_warmup, beta_decay=beta_decay)
+            unrolled_eps=unrolled_eps, alpha_warmup=alpha_warmup, beta_decay=beta_decay,
+            variant=variant)
         # Build everything now so that no variable is created while train_step is traced.
         self.ensure_built()
         self.optimizer.build(self.weight_variables)
@@ -600,6 +614,8 @@ class SearchNetwork(keras.Model):
 
     def compile_from_config(self, config):
         config = dict(config)
+        if isinstance(config.get("variant"), Mapping):
+            config["variant"] = _deserialize_variant(config["variant"])
         optimizer = keras.optimizers.deserialize(config.pop("optimizer"))
         alpha_optimizer = keras.optimizers.deserialize(config.pop("alpha_optimizer"))
         self.compile(optimizer, alpha_optimizer, **config)
@@ -610,9 +626,13 @@ class SearchNetwork(keras.Model):
 
     # --------------------------------------------------------------------------- train step
 
-    def loss_and_logits(self, x, y, training=True):
-        """``(loss, logits)`` of a batch (the search loss on raw images)."""
-        logits = self(x, training=training)
+    def loss_and_logits(self, x, y, training=True, op_weights=None):
+        """``(loss, logits)`` of a batch (the search loss on raw images); ``op_weights`` as
+        in :meth:`call`."""
+        if op_weights is None:
+            logits = self(x, training=training)
+        else:
+            logits = self(x, training=training, op_weights=op_weights)
         loss = self.loss(y, logits)
         return loss, logits
 
@@ -650,3 +670,15 @@ class SearchNetwork(keras.Model):
             "mean": list(self.mean), "std": list(self.std), "name": self.name,
             "sync_batch_norm": self.sync_batch_norm,
         }
+
+
+def _deserialize_variant(config: Mapping) -> SearchVariant:
+    """The search variant of saved compile settings (Keras serialisation)."""
+    try:
+        return keras.saving.deserialize_keras_object(dict(config))
+    except (TypeError, ValueError) as error:
+        name = config.get("config", {}).get("name", config.get("class_name"))
+        raise TypeError(
+            f"The supernet was compiled with the search variant {name!r} of class "
+            f"{config.get('class_name')!r}, which is not registered: import its module "
+            f"({config.get('module')}) before loading the model.") from error

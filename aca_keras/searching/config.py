@@ -50,6 +50,9 @@ class SearchConfig:
     partial_k: int | None = None
     alpha_warmup_epochs: int | None = None
     beta_decay_weight: float | None = None
+    # sdarts_rs (aca_keras.searching.sdarts): the end of the per-epoch ramp of the uniform
+    # perturbation of the softmaxed alphas in the weight step (default 0.3 for sdarts_rs)
+    perturbation_epsilon: float | None = None
     cells: int = 8
     channels: int = 16
     nodes: int = 4
@@ -103,10 +106,7 @@ class SearchConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.order not in (1, 2):
             raise ValueError(f"order must be 1 (first order) or 2 (unrolled), got {self.order!r}")
-        from aca_keras.searching.variants import resolve_settings  # Keras: see the top
-
-        resolved = resolve_settings(self.variant, self.epochs, self.partial_k,
-                                    self.alpha_warmup_epochs, self.beta_decay_weight)
+        resolved = self._resolved_variant_settings()
         if self.channels % resolved["partial_k"]:
             raise ValueError(f"channels ({self.channels}) must be a multiple of partial_k "
                              f"({resolved['partial_k']}) for variant {self.variant!r}")
@@ -142,14 +142,28 @@ class SearchConfig:
 
     def resolve_variant(self) -> SearchConfig:
         """Fill the variant's defaults (``partial_k``, ``alpha_warmup_epochs``,
-        ``beta_decay_weight``) into the settings left ``None``; returns ``self``."""
-        from aca_keras.searching.variants import resolve_settings  # Keras: see the top
-
-        for key, value in resolve_settings(self.variant, self.epochs, self.partial_k,
-                                           self.alpha_warmup_epochs,
-                                           self.beta_decay_weight).items():
+        ``beta_decay_weight`` and the variant's own settings, such as ``sdarts_rs``'s
+        ``perturbation_epsilon``) into the settings left ``None``; returns ``self``."""
+        for key, value in self._resolved_variant_settings().items():
             setattr(self, key, value)
         return self
+
+    def _resolved_variant_settings(self) -> dict[str, Any]:
+        """The variant's settings, resolved and checked by the variant
+        (:func:`aca_keras.searching.variants.resolve_settings`); every variant-owned setting
+        of this config is passed, so one set for another variant is refused."""
+        from aca_keras.searching import variants  # Keras: see the top
+
+        fields = {f.name for f in dataclasses.fields(self)}
+        missing = [name for name in variants.get_variant(self.variant).own_settings
+                   if name not in fields]
+        if missing:
+            raise ValueError(f"Variant {self.variant!r} has the setting {missing[0]!r}, which "
+                             "SearchConfig does not hold; add it as a SearchConfig field.")
+        own = {name: getattr(self, name) for name in variants.own_settings() if name in fields}
+        return variants.resolve_settings(self.variant, self.epochs, self.partial_k,
+                                         self.alpha_warmup_epochs, self.beta_decay_weight,
+                                         **own)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -58,14 +58,14 @@ from aca_keras.optimizers import MomentumSGD
 from aca_keras.plots import write_run_pictures
 from aca_keras.searching.config import SearchConfig
 from aca_keras.searching.monitor import MONITOR_KEYS, CollapseMonitor
-from aca_keras.searching.variants import AlphaWarmup, BetaDecaySchedule, get_variant
+from aca_keras.searching.variants import SearchVariant, get_variant
 from aca_keras.space.architecture import Architecture
 from aca_keras.space.topology import reduction_indices
 from aca_keras.tensorboard import TensorBoardLogger
 from aca_keras.versions import package_versions
 
 __all__ = ["SearchConfig", "build_derived", "build_search_network", "derive_architecture",
-           "search", "search_supernet"]
+           "search", "search_supernet", "search_variant"]
 
 
 def _default_run_dir(dataset: str) -> Path:
@@ -199,12 +199,14 @@ def search(dataset: Any = None, *, epochs: int | None = None,
         **settings: any other :class:`SearchConfig` field (``learning_rate``,
             ``alpha_learning_rate``, ``train_fraction``, ``scorer``, ``allocator``,
             ``eval_cells``, ``eval_channels``, ``auxiliary``, ``drop_path``, ...). The search
-            variant: ``variant``, ``"darts"`` (default), ``"pc_darts"`` or ``"beta_darts"``
-            (see :mod:`aca_keras.searching.variants`), with ``partial_k`` (PC-DARTS's K, default 4),
-            ``alpha_warmup_epochs`` (epochs with frozen architecture weights, default 15 for
-            PC-DARTS clipped to ``epochs - 1``, else 0) and ``beta_decay_weight`` (the
-            beta-decay ramp end, default 1 for beta-DARTS, else 0). Other settings keep
-            DARTS's defaults for every variant.
+            variant: ``variant``, ``"darts"`` (default), ``"pc_darts"``, ``"beta_darts"`` or
+            ``"sdarts_rs"`` (any registered one: see :mod:`aca_keras.searching.variants`),
+            with ``partial_k`` (PC-DARTS's K, default 4), ``alpha_warmup_epochs`` (epochs
+            with frozen architecture weights, default 15 for PC-DARTS clipped to
+            ``epochs - 1``, else 0), ``beta_decay_weight`` (the beta-decay ramp end, default 1
+            for beta-DARTS, else 0) and ``perturbation_epsilon`` (SDARTS-RS's largest
+            perturbation, default 0.3). Other settings keep DARTS's defaults for every
+            variant.
 
     Returns:
         The derived :class:`~aca_keras.models.derived.DerivedNetwork`, with ``model.architecture``.
@@ -342,13 +344,12 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int, *,
     ``strategy``: the strategy the network is built for (call this in its scope); its
     BatchNorm layers synchronise when it has several replicas and ``config.sync_batch_norm``
     is on (:func:`aca_keras.distribute.synchronize_batch_norm`)."""
-    config.resolve_variant()
+    variant = search_variant(config, steps_per_epoch)
     keras.utils.set_random_seed(config.seed)
     network = SearchNetwork(
         bundle.input_shape, bundle.num_classes, cells=config.cells, channels=config.channels,
         nodes=config.nodes, stem_multiplier=config.stem_multiplier, ops=config.ops,
-        mean=bundle.mean, std=bundle.std, partial_k=config.partial_k,
-        edge_normalization=get_variant(config.variant).edge_normalization,
+        mean=bundle.mean, std=bundle.std, **variant.network_arguments(),
         sync_batch_norm=dist.synchronize_batch_norm(strategy, config.sync_batch_norm))
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch),
@@ -359,19 +360,21 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int, *,
                                               beta_2=0.999),
         order=config.order, weight_decay=config.weight_decay,
         alpha_weight_decay=config.alpha_weight_decay, grad_clip=config.grad_clip,
-        jit_compile=config.jit_compile, alpha_warmup=config.alpha_warmup_epochs > 0,
-        beta_decay=config.beta_decay_weight > 0, recompute=config.recompute)
+        jit_compile=config.jit_compile, recompute=config.recompute,
+        **variant.compile_arguments())
     return network
 
 
-def _variant_callbacks(network, config: SearchConfig) -> list[keras.callbacks.Callback]:
-    """The alpha warm-up and beta-decay schedules the variant needs (none for DARTS)."""
-    out: list[keras.callbacks.Callback] = []
-    if config.alpha_warmup_epochs:
-        out.append(AlphaWarmup(network, config.alpha_warmup_epochs))
-    if config.beta_decay_weight:
-        out.append(BetaDecaySchedule(network, config.beta_decay_weight, config.epochs))
-    return out
+def search_variant(config: SearchConfig, steps_per_epoch: int | None = None) -> SearchVariant:
+    """The search variant of ``config`` (:func:`~aca_keras.searching.variants.get_variant`),
+    its settings resolved into ``config`` and bound to this search
+    (:meth:`~aca_keras.models.variant.SearchVariant.configure`: the settings, ``epochs``,
+    ``steps_per_epoch``, ``seed``)."""
+    config.resolve_variant()
+    variant = get_variant(config.variant)
+    settings = {name: getattr(config, name) for name in variant.setting_names()}
+    return variant.configure(settings, epochs=config.epochs, steps_per_epoch=steps_per_epoch,
+                             seed=config.seed)
 
 
 def search_supernet(bundle, config: SearchConfig, run_dir: str | os.PathLike | RunDir, *,
@@ -418,7 +421,8 @@ def _train_supernet(bundle, config: SearchConfig, run: RunDir, verbose, callback
         network.fit(
             dist.data_options(pipelines.dataset), epochs=config.epochs, initial_epoch=start_epoch,
             steps_per_epoch=steps, verbose=verbose, shuffle=False,
-            callbacks=[*_variant_callbacks(network, config), _stop_on_non_finite(run),
+            callbacks=[*search_variant(config, steps).callbacks(network),
+                       _stop_on_non_finite(run),
                        _collapse_monitor(network, bundle, config, say),
                        _RunDirWriter(run, network, steps),
                        # history.csv counts epochs from 1
@@ -459,6 +463,7 @@ def derive_architecture(network: SearchNetwork, bundle, config: SearchConfig,
         "variant": config.variant, "partial_k": config.partial_k,
         "alpha_warmup_epochs": config.alpha_warmup_epochs,
         "beta_decay_weight": config.beta_decay_weight,
+        **{name: getattr(config, name) for name in get_variant(config.variant).own_settings},
         "order": config.order, "scorer": config.scorer, "pooling": config.pooling,
         "divide_weight": config.divide_weight,
         "allocator": config.allocator, "dataset": config.dataset, "seed": config.seed,

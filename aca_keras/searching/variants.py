@@ -1,9 +1,22 @@
-"""DARTS search variants: ``darts``, ``pc_darts`` and ``beta_darts``, behind one ``variant=``.
+"""DARTS search variants: ``darts``, ``pc_darts``, ``beta_darts`` and ``sdarts_rs``, behind one
+``variant=``.
 
 A variant changes how the supernet is searched, never the derivation rule (the DARTS rule,
 :func:`aca_keras.space.genotype.derive_genotype`) nor the channel allocation that follows it, so
 every variant works with the ``"aca"`` op set (skip-free, with allocation) and with the
 ``"darts"`` op set (the baseline).
+
+Each variant is one object, a :class:`~aca_keras.models.variant.SearchVariant`, registered here
+by name (:func:`register_variant`, :func:`list_variants`, :func:`get_variant`). The object
+resolves its settings, says how the supernet is built and compiled, and carries the hooks the
+search calls: the alpha transform and the extra architecture loss of the bi-level step, and
+the epoch callbacks (warm-up, schedules); see :mod:`aca_keras.models.variant`. A variant with
+new behaviour is one module holding a subclass that overrides the hooks it needs, plus its
+test (``sdarts_rs``: :mod:`aca_keras.searching.sdarts`, ``tests/test_sdarts.py``); it is
+registered with one line in this module's list of built-ins, or by
+``register_variant(MyVariant())`` in your own code. A setting of its own is a
+``SearchConfig`` field (the single home of the search defaults) named in the subclass's
+``own_settings``, and an ``aca-search`` flag.
 
 ``darts``
     The plain DARTS mixed edge over all C channels; first or second order (``order=``).
@@ -52,97 +65,99 @@ every variant works with the ``"aca"`` op set (skip-free, with allocation) and w
     supernet's non-trainable ``beta_decay_lambda`` variable). This is our reading of the
     method; the ramp end value is a setting, not a tuned number.
 
+``sdarts_rs`` (Chen & Hsieh, ICML 2020, "Stabilizing Differentiable Architecture Search via
+Perturbation-based Regularization", SDARTS-RS)
+    DARTS whose weight step sees randomly perturbed architecture weights, which smooths the
+    validation loss landscape in the alphas (the paper: an implicit regulariser of the
+    Hessian norm). The weight step's forward pass uses the mixing weights
+    ``clip(softmax(alpha) + delta)``, ``delta ~ U[-epsilon, epsilon]`` drawn anew per step;
+    the architecture step, inference and the derivation use the unperturbed alphas.
+    ``epsilon`` ramps per epoch from 0.03 to ``perturbation_epsilon`` (default 0.3), as the
+    authors' code does. Exactly what is implemented, and where it follows the authors' code
+    rather than the paper's text: :mod:`aca_keras.searching.sdarts`.
+
 Channel importance under ``pc_darts`` is documented in :mod:`aca_keras.importance`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import keras
-import numpy as np
-
+from aca_keras.models.variant import (
+    DEFAULT_BETA_DECAY_WEIGHT,
+    DEFAULT_PARTIAL_K,
+    AlphaWarmup,
+    BetaDecaySchedule,
+    SearchVariant,
+)
 from aca_keras.registry import Registry
-from aca_keras.space.validation import is_int
+from aca_keras.searching.sdarts import SDARTSRandomSmoothing
 
 __all__ = [
+    "DEFAULT_BETA_DECAY_WEIGHT",
     "DEFAULT_PARTIAL_K",
     "PC_DARTS_WARMUP_EPOCHS",
     "AlphaWarmup",
     "BetaDecaySchedule",
+    "SearchVariant",
     "VariantSpec",
     "get_variant",
     "list_variants",
+    "own_settings",
     "register_variant",
     "resolve_settings",
     "unregister_variant",
 ]
 
-_PACKAGE = "aca_keras"
-
-DEFAULT_PARTIAL_K = 4
 PC_DARTS_WARMUP_EPOCHS = 15
-DEFAULT_BETA_DECAY_WEIGHT = 1.0
 
+#: the name of :class:`SearchVariant` in aca_keras 0.1.0 (a variant was its data only)
+VariantSpec = SearchVariant
 
-@dataclass(frozen=True)
-class VariantSpec:
-    """What a variant changes in the search.
-
-    Attributes:
-        name: the variant's name (``variant=``).
-        partial: mixed edges see ``C / partial_k`` channels (PC-DARTS).
-        edge_normalization: betas per edge (PC-DARTS).
-        default_warmup: alpha warm-up epochs before clipping to ``epochs - 1``.
-        beta_decay: adds the beta-decay regulariser to the architecture step.
-        description: one line for help texts.
-    """
-
-    name: str
-    partial: bool = False
-    edge_normalization: bool = False
-    default_warmup: int = 0
-    beta_decay: bool = False
-    description: str = ""
-
-
-_VARIANTS: Registry[VariantSpec] = Registry(
+_VARIANTS: Registry[SearchVariant] = Registry(
     "search variant", hint="Register new ones with aca_keras.variants.register_variant.")
 
 
-def register_variant(name: str | VariantSpec, *, overwrite: bool = False,
-                     **fields: Any) -> VariantSpec:
-    """Register the search variant ``name`` with the :class:`VariantSpec` ``fields``
-    (``partial``, ``edge_normalization``, ``default_warmup``, ``beta_decay``,
-    ``description``) and return its spec.
+def register_variant(name: str | SearchVariant, *, overwrite: bool = False,
+                     **fields: Any) -> SearchVariant:
+    """Register a search variant and return it.
 
-    A variant is data (what the search switches on), not a function, so this registers
-    directly instead of decorating. A ready :class:`VariantSpec`
-    (``register_variant(VariantSpec(...))``, the form of aca_keras 0.1.0) is registered under
-    its own name.
+    ``register_variant(MyVariant())`` registers a ready
+    :class:`~aca_keras.models.variant.SearchVariant` (a subclass with new hooks, or the
+    ``VariantSpec`` of aca_keras 0.1.0) under its own name;
+    ``register_variant(name, **fields)`` registers a plain ``SearchVariant`` with the fields
+    ``partial``, ``edge_normalization``, ``default_warmup``, ``beta_decay``, ``description``,
+    ``source`` (a variant that only changes those defaults). A variant is an object, not a
+    function, so this registers directly instead of decorating.
     """
-    if isinstance(name, VariantSpec):
+    if isinstance(name, SearchVariant):
         if fields:
-            raise TypeError("register_variant(spec) takes no fields; they are the spec's")
-        spec = name
+            raise TypeError("register_variant(variant) takes no fields; they are the "
+                            "variant's")
+        variant = name
     else:
-        spec = VariantSpec(name, **fields)
-    return _VARIANTS.register(spec.name, spec, overwrite=overwrite)
+        variant = SearchVariant(name, **fields)
+    return _VARIANTS.register(variant.name, variant, overwrite=overwrite)
 
 
-def unregister_variant(name: str) -> VariantSpec:
-    """Remove a registered search variant and return its spec (custom variants in tests)."""
+def unregister_variant(name: str) -> SearchVariant:
+    """Remove a registered search variant and return it (custom variants in tests)."""
     return _VARIANTS.unregister(name)
 
 
-register_variant("darts", description="DARTS (first or second order)")
+# The built-in variants, in the order list_variants() gives them (and aca-search's help,
+# aca_keras/cli/search.py VARIANTS, checked against it by tests/test_variants.py).
+register_variant("darts", description="DARTS (first or second order)",
+                 source="Liu et al., ICLR 2019")
 register_variant("pc_darts", partial=True, edge_normalization=True,
                  default_warmup=PC_DARTS_WARMUP_EPOCHS,
                  description="PC-DARTS: partial channels, shuffle, edge normalisation, "
-                             "alpha warm-up")
+                             "alpha warm-up",
+                 source="Xu et al., ICLR 2020")
 register_variant("beta_darts", beta_decay=True,
-                 description="DARTS with beta-decay regularisation of the alphas")
+                 description="DARTS with beta-decay regularisation of the alphas",
+                 source="Ye et al., CVPR 2022")
+register_variant(SDARTSRandomSmoothing())
 
 
 def list_variants() -> list[str]:
@@ -150,74 +165,42 @@ def list_variants() -> list[str]:
     return _VARIANTS.names()
 
 
-def get_variant(name: str) -> VariantSpec:
-    """The :class:`VariantSpec` called ``name`` (:class:`~aca_keras.errors.UnknownNameError`,
-    a ``ValueError``, naming the known ones)."""
+def get_variant(name: str) -> SearchVariant:
+    """The :class:`~aca_keras.models.variant.SearchVariant` called ``name``
+    (:class:`~aca_keras.errors.UnknownNameError`, a ``ValueError``, naming the known
+    ones)."""
     return _VARIANTS.get(name)
 
 
-def resolve_settings(variant: str, epochs: int, partial_k: int | None,
-                     alpha_warmup_epochs: int | None,
-                     beta_decay_weight: float | None) -> dict[str, Any]:
-    """Fill the variant's defaults into the settings left ``None``, and check them.
+def own_settings() -> dict[str, list[str]]:
+    """``{setting: [variants]}``: each variant-owned setting (a ``SearchConfig`` field) and
+    the registered variants that own it."""
+    owners: dict[str, list[str]] = {}
+    for name in _VARIANTS:
+        for setting in _VARIANTS.get(name).own_settings:
+            owners.setdefault(setting, []).append(name)
+    return owners
 
-    Returns ``{"partial_k", "alpha_warmup_epochs", "beta_decay_weight"}``: ``partial_k`` is 1
-    unless the variant is partial (then default :data:`DEFAULT_PARTIAL_K`); the warm-up
-    defaults to the variant's (``pc_darts``: 15) clipped to ``epochs - 1``; an explicit
-    warm-up must be ``< epochs``; ``beta_decay_weight`` is 0 unless the variant uses it.
+
+def resolve_settings(variant: str, epochs: int, partial_k: int | None = None,
+                     alpha_warmup_epochs: int | None = None,
+                     beta_decay_weight: float | None = None, **own: Any) -> dict[str, Any]:
+    """Fill the variant's defaults into the settings left ``None``, and check them
+    (:meth:`~aca_keras.models.variant.SearchVariant.resolve`).
+
+    Returns ``{"partial_k", "alpha_warmup_epochs", "beta_decay_weight"}`` and the variant's
+    own settings. ``own`` may name any variant's own setting (:func:`own_settings`); one
+    given for a variant that does not have it is refused, naming the variants that do.
     """
     spec = get_variant(variant)
-    if partial_k is None:
-        partial_k = DEFAULT_PARTIAL_K if spec.partial else 1
-    if not is_int(partial_k) or partial_k < 1:
-        raise ValueError(f"partial_k must be a positive integer, got {partial_k!r}")
-    if not spec.partial and partial_k != 1:
-        raise ValueError(f"partial_k={partial_k} needs variant='pc_darts' (variant "
-                         f"{variant!r} uses every channel).")
-    if alpha_warmup_epochs is None:
-        alpha_warmup_epochs = max(0, min(spec.default_warmup, epochs - 1))
-    if (not is_int(alpha_warmup_epochs)
-            or not 0 <= alpha_warmup_epochs < max(1, epochs)):
-        raise ValueError(f"alpha_warmup_epochs must be an integer in 0..epochs-1 = "
-                         f"{epochs - 1}, got {alpha_warmup_epochs!r}")
-    if beta_decay_weight is None:
-        beta_decay_weight = DEFAULT_BETA_DECAY_WEIGHT if spec.beta_decay else 0.0
-    beta_decay_weight = float(beta_decay_weight)
-    if beta_decay_weight < 0 or not np.isfinite(beta_decay_weight):
-        raise ValueError(f"beta_decay_weight must be finite and >= 0, got {beta_decay_weight}")
-    return {"partial_k": partial_k, "alpha_warmup_epochs": alpha_warmup_epochs,
-            "beta_decay_weight": beta_decay_weight}
-
-
-# ------------------------------------------------------------------------------- callbacks
-
-
-class AlphaWarmup(keras.callbacks.Callback):
-    """Freezes the architecture weights for the first ``warmup_epochs`` epochs.
-
-    At the start of epoch ``e`` (0-based) it sets the supernet's ``alpha_frozen`` flag to
-    ``e < warmup_epochs``; a resumed run gets the right value from its epoch index.
-    """
-
-    def __init__(self, network, warmup_epochs: int):
-        super().__init__()
-        self.network = network
-        self.warmup_epochs = int(warmup_epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.network.alpha_frozen.assign(1.0 if epoch < self.warmup_epochs else 0.0)
-
-
-class BetaDecaySchedule(keras.callbacks.Callback):
-    """Ramps the beta-decay weight linearly: ``lambda = weight * epoch / max(1, epochs - 1)``
-    at the start of epoch ``epoch`` (0-based), from 0 to ``weight`` at the last epoch."""
-
-    def __init__(self, network, weight: float, epochs: int):
-        super().__init__()
-        self.network = network
-        self.weight = float(weight)
-        self.epochs = int(epochs)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        value = self.weight * epoch / max(1, self.epochs - 1)
-        self.network.beta_decay_lambda.assign(value)
+    owners = own_settings()
+    for setting, value in own.items():
+        if setting not in owners:
+            raise ValueError(f"No search variant has the setting {setting!r}; variant "
+                             f"settings: {', '.join(owners) or 'none'}.")
+        if value is not None and setting not in spec.own_settings:
+            needed = " or ".join(f"variant={o!r}" for o in owners[setting])
+            raise ValueError(f"{setting}={value!r} needs {needed} (variant {variant!r} has no "
+                             f"such setting).")
+    mine = {k: v for k, v in own.items() if k in spec.own_settings}
+    return spec.resolve(epochs, partial_k, alpha_warmup_epochs, beta_decay_weight, **mine)
