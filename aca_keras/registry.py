@@ -13,13 +13,13 @@ message lists the registered names and says how to register one.
 | channel scorers | :mod:`aca_keras.channels.importance` | ``@register_scorer(name, ...)``, ``unregister_scorer``, ``list_scorers``, ``get_scorer`` |
 | pooling rules | :mod:`aca_keras.channels.importance` | ``@register_pooling(name)``, ``unregister_pooling``, ``list_poolings``, ``get_pooling`` |
 | allocators | :mod:`aca_keras.channels.allocation` | ``@register_allocator(name)``, ``unregister_allocator``, ``list_allocators``, ``get_allocator`` (``UnknownAllocatorError``) |
-| search variants | :mod:`aca_keras.searching.variants` | ``register_variant(name, **fields)``, ``unregister_variant``, ``list_variants``, ``get_variant`` |
+| search variants | :mod:`aca_keras.searching.variants` | ``register_variant(variant_or_name, **fields)``, ``unregister_variant``, ``list_variants``, ``get_variant``, ``own_settings`` |
 | export formats | :mod:`aca_keras.exporting.formats` | ``register_format(name, **fields)``, ``unregister_format``, ``list_formats``, ``get_format`` (``UnknownFormatError``) |
 
-A search variant is data (a :class:`~aca_keras.searching.variants.VariantSpec`), not a
-function, so ``register_variant`` registers it directly instead of decorating.
-``register_scorer`` and ``register_variant`` also take a ready ``Scorer`` / ``VariantSpec``
-(aca_keras 0.1.0's form).
+A search variant is an object (a :class:`~aca_keras.models.variant.SearchVariant`, whose
+hooks the supernet's step calls), not a function, so ``register_variant`` registers it
+directly instead of decorating; ``VariantSpec`` is the same class under aca_keras 0.1.0's
+name. ``register_scorer`` also takes a ready ``Scorer``.
 """
 
 from __future__ import annotations

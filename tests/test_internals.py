@@ -43,15 +43,8 @@ ALLOWED = {
         "argparse's sub-command action class (the standard library, not Keras/TensorFlow)",
 }
 
-# PENDING (issue 38): sites in files another change is editing, to move onto _internals:
-#   models/supernet.py: the `_maybe_symbolic_build` override -> the class decorator
-#       `_internals.symbolic_build_skipped_when(...)`;
-#   models/bilevel.py: `optimizer._get_variable_index(variable)` -> `optimizers.momentum_of`.
-# Remove each entry once its file is changed (the stale-entry test below then insists).
-PENDING = {
-    ("aca_keras/models/supernet.py", "_maybe_symbolic_build"),
-    ("aca_keras/models/bilevel.py", "_get_variable_index"),
-}
+# PENDING: sites still to move onto _internals (none left; an entry nothing uses fails below)
+PENDING: set[tuple[str, str]] = set()
 
 
 def _modules() -> list[Path]:

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from aca_keras import distribute as dist
 from aca_keras.models.variant import SearchVariant, beta_decay_loss
+from aca_keras.optimizers import momentum_of
 
 __all__ = ["BilevelOptimizer"]
 
@@ -150,11 +151,7 @@ class BilevelOptimizer:
         return self.unrolled_gradients(x_w, y_w, x_a, y_a)
 
     def _momentum(self, variable):
-        optimizer = getattr(self.network.optimizer, "inner_optimizer", self.network.optimizer)  # loss scaling
-        momentums = getattr(optimizer, "momentums", None)
-        if not momentums or not getattr(optimizer, "momentum", 0):
-            return None
-        return momentums[optimizer._get_variable_index(variable)]
+        return momentum_of(self.network.optimizer, variable)
 
     def virtual_step(self, x_w, y_w):
         """One virtual SGD step on the weights (in place), as the real optimiser would take it

@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from aca_keras import _internals as internals
 from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
 from aca_keras.layers.channels import ChannelShuffle
@@ -294,7 +295,12 @@ class SearchCell(keras.layers.Layer):
                 "sync_batch_norm": self.sync_batch_norm}
 
 
+# compile() builds the model and both optimisers. Under a tf.distribute strategy Keras's
+# pre-fit build would first reduce a sample batch across replicas, which fails for the nested
+# search batch under MultiWorkerMirroredStrategy: skip it once compiled.
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+@internals.symbolic_build_skipped_when(
+    lambda model: model.built and model.alpha_optimizer is not None)
 class SearchNetwork(keras.Model):
     """The DARTS search supernet with bi-level optimisation in ``train_step``.
 
@@ -593,14 +599,6 @@ class SearchNetwork(keras.Model):
         reuse that memory instead of adding to it. A later ``fit`` traces the step again."""
         self.train_function = self.test_function = self.predict_function = None
         gc.collect()
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # compile() builds the model and both optimisers. Under a tf.distribute strategy
-        # Keras's version would first reduce a sample batch across replicas, which fails for
-        # the nested search batch under MultiWorkerMirroredStrategy.
-        if self.built and self.alpha_optimizer is not None:
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def get_compile_config(self):
         if self.alpha_optimizer is None:
