@@ -246,3 +246,20 @@ def inputs_like(shape: tuple[int, ...], seed: int = 0, low: float = -2.0,
 __all__ = ["ONNX_ATOL", "ONNX_RTOL", "check_config_round_trip", "check_float16",
            "check_gradients", "check_keras_reload", "check_onnx", "constructor_arguments", "dtype_policy",
            "inputs_like", "run_layer_test"]
+
+
+def tiny_architecture(name: str | None = None):
+    """A small hand-made architecture (reference C = 4, two nodes per cell) with every kind
+    of edge: full, partial and zero k_e, pools and convolutions, stride 1 and 2. Shared by
+    the training, tuning and TensorBoard tests."""
+    from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+
+    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 2),
+                       EdgeSpec(1, 0, "dil_conv_3x3", 0), EdgeSpec(1, 2, "avg_pool_3x3", 3)),
+                      (2, 3))
+    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_5x5", 1), EdgeSpec(0, 1, "max_pool_3x3", 0),
+                       EdgeSpec(1, 0, "dil_conv_5x5", 4), EdgeSpec(1, 2, "sep_conv_3x3", 2)),
+                      (2, 3))
+    ops = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5",
+           "dil_conv_3x3", "dil_conv_5x5")
+    return Architecture(normal, reduce, 4, ops, name=name)

@@ -14,11 +14,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_case import tiny_architecture
 
 from aca_keras.data import loading as data
 from aca_keras.models.derived import build_model
 from aca_keras.searching.pipeline import search
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.tensorboard import TensorBoardLogger, alpha_heat_map, alpha_weights, edge_labels
 from aca_keras.training import train
 
@@ -167,16 +167,7 @@ def test_search_alpha_images_are_the_softmax_of_the_alphas(searched):
 # -------------------------------------------------------------------------- a training
 
 
-def _architecture() -> Architecture:
-    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 2),
-                       EdgeSpec(1, 0, "dil_conv_3x3", 0), EdgeSpec(1, 2, "avg_pool_3x3", 3)),
-                      (2, 3))
-    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_5x5", 1), EdgeSpec(0, 1, "max_pool_3x3", 0),
-                       EdgeSpec(1, 0, "dil_conv_5x5", 4), EdgeSpec(1, 2, "sep_conv_3x3", 2)),
-                      (2, 3))
-    return Architecture(normal, reduce, 4, ("none", "max_pool_3x3", "avg_pool_3x3",
-                                            "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
-                                            "dil_conv_5x5"))
+_architecture = tiny_architecture
 
 
 def test_training_scalars_are_the_train_history(tmp_path):

@@ -10,6 +10,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from test_case import tiny_architecture
 
 from aca_keras import zoo
 from aca_keras.cli.train import main as cli_main
@@ -17,7 +18,7 @@ from aca_keras.data import loading as data
 from aca_keras.data import split_digest
 from aca_keras.errors import RunDirError
 from aca_keras.models.derived import load_model
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space.architecture import Architecture
 from aca_keras.training.trainer import train_run
 
 FRACTION = 0.25
@@ -25,15 +26,7 @@ TINY = dict(cells=3, channels=4, batch_size=32, verbose=0)
 
 
 def _architecture() -> Architecture:
-    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 2),
-                       EdgeSpec(1, 0, "dil_conv_3x3", 0), EdgeSpec(1, 2, "avg_pool_3x3", 3)),
-                      (2, 3))
-    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_5x5", 1), EdgeSpec(0, 1, "max_pool_3x3", 0),
-                       EdgeSpec(1, 0, "dil_conv_5x5", 4), EdgeSpec(1, 2, "sep_conv_3x3", 2)),
-                      (2, 3))
-    return Architecture(normal, reduce, 4, ("none", "max_pool_3x3", "avg_pool_3x3",
-                                            "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
-                                            "dil_conv_5x5"), name="tiny-test")
+    return tiny_architecture(name="tiny-test")
 
 
 @pytest.fixture(scope="module")

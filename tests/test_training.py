@@ -9,6 +9,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from test_case import tiny_architecture
 
 from aca_keras.callbacks import StopOnNonFinite, last_good_checkpoint
 from aca_keras.cli.train import main as cli_main
@@ -17,7 +18,6 @@ from aca_keras.errors import NumericalError, RunDirError
 from aca_keras.io import checkpoint as ckpt
 from aca_keras.models.cloning import clone_model
 from aca_keras.models.derived import DerivedNetwork, build_model, load_model
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 from aca_keras.space.validation import is_int
 from aca_keras.training import L2SGD, effective_cutout, train, train_run
 
@@ -26,16 +26,7 @@ EPOCHS = 2
 BATCH = 16
 
 
-def _architecture() -> Architecture:
-    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 2),
-                       EdgeSpec(1, 0, "dil_conv_3x3", 0), EdgeSpec(1, 2, "avg_pool_3x3", 3)),
-                      (2, 3))
-    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_5x5", 1), EdgeSpec(0, 1, "max_pool_3x3", 0),
-                       EdgeSpec(1, 0, "dil_conv_5x5", 4), EdgeSpec(1, 2, "sep_conv_3x3", 2)),
-                      (2, 3))
-    return Architecture(normal, reduce, C, ("none", "max_pool_3x3", "avg_pool_3x3",
-                                            "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3",
-                                            "dil_conv_5x5"))
+_architecture = tiny_architecture
 
 
 def _arrays(n: int = 64, seed: int = 0):

@@ -10,10 +10,11 @@ import math
 import keras_tuner as kt
 import numpy as np
 import pytest
+from test_case import tiny_architecture
 
 from aca_keras import data
 from aca_keras.models.derived import DerivedNetwork, build_model
-from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
+from aca_keras.space.architecture import Architecture
 from aca_keras.tuning import (
     OBJECTIVE,
     SEARCH_OBJECTIVE,
@@ -27,14 +28,7 @@ OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "sep_conv_5x5", "
        "dil_conv_5x5")
 
 
-def _architecture() -> Architecture:
-    normal = CellSpec((EdgeSpec(0, 0, "sep_conv_3x3", 4), EdgeSpec(0, 1, "max_pool_3x3", 2),
-                       EdgeSpec(1, 0, "dil_conv_3x3", 0), EdgeSpec(1, 2, "avg_pool_3x3", 3)),
-                      (2, 3))
-    reduce = CellSpec((EdgeSpec(0, 0, "sep_conv_5x5", 1), EdgeSpec(0, 1, "max_pool_3x3", 0),
-                       EdgeSpec(1, 0, "dil_conv_5x5", 4), EdgeSpec(1, 2, "sep_conv_3x3", 2)),
-                      (2, 3))
-    return Architecture(normal, reduce, 4, OPS)
+_architecture = tiny_architecture
 
 
 @pytest.fixture(scope="module")
