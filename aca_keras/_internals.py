@@ -27,9 +27,8 @@ import tensorflow as tf
 # TensorFlow Lite's flatbuffer schema (generated code) and its read/write helpers: the only
 # way to add an entry to a .tflite file's metadata table. tf.lite has no public API for it
 # (tflite_support's metadata writers write another schema and need another package).
-# Checked on TensorFlow 2.21.0 (run); not run here on the 2.16.1 floor.
-from tensorflow.lite.python import schema_py_generated as _tflite_schema
-from tensorflow.lite.tools import flatbuffer_utils as _flatbuffer_utils
+# Checked on TensorFlow 2.21.0 and 2.16.1 (run). Imported on use (_tflite()), so that a
+# release that moves these private modules breaks TFLite metadata only, not every import.
 
 __all__ = [
     "CHECKS",
@@ -174,11 +173,21 @@ def sublayers(layer: keras.layers.Layer) -> list[keras.layers.Layer]:
 # ---------------------------------------------------------------------- TensorFlow Lite
 
 
+def _tflite() -> tuple[Any, Any]:
+    """TensorFlow Lite's schema module and flatbuffer helpers (imported on use)."""
+    # heavy optional route (TFLite export only): private TF modules, see the note at the top
+    from tensorflow.lite.python import schema_py_generated as tflite_schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return tflite_schema, flatbuffer_utils
+
+
 def tflite_add_metadata(flatbuffer: bytes, name: str, payload: bytes) -> bytes:
     """The ``.tflite`` flatbuffer with a metadata entry ``name`` holding ``payload`` (an entry
     of that name already there is replaced); the interpreter ignores such entries."""
     # TF >= 2.17 has read_model_from_bytearray (byte order and > 2 GB buffers handled); TF 2.16
     # has only convert_bytearray_to_object, the same read on little-endian machines
+    _tflite_schema, _flatbuffer_utils = _tflite()
     read = getattr(_flatbuffer_utils, "read_model_from_bytearray",
                    _flatbuffer_utils.convert_bytearray_to_object)
     model = read(bytearray(flatbuffer))
@@ -196,6 +205,7 @@ def tflite_add_metadata(flatbuffer: bytes, name: str, payload: bytes) -> bytes:
 def tflite_read_metadata(flatbuffer: bytes, name: str) -> bytes | None:
     """The payload of the metadata entry ``name`` of a ``.tflite`` flatbuffer, or ``None``
     when it has none. A corrupt flatbuffer raises whatever the reader raises."""
+    _tflite_schema = _tflite()[0]
     model = _tflite_schema.Model.GetRootAs(flatbuffer, 0)
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)

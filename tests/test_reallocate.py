@@ -95,6 +95,15 @@ def test_uniform_keeps_the_adaptive_total_and_is_trainable(source, tmp_path):
     assert (out / "trained.keras").is_file()
 
 
+def test_a_reallocated_directory_is_not_resumed_as_a_search(source, tmp_path):
+    out = tmp_path / "alloc"
+    reallocate(source, out, allocator="uniform", verbose=0)
+    before = (out / "architecture.json").read_text()
+    with pytest.raises(RunDirError, match="no supernet checkpoint"):
+        search(run_dir=out, resume=True, verbose=0)
+    assert (out / "architecture.json").read_text() == before  # nothing overwritten
+
+
 def test_refusals_leave_nothing_behind(source, tmp_path):
     # out_dir already holding a run (here: the source itself, and a copy of its config)
     with pytest.raises(RunDirError, match="source run directory"):
@@ -158,6 +167,7 @@ def test_cli_reallocate_with_other_scoring_and_the_typed_allocator(source, tmp_p
     (["--reallocate", "r", "--run-dir", "o", "--resume", "r"], "exclude each other"),
     (["--reallocate", "r", "--run-dir", "o", "--epochs", "3", "--seed", "1"],
      "only --scorer, --pooling, --divide-weight, --allocator .* not --epochs, --seed"),
+    (["--reallocate", "r", "--run-dir", "o", "--tensorboard", "tb"], "not --tensorboard"),
 ])
 def test_cli_reallocate_flags(argv, message, capsys):
     with pytest.raises(SystemExit) as info:

@@ -29,7 +29,7 @@ PACKAGE = ROOT / "aca_keras"
 
 # Third-party modules imported only on the route that needs them (heavy to import, or a
 # program that may be missing): ONNX export and verification, plotting, TFDS.
-HEAVY = ("onnx", "tf2onnx", "onnxruntime", "matplotlib",
+HEAVY = ("onnx", "tf2onnx", "onnxruntime", "tensorflow.lite", "matplotlib",
          "graphviz", "tensorflow_datasets")
 
 # Modules whose import loads neither Keras nor TensorFlow, with the reason; they import

@@ -471,7 +471,10 @@ def allocate(architecture: Architecture, scores: ChannelScores, method: str = "a
             summary[cell]["budget"] = sum(ks[cell])
     result = architecture.with_channels(ks["normal"], ks["reduce"])
     provenance = dict(result.provenance)
-    provenance.update(allocator=method, allocator_options=dict(options), scorer=scores.scorer,
+    # JSON-ready: a set of names (parameter_free=) is recorded as a sorted list
+    recorded = {key: sorted(value) if isinstance(value, (set, frozenset)) else value
+                for key, value in options.items()}
+    provenance.update(allocator=method, allocator_options=recorded, scorer=scores.scorer,
                       pooling=scores.pooling, divide_weight=scores.divide_weight)
     return Architecture(result.normal, result.reduce, result.reference_channels, result.ops,
                         provenance, summary, result.name)

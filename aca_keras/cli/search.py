@@ -199,7 +199,9 @@ def _check_reallocate_flags(parser: argparse.ArgumentParser, args: argparse.Name
     others += [flag for flag, given in (("--seed", args.seed is not None),
                                         ("--data-dir", args.data_dir is not None),
                                         ("--no-download", args.no_download),
-                                        ("--mixed-precision", args.mixed_precision)) if given]
+                                        ("--mixed-precision", args.mixed_precision),
+                                        ("--tensorboard", args.tensorboard is not None),
+                                        ("--strategy", args.strategy != "default")) if given]
     if others:
         parser.error(f"--reallocate keeps the run's own search settings; only "
                      f"{', '.join(REALLOCATE_FLAGS.values())} (and --dataset for a run on "

@@ -301,6 +301,11 @@ def _prepare(dataset, run_dir, resume: bool, overrides: dict[str, Any], *,
         run = RunDir(run_dir)
         if not run.path.is_dir():
             raise RunDirError(f"Cannot resume: {run.path} is not a directory.")
+        if run.architecture.is_file() and not run.checkpoint.exists():
+            raise RunDirError(
+                f"Cannot resume {run.path}: it holds an allocation ({RunDir.ARCHITECTURE}) but no "
+                f"supernet checkpoint, as a reallocation writes it; there is no search to "
+                "continue. Train it with aca-train, or resume the source run.")
         config = SearchConfig.from_dict(read_json(run.config, "run config"))
         if overrides.get("epochs") is not None:
             if overrides["epochs"] < config.epochs:

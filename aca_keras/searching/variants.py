@@ -72,7 +72,8 @@ Perturbation-based Regularization", SDARTS-RS)
     Hessian norm). The weight step's forward pass uses the mixing weights
     ``clip(softmax(alpha) + delta)``, ``delta ~ U[-epsilon, epsilon]`` drawn anew per step;
     the architecture step, inference and the derivation use the unperturbed alphas.
-    ``epsilon`` ramps per epoch from 0.03 to ``perturbation_epsilon`` (default 0.3), as the
+    ``epsilon`` ramps linearly per epoch from 0.03 towards ``perturbation_epsilon`` (default
+    0.3; epoch e of E uses 0.03 + (eps - 0.03) e / E, so the last is just below it), as the
     authors' code does. Exactly what is implemented, and where it follows the authors' code
     rather than the paper's text: :mod:`aca_keras.searching.sdarts`.
 
