@@ -85,6 +85,14 @@ def _changed(internal: str, problem: str) -> RuntimeError:
 # ------------------------------------------------------------------- the pre-fit build step
 
 
+def _override(cls: _T, name: str, method: Callable[..., Any]) -> _T:
+    """Install ``method`` on ``cls`` as its override of the Keras internal method ``name``."""
+    method.__name__ = name
+    method.__qualname__ = f"{cls.__qualname__}.{name}"
+    setattr(cls, name, method)
+    return cls
+
+
 def symbolic_build_skipped_when(predicate: Callable[[Any], bool]) -> Callable[[_T], _T]:
     """Class decorator for a ``keras.Model`` subclass: Keras's pre-fit build step
     (:data:`_SYMBOLIC_BUILD`) does nothing when ``predicate(model)`` is true, and runs as
@@ -101,10 +109,7 @@ def symbolic_build_skipped_when(predicate: Callable[[Any], bool]) -> Callable[[_
             build = getattr(super(cls, self), _SYMBOLIC_BUILD)
             return build(iterator=iterator, data_batch=data_batch)
 
-        method.__name__ = _SYMBOLIC_BUILD
-        method.__qualname__ = f"{cls.__qualname__}.{_SYMBOLIC_BUILD}"
-        setattr(cls, _SYMBOLIC_BUILD, method)
-        return cls
+        return _override(cls, _SYMBOLIC_BUILD, method)
 
     return decorate
 
@@ -138,10 +143,7 @@ def clips_gradients_with(clip: Callable[[Any, list[Any], Callable[[list[Any]], l
         def method(self, grads):
             return clip(self, grads, getattr(super(cls, self), _CLIP_GRADIENTS))
 
-        method.__name__ = _CLIP_GRADIENTS
-        method.__qualname__ = f"{cls.__qualname__}.{_CLIP_GRADIENTS}"
-        setattr(cls, _CLIP_GRADIENTS, method)
-        return cls
+        return _override(cls, _CLIP_GRADIENTS, method)
 
     return decorate
 
