@@ -122,8 +122,8 @@ def _vm_hwm_mib() -> float:
 
 
 def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
-              score_batches: int, release: bool = True, recompute: bool = False
-              ) -> dict[str, Any]:
+              score_batches: int, release: bool = True, recompute: bool = False,
+              layout: str = "grouped") -> dict[str, Any]:
     """The end-to-end search in this (fresh) process, with per-phase peaks."""
     sampler = PhaseSampler()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -163,7 +163,7 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
     config = SearchConfig(dataset="<arrays>", epochs=1, ops=setting.ops, cells=setting.cells,
                           channels=setting.channels, nodes=setting.nodes,
                           batch_size=setting.batch, seed=0, hessian_every=hessian_every,
-                          score_batches=score_batches, recompute=recompute)
+                          score_batches=score_batches, recompute=recompute, layout=layout)
     config.validate()
     config.resolve_variant()
     sampler.enter("build")
@@ -198,7 +198,7 @@ def run_child(setting_name: str, images: int, threads: int, hessian_every: int,
     result.update(setting=setting_name, images=images, steps=steps, derived_params=params,
                   step_s_median=float(np.median(gaps)) if len(gaps) else None,
                   hessian_every=hessian_every, score_batches=score_batches, release=release,
-                  recompute=recompute,
+                  recompute=recompute, layout=layout,
                   tf_allocator=_tf_memory_info())
     return result
 
@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-batches", type=int, default=SearchConfig.score_batches)
     parser.add_argument("--recompute", action="store_true",
                         help="search with recompute=True (gradient checkpointing per cell)")
+    parser.add_argument("--layout", choices=("grouped", "per_edge"), default="grouped",
+                        help="the supernet's edge layout (default grouped, as search())")
     parser.add_argument("--keep-step-graph", action="store_true",
                         help="do not release the search step's traced function before scoring "
                              "(search() releases it; this shows what that saves)")
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_child(args.setting, args.images, args.threads,
                                    args.hessian_every, args.score_batches,
                                    release=not args.keep_step_graph,
-                                   recompute=args.recompute)))
+                                   recompute=args.recompute, layout=args.layout)))
         return 0
     if not SAMPLE.is_file():
         parser.error(f"the CIFAR-10 sample is missing: {SAMPLE} (put ../shared beside the "
@@ -247,13 +249,13 @@ def main(argv: list[str] | None = None) -> int:
              str(args.images), "--threads", str(args.threads), "--hessian-every",
              str(args.hessian_every), "--score-batches", str(args.score_batches),
              *(["--keep-step-graph"] if args.keep_step_graph else []),
-             *(["--recompute"] if args.recompute else [])]
+             *(["--recompute"] if args.recompute else []), "--layout", args.layout]
     ours = _measure(child, "aca_keras search()", args.timeout)
     print(f"\naca_keras search() at the {args.setting} setting, {ours['steps']} steps "
           f"({args.images} images), collapse monitor every {args.hessian_every} epoch(s), "
           f"{args.score_batches} scoring batches"
           f"{', step graph kept' if args.keep_step_graph else ''}"
-          f"{', recompute=True' if args.recompute else ''}:")
+          f"{', recompute=True' if args.recompute else ''}, layout {args.layout}:")
     print(f"{'phase':<14} {'peak RSS MiB':>12} {'seconds':>9}")
     for row in ours["phases"]:
         print(f"{row['phase']:<14} {row['peak_rss_mib']:>12.0f} {row['seconds']:>9.1f}")

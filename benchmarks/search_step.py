@@ -114,7 +114,8 @@ def _median_ms(fn, steps: int, warmup: int) -> tuple[float, list[float]]:
 
 
 def run_child(setting: Setting, steps: int, warmup: int, threads: int,
-              breakdown: bool, graph_optimizations: bool = False) -> dict[str, Any]:
+              breakdown: bool, graph_optimizations: bool = False,
+              layout: str = "grouped") -> dict[str, Any]:
     """Measure one setting in this process (called in a fresh subprocess)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if str(REPO_ROOT) not in sys.path:
@@ -141,7 +142,7 @@ def run_child(setting: Setting, steps: int, warmup: int, threads: int,
     start = time.perf_counter()
     model = SearchNetwork((setting.image, setting.image, 3), setting.classes,
                           cells=setting.cells, channels=setting.channels, nodes=setting.nodes,
-                          ops=setting.ops)
+                          ops=setting.ops, layout=layout)
     # The reference's settings: SGD 0.025 / momentum 0.9 / wd 3e-4 / clip 5 on the weights,
     # Adam 3e-4 (0.5, 0.999) / wd 1e-3 on the alphas, first order.
     model.compile(keras.optimizers.SGD(0.025, momentum=0.9),
@@ -353,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time forward / gradients / optimiser updates separately")
     parser.add_argument("--timeout", type=float, default=3600,
                         help="seconds allowed per measurement process (default 3600)")
+    parser.add_argument("--layout", choices=("grouped", "per_edge"), default="grouped",
+                        help="the supernet's edge layout (default grouped, as search(); "
+                        "per_edge: the layout before it, for A/B runs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         setting = Setting(**json.loads(args.child))
         result = run_child(setting, args.steps, args.warmup, args.threads, args.breakdown,
-                           args.graph_optimizations)
+                           args.graph_optimizations, args.layout)
         print(json.dumps(result), flush=True)
         return 0
 
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"protocol: {args.warmup} warm-up + {args.steps} timed steps per process, median; "
           f"threads {args.threads} (TF intra/inter-op, torch.set_num_threads); aca_keras "
           "runs 1 first (tracing) step before the warm-up; jit_compile=False; first order; "
-          f"op set aca; graph optimiser {'on' if args.graph_optimizations else 'off'}")
+          f"op set aca; graph optimiser {'on' if args.graph_optimizations else 'off'}; "
+          f"supernet layout {args.layout}")
     print(flush=True)
 
     results: list[dict[str, Any]] = []
@@ -396,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] {dataclasses.asdict(setting)}", flush=True)
         child = [sys.executable, str(Path(__file__).resolve()), "--child",
                  json.dumps(dataclasses.asdict(setting)), "--steps", str(args.steps),
-                 "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                 "--warmup", str(args.warmup), "--threads", str(args.threads),
+                 "--layout", args.layout]
         if args.graph_optimizations:
             child.append("--graph-optimizations")
         if args.breakdown:

@@ -71,7 +71,7 @@ def graph_composition(operation_types: list[str], dead_constants: int) -> dict[s
 
 
 def trace_step(cells: int, channels: int, nodes: int, batch: int, image: int,
-               ops: str) -> dict[str, Any]:
+               ops: str, layout: str = "grouped") -> dict[str, Any]:
     """Build and compile the supernet, trace its ``train_step`` once, return the composition
     of the traced graph and the tracing time."""
     import numpy as np
@@ -81,7 +81,7 @@ def trace_step(cells: int, channels: int, nodes: int, batch: int, image: int,
 
     start = time.perf_counter()
     network = SearchNetwork((image, image, 3), 10, cells=cells, channels=channels,
-                            nodes=nodes, ops=ops)
+                            nodes=nodes, ops=ops, layout=layout)
     network.compile()
     network.ensure_built()
     build_s = time.perf_counter() - start
@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=int, help="override the setting's image size")
     parser.add_argument("--batch", type=int, help="override the setting's batch")
     parser.add_argument("--ops", default="aca", help="op set (default aca, as search())")
+    parser.add_argument("--layout", default="grouped", choices=("grouped", "per_edge"),
+                        help="the supernet's edge layout (default grouped, as search())")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
     args = parser.parse_args(argv)
     setting = SETTINGS[args.setting]
     params = dict(cells=args.cells or setting.cells, channels=args.channels or setting.channels,
                   nodes=setting.nodes, batch=args.batch or setting.batch,
-                  image=args.image or setting.image, ops=args.ops)
+                  image=args.image or setting.image, ops=args.ops, layout=args.layout)
     command = shlex.join([sys.executable] + sys.argv) if argv is None else \
         shlex.join(["benchmarks/step_graph.py", *argv])
     print(f"command: {command}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +313,26 @@ def op_pairs(name: str, keras_op, torch_op, where: str):
     raise ValueError(f"no mapping for op {name!r}")
 
 
+def _as_layers(weights, prefix):
+    """The variables ``{"<op>.first.depthwise.kernel": v, ...}`` of one operation (see
+    ``SearchCell.edge``) as nested attributes (``.first.depthwise.kernel``), the shape the
+    pair builders read; a BatchNorm node gets ``scale`` (whether it has gamma)."""
+    root = types.SimpleNamespace()
+    for key, variable in weights.items():
+        if not key.startswith(prefix):
+            continue
+        *path, leaf = key[len(prefix):].split(".")
+        node = root
+        for part in path:
+            if not hasattr(node, part):
+                setattr(node, part, types.SimpleNamespace(scale=False))
+            node = getattr(node, part)
+        setattr(node, leaf, variable)
+        if leaf == "gamma":
+            node.scale = True
+    return root
+
+
 def supernet_pairs(keras_net, torch_net):
     """(keras variable, torch tensor, kind, name) for every weight, BatchNorm statistic and
     the alphas of an aca_keras ``SearchNetwork`` and a ``torch_darts_ref.Network``."""
@@ -320,9 +341,12 @@ def supernet_pairs(keras_net, torch_net):
     for c, (kcell, tcell) in enumerate(zip(keras_net.search_cells, torch_net.cells)):
         pairs += _preprocess_pairs(kcell.preprocess0, tcell.pre0, f"cell{c}.pre0")
         pairs += _preprocess_pairs(kcell.preprocess1, tcell.pre1, f"cell{c}.pre1")
-        for e, (kedge, tedge) in enumerate(zip(kcell.edges, tcell.edges)):
-            for i, kop in zip(kedge.op_indices, kedge.candidates):
+        for e, tedge in enumerate(tcell.edges):
+            kedge = kcell.edge(e)  # either layout: the edge's variables or views of them
+            weights = kedge.weights()
+            for i in kedge.op_indices:
                 name = kedge.ops[i]
+                kop = _as_layers(weights, f"{name}.")
                 pairs += op_pairs(name, kop, tedge.ops[i], f"cell{c}.edge{e}.{name}")
     pairs.append((keras_net.classifier.kernel, torch_net.head.weight, DENSE, "head.kernel"))
     pairs.append((keras_net.classifier.bias, torch_net.head.bias, VECTOR, "head.bias"))
@@ -347,6 +371,35 @@ def derived_pairs(keras_model, torch_net):
                   "classifier.kernel"))
     pairs.append((wiring.classifier.bias, torch_net.classifier.bias, VECTOR, "classifier.bias"))
     return pairs
+
+
+def base_variable(kvar):
+    """The Keras variable a pair's Keras side is (a variable) or views (a grouped edge's
+    ``VariableView``)."""
+    return getattr(kvar, "variable", kvar)
+
+
+def pair_gradients(tape, loss, pairs) -> list[np.ndarray]:
+    """``d loss / d kvar`` for each pair's Keras side (a view's part of its variable's
+    gradient), in the Keras layout."""
+    bases, index = [], {}
+    for kvar, *_ in pairs:
+        base = base_variable(kvar)
+        if id(base) not in index:
+            index[id(base)] = len(bases)
+            bases.append(base)
+    grads = [np.asarray(g) for g in tape.gradient(loss, bases)]
+    return [kvar.part(grads[index[id(base_variable(kvar))]]) if hasattr(kvar, "part")
+            else grads[index[id(base_variable(kvar))]] for kvar, *_ in pairs]
+
+
+def coverage(pairs) -> dict[int, int]:
+    """``{id(variable): values paired}`` over the pairs' Keras sides."""
+    counts: dict[int, int] = {}
+    for kvar, *_ in pairs:
+        base = id(base_variable(kvar))
+        counts[base] = counts.get(base, 0) + int(np.prod(kvar.shape, dtype=np.int64))
+    return counts
 
 
 def copy_torch_to_keras(pairs) -> None:

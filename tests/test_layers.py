@@ -71,6 +71,9 @@ def _architecture() -> dict[str, Any]:
 
 
 _SEARCH_OPS = ["none", "max_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3"]
+_NO_ONNX = "a search supernet's grouped edges are never exported (only derived networks are)"
+_NO_ONNX_CELL = ("two inputs: the project's ONNX route (aca_keras.exporting) converts "
+                 "single-input image graphs, and a search cell is never exported")
 _IMAGES = (2, 8, 8, 3)
 
 CASES = [
@@ -106,6 +109,27 @@ CASES = [
          input_shapes=(SHAPE, SHAPE), call_kwargs={"weights": _weights(5, len(_SEARCH_OPS))},
          onnx="two inputs: the project's ONNX route (aca_keras.exporting) converts "
               "single-input image graphs, and a search cell is never exported"),
+    Case("SearchCell", {"ops": _SEARCH_OPS, "channels": 4, "reduction": True,
+                        "reduction_prev": False, "nodes": 2, "partial_k": 2,
+                        "layout": "per_edge"},
+         input_shapes=(SHAPE, SHAPE), call_kwargs={"weights": _weights(5, len(_SEARCH_OPS))},
+         onnx=_NO_ONNX_CELL),
+    Case("GroupedDilConv", {"edges": 2, "channels_in": 4, "channels_out": 3, "kernel_size": 3,
+                            "stride": 2, "dilation": 2}, ((2, 8, 8, 8),), onnx=_NO_ONNX),
+    Case("GroupedDilConv", {"edges": 3, "channels_in": 4, "channels_out": 4, "kernel_size": 5,
+                            "stride": 1, "dilation": 2}, ((2, 8, 8, 12),), onnx=_NO_ONNX),
+    Case("GroupedSepConv", {"edges": 2, "channels_in": 4, "channels_out": 4, "kernel_size": 3,
+                            "stride": 2}, ((2, 9, 9, 8),), onnx=_NO_ONNX),
+    Case("GroupedPoolBN", {"pool": "avg", "edges": 2, "channels": 4, "stride": 2},
+         ((2, 9, 9, 8),), onnx=_NO_ONNX),
+    Case("GroupedPoolBN", {"pool": "max", "edges": 3, "channels": 4, "stride": 1},
+         ((2, 8, 8, 12),), onnx=_NO_ONNX),
+    Case("PerEdgeOperation", {"op": "skip_connect", "edges": 2, "channels_in": 4,
+                              "channels_out": 4, "stride": 2}, ((2, 8, 8, 8),), onnx=_NO_ONNX),
+    Case("EdgeGroup", {"ops": _SEARCH_OPS, "channels": 4, "edges": 2, "stride": 2,
+                       "partial_k": 2},
+         input_shapes=(SHAPE, SHAPE), call_kwargs={"weights": _weights(2, len(_SEARCH_OPS))},
+         onnx=_NO_ONNX),
     Case("SearchNetwork", {"input_shape": _IMAGES[1:], "num_classes": 3, "cells": 3,
                            "channels": 4, "nodes": 1, "stem_multiplier": 1,
                            "ops": _SEARCH_OPS},

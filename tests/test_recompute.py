@@ -44,7 +44,7 @@ def _loss_gradients_statistics(net, recompute: bool, x, y):
     net.recompute = recompute
     variables = net.weight_variables + net.alpha_variables
 
-    @tf.function
+    @tf.function(autograph=False)  # plain tracing (no control flow to convert)
     def run():
         with tf.GradientTape() as tape:
             loss, _ = net.loss_and_logits(x, y)

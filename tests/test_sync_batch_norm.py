@@ -26,6 +26,7 @@ from aca_keras import _internals as internals
 from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
 from aca_keras.models.derived import DerivedNetwork, build_model, load_model
+from aca_keras.models.grouped import EdgeGroup
 from aca_keras.models.supernet import MixedEdge, SearchCell, SearchNetwork
 from aca_keras.space.architecture import Architecture, CellSpec, EdgeSpec
 
@@ -82,7 +83,7 @@ def test_the_flag_reaches_every_batch_norm_of_a_supernet(sync):
     assert len(flags) > 40 and flags == [sync] * len(flags)
     for cell in network.search_cells:
         assert cell.sync_batch_norm is sync and cell.get_config()["sync_batch_norm"] is sync
-        assert all(edge.sync_batch_norm is sync for edge in cell.edges)
+        assert cell.groups and all(group.sync_batch_norm is sync for group in cell.groups)
     config = network.get_config()
     assert config["sync_batch_norm"] is sync
     copy = SearchNetwork.from_config(config)
@@ -90,7 +91,12 @@ def test_the_flag_reaches_every_batch_norm_of_a_supernet(sync):
     assert _flags(copy) == flags
     cell_config = network.search_cells[1].get_config()
     assert _flags(SearchCell.from_config(cell_config)) == _flags(network.search_cells[1])
-    edge_config = network.search_cells[1].edges[0].get_config()
+    group_config = network.search_cells[1].groups[0].get_config()
+    group_flags = _flags(EdgeGroup.from_config(group_config))
+    assert group_flags and group_flags == [sync] * len(group_flags)
+    per_edge = SearchCell.from_config({**cell_config, "layout": "per_edge"})
+    assert _flags(per_edge) == [sync] * len(_flags(per_edge))
+    edge_config = per_edge.edges[0].get_config()
     assert _flags(MixedEdge.from_config(edge_config)) == [sync] * len(
         _flags(MixedEdge.from_config(edge_config)))
 

@@ -285,7 +285,7 @@ class _Target:
     edge: int  # index into the architecture cell's edges
     cell: int  # index of the supernet cell
     supernet_edge: int
-    position: int  # index into MixedEdge.candidates
+    position: int  # index into the edge's candidates (its op_indices)
     stride: int
 
 
@@ -305,7 +305,7 @@ def _targets(network, architecture: Architecture) -> list[_Target]:
             for c, cell in enumerate(network.search_cells):
                 if cell.reduction != (cell_type == "reduce"):
                     continue
-                mixed = cell.edges[edge_index(edge.node, edge.input)]
+                mixed = cell.edge(edge_index(edge.node, edge.input))
                 targets.append(_Target(cell_type, k, c, edge_index(edge.node, edge.input),
                                        mixed.op_indices.index(op_column), mixed.stride))
     return targets

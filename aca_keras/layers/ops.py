@@ -161,7 +161,19 @@ class BatchNormalization(keras.layers.BatchNormalization):
             self.moving_variance.assign(self.moving_variance * m + unbiased * (1.0 - m))
         return tf.cast(outputs, self.compute_dtype)
 
-    def call(self, inputs, training=None, mask=None):
+    def call(self, inputs, training=None, mask=None, output_scale=None):
+        """The stock call; ``output_scale`` (optional, one value per channel) multiplies the
+        normalised output, inside the fused kernel where it runs (a supernet's grouped edges
+        weight each candidate's output by its alphas this way: no separate product of the
+        activations, and the alphas' gradient comes out of the kernel's scale gradient)."""
+        if output_scale is None:
+            return self._normalise(inputs, training, mask, None)
+        if not self._fusable(inputs, mask):  # (also every multi-replica synchronised call)
+            outputs = self._normalise(inputs, training, mask, None)
+            return outputs * tf.cast(output_scale, outputs.dtype)
+        return self._normalise(inputs, training, mask, output_scale)
+
+    def _normalise(self, inputs, training, mask, output_scale):
         if (training and self.trainable and self.synchronized and mask is None
                 and not _renorm(self) and len(inputs.shape) == 4 and self.axis in (3, -1)):
             context = tf.distribute.get_replica_context()
@@ -181,6 +193,11 @@ class BatchNormalization(keras.layers.BatchNormalization):
         offset = self.beta if self.center else _graph_constant(0.0, channels)
         scale = tf.cast(scale, tf.float32)
         offset = tf.cast(offset, tf.float32)
+        if output_scale is not None:
+            weights = tf.cast(output_scale, tf.float32)
+            scale = weights if not self.scale else scale * weights
+            if self.center:
+                offset = offset * weights
         if training and self.trainable:
             # the kernel also updates the moving statistics, with the unbiased batch variance
             # (as PyTorch tracks it): moving = momentum * moving + (1 - momentum) * batch
@@ -748,3 +765,14 @@ register_op("dil_conv_5x5", description="ReLU, 5x5 depthwise dilation 2, 1x1, BN
 register_op("noise", description="standard normal noise in training, zero in inference "
             "(R-DARTS S4)", channelwise=True)(
     lambda ci, co, s, a, sync_batch_norm=False: Noise(co, s))
+
+#: the built-in operations' specs as registered above (the supernet's grouped edges use their
+#: grouped forms only while a name still maps to its built-in factory)
+_BUILTIN_SPECS: dict[str, OpSpec] = {name: get_op_spec(name) for name in list_ops()}
+
+
+def is_builtin_op(name: str, spec: OpSpec | None = None) -> bool:
+    """Whether operation ``name`` is registered with aca_keras's own factory (not
+    overwritten by a user registration)."""
+    spec = get_op_spec(name) if spec is None else spec
+    return _BUILTIN_SPECS.get(name) is spec

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import gc
 from collections.abc import Callable, Mapping, Sequence
 
@@ -36,6 +37,7 @@ from aca_keras import distribute as dist
 from aca_keras.layers import ops as ops_lib
 from aca_keras.layers.channels import ChannelShuffle
 from aca_keras.layers.preprocessing import preprocessing_layers
+from aca_keras.models import grouped as grouped_lib
 from aca_keras.models.bilevel import BilevelOptimizer
 from aca_keras.models.variant import SearchVariant
 from aca_keras.optimizers import MomentumSGD
@@ -43,6 +45,38 @@ from aca_keras.space.genotype import Genotype, derive_genotype
 from aca_keras.space.topology import node_slices, num_edges_for, reduction_indices
 
 _PACKAGE = "aca_keras"
+
+#: how a supernet stores and computes its mixed edges: ``"grouped"`` (default: the edges
+#: into one node computed together, weights stored per node and stride, see
+#: :mod:`aca_keras.models.grouped`) or ``"per_edge"`` (one :class:`MixedEdge` layer per
+#: edge: how supernets saved before the grouped layout store their weights; kept to load
+#: and resume those)
+LAYOUTS = ("grouped", "per_edge")
+
+
+def check_layout(layout: str) -> str:
+    """``layout`` if it is one of :data:`LAYOUTS`, else a ``ValueError`` naming them."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"Unknown supernet layout {layout!r}; use one of {list(LAYOUTS)} "
+                         "('grouped' unless you load a supernet saved in the per-edge layout).")
+    return layout
+
+
+@dataclasses.dataclass(frozen=True)
+class EdgeView:
+    """One mixed edge of a search cell, in either layout: its op set, the op-set columns of
+    its candidates (``op_indices``; the ``none`` operation has none), its stride, and
+    ``weights()``: ``{"<op>.<variable>": variable or view}`` (see
+    :class:`~aca_keras.models.grouped.VariableView`), each with ``numpy()``, ``assign()``
+    and ``shape`` as a per-edge operation's variable."""
+
+    ops: tuple
+    op_indices: tuple
+    stride: int
+    _weights: Callable = dataclasses.field(repr=False, compare=False)
+
+    def weights(self) -> dict:
+        return self._weights()
 
 
 def node_softmax(beta, nodes: int):
@@ -198,10 +232,9 @@ def _recomputed_cell(cell, s0, s1, weights, betas, training):
     def forward(s0, s1, weights, *betas):
         again = bool(passes)
         passes.append(again)
-        edge_weights = tf.unstack(betas[0]) if betas else None
+        weights, edge_weights = cell.mixing_arguments(weights, betas[0] if betas else None)
         with ops_lib.moving_statistics_frozen(again):
-            return cell((s0, s1), _scalar_rows(weights), training=training,
-                        edge_weights=edge_weights)
+            return cell((s0, s1), weights, training=training, edge_weights=edge_weights)
 
     return tf.recompute_grad(forward)(s0, s1, weights, *(() if betas is None else (betas,)))
 
@@ -217,13 +250,18 @@ class SearchCell(keras.layers.Layer):
     """A search cell: two preprocessed inputs, ``nodes`` intermediate nodes, each the sum of
     mixed edges from all earlier states, and the concatenation of the intermediate nodes.
 
+    ``layout`` (see :data:`LAYOUTS`): ``"grouped"`` computes the edges into each node as one
+    :class:`~aca_keras.models.grouped.EdgeGroup` per stride (``groups``); ``"per_edge"``
+    holds one :class:`MixedEdge` per edge (``edges``; configs saved without the key).
+    :meth:`edge` gives either layout's edges with their weights.
+
     ``sync_batch_norm``: every BatchNorm of the cell (preprocessing and mixed edges)
     synchronises its statistics across replicas; ``False`` for configs saved without the
     key."""
 
     def __init__(self, ops: Sequence[str], channels: int, reduction: bool = False,
                  reduction_prev: bool = False, nodes: int = 4, partial_k: int = 1,
-                 sync_batch_norm: bool = False, **kwargs):
+                 sync_batch_norm: bool = False, layout: str = "grouped", **kwargs):
         super().__init__(**kwargs)
         self.ops = tuple(ops)
         self.channels = channels
@@ -232,6 +270,7 @@ class SearchCell(keras.layers.Layer):
         self.nodes = nodes
         self.partial_k = int(partial_k)
         self.sync_batch_norm = bool(sync_batch_norm)
+        self.layout = check_layout(layout)
         sync = self.sync_batch_norm
         if reduction_prev:
             self.preprocess0 = ops_lib.FactorizedReduce(channels, affine=False,
@@ -241,37 +280,105 @@ class SearchCell(keras.layers.Layer):
                                                   sync_batch_norm=sync)
         self.preprocess1 = ops_lib.ReLUConvBN(channels, 1, 1, affine=False, sync_batch_norm=sync)
         self.edges = []
-        for node in range(nodes):
-            for source in range(2 + node):
-                stride = 2 if reduction and source < 2 else 1
-                self.edges.append(MixedEdge(self.ops, channels, stride, self.partial_k,
-                                            sync_batch_norm=sync))
+        self.groups = []
+        self.group_layout = grouped_lib.group_layout(nodes, reduction)
+        if self.layout == "per_edge":
+            for node in range(nodes):
+                for source in range(2 + node):
+                    stride = 2 if reduction and source < 2 else 1
+                    self.edges.append(MixedEdge(self.ops, channels, stride, self.partial_k,
+                                                sync_batch_norm=sync))
+        else:
+            for node, first, sources, stride in self.group_layout:
+                self.groups.append(grouped_lib.EdgeGroup(
+                    self.ops, channels, sources, stride, self.partial_k,
+                    sync_batch_norm=sync, name=f"node{node}_from{first}"))
         self.concat = keras.layers.Concatenate(axis=-1)
+
+    @property
+    def group_sizes(self) -> list[int]:
+        """Edges per group, in edge order (grouped layout)."""
+        return [sources for _, _, sources, _ in self.group_layout]
 
     def build(self, input_shape):
         shape0, shape1 = input_shape
         self.preprocess0.build(shape0)
         self.preprocess1.build(shape1)
         state_shape = self.preprocess1.compute_output_shape(shape1)
-        reduced = self.edges[0].compute_output_shape(state_shape) if self.reduction else state_shape
-        index = 0
-        for node in range(self.nodes):
-            for source in range(2 + node):
-                self.edges[index].build(state_shape if source < 2 else reduced)
-                index += 1
+        n, h, w, c = state_shape
+        reduced = ((n, None if h is None else -(-h // 2), None if w is None else -(-w // 2), c)
+                   if self.reduction else state_shape)
+        if self.layout == "per_edge":
+            index = 0
+            for node in range(self.nodes):
+                for source in range(2 + node):
+                    self.edges[index].build(state_shape if source < 2 else reduced)
+                    index += 1
+        else:
+            for group, (_, first, sources, _) in zip(self.groups, self.group_layout):
+                shape = state_shape if first < 2 else reduced
+                group.build([shape] * sources)
         self.built = True
 
     @property
     def stochastic(self) -> bool:
         """Whether an edge draws random numbers in training (the ``noise`` op)."""
-        return any(edge.stochastic for edge in self.edges)
+        return any(layer.stochastic for layer in (*self.edges, *self.groups))
+
+    def mixing_arguments(self, weights, edge_weights=None):
+        """The ``(weights, edge_weights)`` call arguments of this cell's layout from the
+        ``(num_edges, num_ops)`` weight matrix and the ``(num_edges,)`` edge weights (or
+        ``None``): scalars per edge (per-edge layout) or one row block per group (grouped).
+        The same for every cell of one type and width, so the supernet makes them once per
+        pass. Grouped: per group, the candidates' per-channel weights (the edge weights in
+        them) and, for partial-channel edges only, the edge weights of the bypass."""
+        if self.layout == "per_edge":
+            return (_scalar_rows(weights),
+                    None if edge_weights is None else tf.unstack(edge_weights))
+        sizes = self.group_sizes
+        scales = grouped_lib.channel_scales(weights, self.ops, self.channels // self.partial_k,
+                                            edge_weights, sizes)
+        return (scales, None if edge_weights is None or self.partial_k == 1
+                else grouped_lib.split_rows(edge_weights, sizes))
+
+    def edge(self, index: int) -> EdgeView:
+        """Edge ``index`` (DARTS edge order) as an :class:`EdgeView`, in either layout."""
+        total = num_edges_for(self.nodes)
+        if not 0 <= index < total:
+            raise IndexError(f"edge {index} is not in a cell of {total} edges")
+        if self.layout == "per_edge":
+            mixed = self.edges[index]
+            return EdgeView(self.ops, mixed.op_indices, mixed.stride,
+                            functools.partial(grouped_lib.per_edge_weights, mixed))
+        start = 0
+        for group in self.groups:
+            if index < start + group.edges:
+                local = index - start
+                return EdgeView(self.ops, group.op_indices, group.stride,
+                                functools.partial(group.edge_weights, local))
+            start += group.edges
+        raise AssertionError("unreachable")
 
     def call(self, inputs, weights, training=None, edge_weights=None, taps=None):
-        """``weights``: per edge, the operation weights; ``edge_weights`` (PC-DARTS edge
-        normalisation, optional): per edge, a scalar multiplying its output in the node sum;
-        ``taps`` (optional): ``{edge: {position: EdgeTap}}`` (see :class:`EdgeTap`)."""
+        """``weights``: the ``(num_edges, num_ops)`` operation weights, or what
+        :meth:`mixing_arguments` makes of them; ``edge_weights`` (PC-DARTS edge
+        normalisation, optional): per edge, a scalar multiplying its output in the node sum
+        (a ``(num_edges,)`` tensor, or :meth:`mixing_arguments`' form); ``taps``
+        (optional): ``{edge: {position: EdgeTap}}`` (see :class:`EdgeTap`)."""
+        if taps and self.layout == "grouped":
+            if isinstance(weights, (list, tuple)):
+                raise TypeError("A grouped cell with taps needs the (num_edges, num_ops) "
+                                "weight matrix, not mixing_arguments' prepared weights.")
+            sizes = self.group_sizes
+            weights = grouped_lib.split_rows(weights, sizes)
+            if edge_weights is not None:
+                edge_weights = grouped_lib.split_rows(edge_weights, sizes)
+        elif not isinstance(weights, (list, tuple)):
+            weights, edge_weights = self.mixing_arguments(weights, edge_weights)
         s0, s1 = inputs
         states = [self.preprocess0(s0, training=training), self.preprocess1(s1, training=training)]
+        if self.layout == "grouped":
+            return self._call_grouped(states, weights, edge_weights, training, taps)
         index = 0
         for _ in range(self.nodes):
             total = None
@@ -288,11 +395,38 @@ class SearchCell(keras.layers.Layer):
             states.append(total)
         return self.concat(states[2:])
 
+    def _call_grouped(self, states, blocks, edge_blocks, training, taps):
+        start = 0
+        pending = None  # the node being summed
+        for g, (group, (node, first, sources, _)) in enumerate(zip(self.groups,
+                                                                   self.group_layout)):
+            local_taps = None
+            if taps:
+                local_taps = {e - start: t for e, t in taps.items()
+                              if start <= e < start + sources and t}
+            arguments = {"training": training}
+            if edge_blocks is not None and edge_blocks[g] is not None:
+                arguments["edge_weights"] = edge_blocks[g]
+            if local_taps:
+                arguments["taps"] = local_taps
+            out = group(states[first:first + sources], blocks[g], **arguments)
+            pending = out if pending is None else pending + out
+            start += sources
+            if g + 1 == len(self.groups) or self.group_layout[g + 1][0] != node:
+                states.append(pending)
+                pending = None
+        return self.concat(states[2:])
+
     def get_config(self):
         return {**super().get_config(), "ops": list(self.ops), "channels": self.channels,
                 "reduction": self.reduction, "reduction_prev": self.reduction_prev,
                 "nodes": self.nodes, "partial_k": self.partial_k,
-                "sync_batch_norm": self.sync_batch_norm}
+                "sync_batch_norm": self.sync_batch_norm, "layout": self.layout}
+
+    @classmethod
+    def from_config(cls, config):
+        # configs saved before the grouped layout existed hold per-edge weights
+        return cls(**{"layout": "per_edge", **config})
 
 
 # compile() builds the model and both optimisers. Under a tf.distribute strategy Keras's
@@ -323,6 +457,11 @@ class SearchNetwork(keras.Model):
             (global-batch statistics under a strategy with several replicas; see
             :func:`aca_keras.distribute.synchronize_batch_norm`). ``False`` by default and
             for configs saved without the key.
+        layout: how the mixed edges are stored and computed (see :data:`LAYOUTS`):
+            ``"grouped"`` (default: the edges into one node as one wide operation per
+            candidate, a step graph about a third the size) or ``"per_edge"`` (one layer per
+            edge; configs saved without the key, so older supernets load as they were
+            saved). Both compute the same numbers.
 
     Besides the architecture weights the model holds two non-trainable scalars set by
     callbacks (see :mod:`aca_keras.searching.variants`): ``alpha_frozen`` (1: the architecture step is
@@ -334,9 +473,11 @@ class SearchNetwork(keras.Model):
                  channels: int = 16, nodes: int = 4, stem_multiplier: int = 3,
                  ops: str | Sequence[str] = "aca", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, partial_k: int = 1,
-                 edge_normalization: bool = False, sync_batch_norm: bool = False, **kwargs):
+                 edge_normalization: bool = False, sync_batch_norm: bool = False,
+                 layout: str = "grouped", **kwargs):
         super().__init__(**kwargs)
 
+        self.layout = check_layout(layout)
         self.image_shape = tuple(int(d) for d in input_shape)
         if len(self.image_shape) != 3:
             raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
@@ -375,7 +516,7 @@ class SearchNetwork(keras.Model):
             self.search_cells.append(SearchCell(self.op_names, c_cur, reduction, reduction_prev,
                                                 nodes, self.partial_k,
                                                 sync_batch_norm=self.sync_batch_norm,
-                                                name=f"cell_{i}"))
+                                                layout=self.layout, name=f"cell_{i}"))
             reduction_prev = reduction
         self.global_pool = keras.layers.GlobalAveragePooling2D()
         self.classifier = keras.layers.Dense(num_classes)
@@ -427,7 +568,7 @@ class SearchNetwork(keras.Model):
         # softmax in float32, then cast to the compute dtype (bfloat16/float16 when mixed)
         mixing = self.op_weights() if op_weights is None else op_weights
         matrices = [keras.ops.cast(w, self.compute_dtype) for w in mixing]
-        rows = [None, None]  # per cell type, the weights as scalars, made when first needed
+        prepared = {}  # per cell type and width, the cells' weight arguments, made once
         b_normal = b_reduce = None
         if self.edge_normalization:
             b_normal, b_reduce = self.beta_weights()
@@ -440,15 +581,16 @@ class SearchNetwork(keras.Model):
                 out = _recomputed_cell(cell, s0, s1, matrices[kind], betas, training)
                 s0, s1 = s1, out
                 continue
-            if rows[kind] is None:
-                rows[kind] = _scalar_rows(matrices[kind])
-            weights = rows[kind]
-            betas = None if betas is None else tf.unstack(betas)
-            if cell_taps:
-                out = cell((s0, s1), weights, training=training, edge_weights=betas,
+            if cell_taps:  # the cell splits the raw weights itself (taps see w * op(x))
+                out = cell((s0, s1), matrices[kind], training=training, edge_weights=betas,
                            taps=cell_taps)
-            else:
-                out = cell((s0, s1), weights, training=training, edge_weights=betas)
+                s0, s1 = s1, out
+                continue
+            key = (kind, cell.channels if cell.layout == "grouped" else 0)
+            if key not in prepared:
+                prepared[key] = cell.mixing_arguments(matrices[kind], betas)
+            weights, edge_weights = prepared[key]
+            out = cell((s0, s1), weights, training=training, edge_weights=edge_weights)
             s0, s1 = s1, out
         # logits in the variable dtype: float32 under mixed precision (a stable loss)
         return keras.ops.cast(self.classifier(self.global_pool(s1)), self.variable_dtype)
@@ -666,8 +808,13 @@ class SearchNetwork(keras.Model):
             "stem_multiplier": self.stem_multiplier, "ops": self.ops,
             "partial_k": self.partial_k, "edge_normalization": self.edge_normalization,
             "mean": list(self.mean), "std": list(self.std), "name": self.name,
-            "sync_batch_norm": self.sync_batch_norm,
+            "sync_batch_norm": self.sync_batch_norm, "layout": self.layout,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        # supernets saved before the grouped layout existed hold per-edge weights
+        return cls(**{"layout": "per_edge", **config})
 
 
 def _deserialize_variant(config: Mapping) -> SearchVariant:
@@ -680,3 +827,44 @@ def _deserialize_variant(config: Mapping) -> SearchVariant:
             f"The supernet was compiled with the search variant {name!r} of class "
             f"{config.get('class_name')!r}, which is not registered: import its module "
             f"({config.get('module')}) before loading the model.") from error
+
+
+def copy_supernet_weights(source: SearchNetwork, target: SearchNetwork) -> None:
+    """Copy every variable of ``source`` into ``target``, a supernet of the same settings in
+    either layout (for example a supernet loaded in the per-edge layout into a grouped one):
+    the mixed edges' weights edge by edge (:meth:`SearchCell.edge`), everything else (stem,
+    cell preprocessing, classifier, alphas, BatchNorm statistics) in order.
+
+    Raises ``ValueError`` when the two supernets differ in anything but the layout."""
+    for network in (source, target):
+        network.ensure_built()
+    settings = {k: v for k, v in source.get_config().items() if k not in ("layout", "name")}
+    other = {k: v for k, v in target.get_config().items() if k not in ("layout", "name")}
+    if settings != other:
+        changed = sorted(k for k in settings if settings[k] != other.get(k))
+        raise ValueError(f"The supernets differ in {changed}; weights copy only between "
+                         "supernets of the same settings.")
+    assignments = []
+    for cell_from, cell_to in zip(source.search_cells, target.search_cells):
+        for index in range(num_edges_for(cell_from.nodes)):
+            views_from = cell_from.edge(index).weights()
+            views_to = cell_to.edge(index).weights()
+            if views_from.keys() != views_to.keys():
+                raise ValueError(f"Edge {index} of {cell_from.name} holds other variables in "
+                                 "the two supernets.")
+            assignments += [(views_to[name], views_from[name].numpy()) for name in views_from]
+    rest_from, rest_to = _non_edge_variables(source), _non_edge_variables(target)
+    if [tuple(v.shape) for v in rest_from] != [tuple(v.shape) for v in rest_to]:
+        raise ValueError("The supernets' other variables differ in shape.")
+    assignments += [(v_to, keras.ops.convert_to_numpy(v_from))
+                    for v_from, v_to in zip(rest_from, rest_to)]
+    for variable, value in assignments:  # every value was read first: nothing half-copied
+        variable.assign(value)
+
+
+def _non_edge_variables(network: SearchNetwork) -> list:
+    edge_ids = set()
+    for cell in network.search_cells:
+        for layer in (*cell.edges, *cell.groups):
+            edge_ids.update(id(v) for v in layer.weights)
+    return [v for v in network.weights if id(v) not in edge_ids]

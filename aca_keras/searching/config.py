@@ -83,6 +83,10 @@ class SearchConfig:
     # gradient checkpointing per supernet cell: less tensor memory, one more forward pass
     # per step (SearchNetwork.compile's recompute; benchmarks/README.md has the figures)
     recompute: bool = False
+    # how the supernet stores and computes its mixed edges (SearchNetwork's layout):
+    # "grouped", or "per_edge" for runs written before the grouped layout (their config.json
+    # has no such key, and their checkpoints hold per-edge weights)
+    layout: str = "grouped"
     # tf.distribute: the kind ("default", "mirrored", "multiworker") and replica count of the
     # last session (a resume may use other devices); the strategy object itself is not JSON
     strategy: str = "default"
@@ -121,6 +125,8 @@ class SearchConfig:
         if self.dtype_policy not in ("float32", "mixed_float16", "mixed_bfloat16"):
             raise ValueError(f"dtype_policy must be float32, mixed_float16 or mixed_bfloat16, "
                              f"got {self.dtype_policy!r}")
+        if self.layout not in ("grouped", "per_edge"):
+            raise ValueError(f"layout must be 'grouped' or 'per_edge', got {self.layout!r}")
         if not 0.0 <= self.drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {self.drop_path}")
         resolve_op_set(self.ops)
@@ -175,7 +181,8 @@ class SearchConfig:
         if unknown:
             raise RunDirError(f"{RunDir.CONFIG} has unknown settings {unknown}; was it written by a "
                               "newer aca_keras? Upgrade aca_keras.")
-        return cls(**data)
+        # a run written before the grouped layout resumes with its own (per-edge) weights
+        return cls(**{"layout": "per_edge", **data})
 
 
 def defaults() -> dict[str, Any]:

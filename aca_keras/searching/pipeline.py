@@ -355,7 +355,8 @@ def build_search_network(bundle, config: SearchConfig, steps_per_epoch: int, *,
         bundle.input_shape, bundle.num_classes, cells=config.cells, channels=config.channels,
         nodes=config.nodes, stem_multiplier=config.stem_multiplier, ops=config.ops,
         mean=bundle.mean, std=bundle.std, **variant.network_arguments(),
-        sync_batch_norm=dist.synchronize_batch_norm(strategy, config.sync_batch_norm))
+        sync_batch_norm=dist.synchronize_batch_norm(strategy, config.sync_batch_norm),
+        layout=config.layout)
     schedule = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch),
         alpha=config.learning_rate_min / config.learning_rate)
