@@ -215,20 +215,28 @@ def test_cells_of_both_layouts_compute_the_same_and_taps_see_the_same_terms(redu
         weights = tf.constant(rng.dirichlet(np.ones(len(OPS)), size=9))
         outputs = {k: cell((s0, s1), weights, training=True) for k, cell in cells.items()}
         assert _relative(outputs["grouped"], outputs["per_edge"]) < 1e-12
-        captured = {}
-        for layout, cell in cells.items():
-            taps = {4: {2: EdgeTap()}, 7: {0: EdgeTap(transform=lambda x, a, w: 2.0 * a)}}
-            out = cell((s0, s1), weights, training=False, taps=taps)
-            captured[layout] = (out, taps)
-        out_g, taps_g = captured["grouped"]
-        out_p, taps_p = captured["per_edge"]
-        assert _relative(out_g, out_p) < 1e-12
-        for edge, position in ((4, 2), (7, 0)):
-            (x_g, a_g, w_g), = taps_g[edge][position].captured
-            (x_p, a_p, w_p), = taps_p[edge][position].captured
-            assert _relative(x_g, x_p) == 0.0
-            assert _relative(a_g, a_p) < 1e-12
-            assert float(w_g) == float(w_p)
+        betas = tf.constant(rng.uniform(0.2, 1.0, size=9))
+        for edge_weights in (None, betas):  # the fast path, and edge by edge with betas
+            captured = {}
+            for layout, cell in cells.items():
+                taps = {4: {2: EdgeTap()}, 7: {0: EdgeTap(transform=lambda x, a, w: 2.0 * a)}}
+                with tf.GradientTape() as tape:
+                    out = cell((s0, s1), weights, training=False, taps=taps,
+                               edge_weights=edge_weights)
+                    loss = tf.reduce_sum(tf.sin(out))
+                terms = [taps[4][2].captured[0][1], taps[7][0].captured[0][1]]
+                captured[layout] = (out, taps, tape.gradient(loss, terms))
+            out_g, taps_g, grads_g = captured["grouped"]
+            out_p, taps_p, grads_p = captured["per_edge"]
+            assert _relative(out_g, out_p) < 1e-12
+            for g, p in zip(grads_g, grads_p):  # dL/da, what channel scoring reads
+                assert g is not None and _relative(g, p) < 1e-12
+            for edge, position in ((4, 2), (7, 0)):
+                (x_g, a_g, w_g), = taps_g[edge][position].captured
+                (x_p, a_p, w_p), = taps_p[edge][position].captured
+                assert _relative(x_g, x_p) < 1e-12
+                assert _relative(a_g, a_p) < 1e-12
+                assert float(w_g) == float(w_p)
 
 
 def _tiny(layout: str) -> SearchNetwork:

@@ -562,7 +562,8 @@ class EdgeGroup(keras.layers.Layer):
 
     def call(self, inputs, weights, edge_weights=None, training=None, taps=None):
         parts, grouped = self._op_inputs(list(inputs))
-        if taps:
+        if taps and (edge_weights is not None or isinstance(weights, (list, tuple))):
+            # edge by edge (the terms a tap sees exclude the edge weights)
             outputs = self._candidate_outputs(grouped, training, [None] * len(self.candidates))
             return self._call_with_taps(inputs, parts, outputs, weights, edge_weights, taps)
         if isinstance(weights, (list, tuple)):  # prepared: the edge weights are in them
@@ -575,6 +576,8 @@ class EdgeGroup(keras.layers.Layer):
         mixed = outputs[0] if len(outputs) == 1 else tf.add_n(outputs)
         if self.edges > 1:
             mixed = tf.reduce_sum(tf.reshape(mixed, _nhwc(mixed, self.op_channels, self.edges)), 3)
+        if taps:
+            mixed = mixed + self._tapped_corrections(parts, outputs, weights, taps)
         if self.partial_k == 1:
             return mixed
         rests = [self._bypass(x) for x in inputs]
@@ -597,6 +600,25 @@ class EdgeGroup(keras.layers.Layer):
             else:
                 outputs.append(layer(grouped, **arguments))
         return outputs
+
+    def _tapped_corrections(self, parts, outputs, weights, taps):
+        """What the taps change in the node: for each tapped term ``a = w * op(x)`` (edge
+        ``e``'s slice of a weighted candidate output), ``a' - a`` with ``a'`` the tap's
+        replacement, a new tensor even without a transform, so that ``dL/da'`` is the
+        gradient at the node, as in a per-edge edge."""
+        c = self.op_channels
+        total = None
+        for e, edge_taps in sorted(taps.items()):
+            for position, tap in sorted(edge_taps.items()):
+                i = self.op_indices[position]
+                w = weights[e, i]
+                term = outputs[position][..., e * c:(e + 1) * c]
+                replaced = (tf.identity(term) if tap.transform is None
+                            else tap.transform(parts[e], term, w))
+                tap.captured.append((parts[e], replaced, w))
+                change = replaced - term
+                total = change if total is None else total + change
+        return total
 
     def _call_with_taps(self, inputs, parts, outputs, weights, edge_weights, taps):
         if isinstance(weights, (list, tuple)):
