@@ -125,6 +125,12 @@ def _out_size(size, stride: int):
     return None if size is None else -(-size // stride)
 
 
+def _strided_shape(input_shape, stride: int, channels: int) -> tuple:
+    """An NHWC shape after a ``"same"``-padded ``stride`` with ``channels`` channels."""
+    n, h, w, _ = tuple(input_shape)
+    return (n, _out_size(h, stride), _out_size(w, stride), channels)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GroupedDilConv(keras.layers.Layer):
     """``edges`` :class:`~aca_keras.layers.ops.DilConv` operations side by side: ReLU, the
@@ -190,9 +196,7 @@ class GroupedDilConv(keras.layers.Layer):
         return self.bn(x, training=training, output_scale=scale)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _out_size(h, self.stride), _out_size(w, self.stride),
-                self.edges * self.channels_out)
+        return _strided_shape(input_shape, self.stride, self.edges * self.channels_out)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """Views of one edge's variables, named as a :class:`~aca_keras.layers.ops.DilConv`'s
@@ -368,9 +372,7 @@ class GroupedPoolBN(keras.layers.Layer):
         return self.bn(x, training=training, output_scale=scale)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _out_size(h, self.stride), _out_size(w, self.stride),
-                self.edges * self.channels)
+        return _strided_shape(input_shape, self.stride, self.edges * self.channels)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """Views of one edge's BatchNorm variables, named as a PoolBN's (``bn.*``)."""
@@ -429,9 +431,7 @@ class PerEdgeOperation(keras.layers.Layer):
         return out if scale is None else out * tf.cast(scale, out.dtype)
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = input_shape
-        return (n, _out_size(h, self.stride), _out_size(w, self.stride),
-                self.edges * self.channels_out)
+        return _strided_shape(input_shape, self.stride, self.edges * self.channels_out)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """The edge's own layer's variables (whole-variable views), by their paths inside
@@ -546,8 +546,7 @@ class EdgeGroup(keras.layers.Layer):
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        n, h, w, _ = tuple(input_shape[0])
-        return (n, _out_size(h, self.stride), _out_size(w, self.stride), self.channels)
+        return _strided_shape(input_shape[0], self.stride, self.channels)
 
     def _op_inputs(self, inputs):
         c = self.op_channels
