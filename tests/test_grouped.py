@@ -294,3 +294,12 @@ def test_configs_saved_before_the_grouped_layout_load_per_edge():
         SearchConfig(layout="stacked").validate()
     with pytest.raises(ValueError, match="Unknown supernet layout"):
         SearchNetwork((8, 8, 3), 3, layout="stacked")
+
+
+def test_aca_search_takes_the_layout():
+    from aca_keras.cli.search import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--layout", "per_edge"]).layout == "per_edge"
+    assert parser.parse_args([]).layout is None  # the SearchConfig default, grouped
+    assert "per_edge" in " ".join(parser.format_help().split())

@@ -124,3 +124,18 @@ def test_bad_runs_are_refused_clearly(arrays, finished_run, tmp_path):
     (tmp_path / "corrupt" / "config.json").write_text("{not json")
     with pytest.raises(RunDirError, match="not valid JSON"):
         search(arrays, run_dir=tmp_path / "corrupt", resume=True)
+
+
+def test_a_run_written_before_the_grouped_layout_resumes_in_its_own_layout(arrays, tmp_path):
+    """An old run directory (config.json without ``layout``, a per-edge checkpoint) resumes
+    in the per-edge layout, as it was written, and finishes."""
+    run_dir = tmp_path / "old"
+    search(arrays, run_dir=run_dir, layout="per_edge", **{**TINY, "epochs": 1})
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["layout"] == "per_edge"
+    del config["layout"]  # as aca_keras wrote it before the grouped layout
+    (run_dir / "config.json").write_text(json.dumps(config))
+    model = search(arrays, run_dir=run_dir, resume=True, epochs=2, verbose=0)
+    assert ckpt.read_checkpoint_meta(run_dir / "checkpoint.npz")["epochs_done"] == 2
+    assert json.loads((run_dir / "config.json").read_text())["layout"] == "per_edge"
+    assert model.count_params() > 0

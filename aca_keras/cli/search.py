@@ -90,6 +90,10 @@ SEARCH_SETTINGS: tuple[tuple[str, str, type, str], ...] = (
     ("--recompute", "recompute", bool,
      "recompute each supernet cell's forward pass in the backward pass: much less memory, "
      "one more forward computation per step"),
+    ("--layout", "layout", str,
+     "supernet edge layout: grouped (the default: each node's edges as one wide operation) "
+     "or per_edge (one layer per edge: the layout of supernets saved before; same numbers, a "
+     "step graph twice the size)"),
     ("--no-sync-batch-norm", "sync_batch_norm", bool,
      "with --strategy: BatchNorm statistics per replica instead of over the global batch "
      "(smaller graph, other results)"),
