@@ -85,24 +85,6 @@ def restart_hint(path: str | os.PathLike) -> str:
             f"restore {path.name} from a backup and resume.")
 
 
-def _layout_hint(model, saved: list) -> str | None:
-    """How to load a supernet checkpoint written in the other edge layout, or ``None``."""
-    layout = getattr(model, "layout", None)
-    paths = [entry[0] for entry in saved if entry]
-    per_edge = any("mixed_edge" in p for p in paths)
-    if layout == "grouped" and per_edge:
-        return ("holds a supernet in the per-edge layout (aca_keras before the grouped edges); "
-                "build the supernet with layout='per_edge' to load it (a run directory "
-                "resumes so by itself, from its config.json), then, to continue in the "
-                "grouped layout, copy its weights into a grouped supernet with "
-                "aca_keras.models.supernet.copy_supernet_weights (optimiser state is not "
-                "carried over).")
-    if layout == "per_edge" and not per_edge and any("/grouped_" in p for p in paths):
-        return ("holds a supernet in the grouped layout; build the supernet with "
-                "layout='grouped' (the default) to load it.")
-    return None
-
-
 def load_checkpoint(path: str | os.PathLike, model, optimizers: Mapping[str, Any]) -> dict[str, Any]:
     """Restore ``model`` and the optimisers from a checkpoint; returns its ``meta``.
 
@@ -122,7 +104,10 @@ def load_checkpoint(path: str | os.PathLike, model, optimizers: Mapping[str, Any
             saved = layout.get(group)
             if saved is None or len(saved) != len(variables) or any(
                     list(v.shape) != shape for v, (_, shape) in zip(variables, saved)):
-                hint = _layout_hint(model, layout.get("model") or [])
+                # a model may know why (the supernet: a checkpoint of its other edge layout)
+                explain = getattr(model, "checkpoint_mismatch_hint", None)
+                hint = explain([entry[0] for entry in layout.get("model") or [] if entry]) \
+                    if callable(explain) else None
                 if hint:
                     raise RunDirError(f"The checkpoint {path} {hint}")
                 raise RunDirError(

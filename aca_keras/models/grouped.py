@@ -121,11 +121,18 @@ class _EdgewiseInitializer(keras.initializers.Initializer):
         return keras.ops.reshape(value, shape)
 
 
+def check_partial_k(channels: int, partial_k: int) -> None:
+    """A ``ValueError`` unless ``partial_k >= 1`` divides ``channels`` (PC-DARTS edges)."""
+    if partial_k < 1 or channels % partial_k:
+        raise ValueError(f"A partial-channel edge needs channels ({channels}) to be a "
+                         f"multiple of partial_k ({partial_k}).")
+
+
 def _out_size(size, stride: int):
     return None if size is None else -(-size // stride)
 
 
-def _strided_shape(input_shape, stride: int, channels: int) -> tuple:
+def strided_shape(input_shape, stride: int, channels: int) -> tuple:
     """An NHWC shape after a ``"same"``-padded ``stride`` with ``channels`` channels."""
     n, h, w, _ = tuple(input_shape)
     return (n, _out_size(h, stride), _out_size(w, stride), channels)
@@ -196,7 +203,7 @@ class GroupedDilConv(keras.layers.Layer):
         return self.bn(x, training=training, output_scale=scale)
 
     def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.stride, self.edges * self.channels_out)
+        return strided_shape(input_shape, self.stride, self.edges * self.channels_out)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """Views of one edge's variables, named as a :class:`~aca_keras.layers.ops.DilConv`'s
@@ -372,7 +379,7 @@ class GroupedPoolBN(keras.layers.Layer):
         return self.bn(x, training=training, output_scale=scale)
 
     def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.stride, self.edges * self.channels)
+        return strided_shape(input_shape, self.stride, self.edges * self.channels)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """Views of one edge's BatchNorm variables, named as a PoolBN's (``bn.*``)."""
@@ -426,12 +433,12 @@ class PerEdgeOperation(keras.layers.Layer):
             out = inputs
         else:
             parts = tf.split(inputs, self.edges, axis=-1) if self.edges > 1 else [inputs]
-            outs = [_call_layer(layer, x, training) for layer, x in zip(self.layers, parts)]
+            outs = [call_layer(layer, x, training) for layer, x in zip(self.layers, parts)]
             out = outs[0] if len(outs) == 1 else tf.concat(outs, axis=-1)
         return out if scale is None else out * tf.cast(scale, out.dtype)
 
     def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape, self.stride, self.edges * self.channels_out)
+        return strided_shape(input_shape, self.stride, self.edges * self.channels_out)
 
     def edge_weights(self, edge: int, prefix: str = "") -> dict[str, VariableView]:
         """The edge's own layer's variables (whole-variable views), by their paths inside
@@ -451,7 +458,9 @@ class PerEdgeOperation(keras.layers.Layer):
                 "sync_batch_norm": self.sync_batch_norm}
 
 
-def _call_layer(layer, x, training):
+def call_layer(layer, x, training):
+    """``layer(x)``, with ``training`` for the layers that take it (not Identity or a
+    channel slice)."""
     if isinstance(layer, (keras.layers.Identity, ops_lib.ChannelSlice)):
         return layer(x)
     return layer(x, training=training)
@@ -516,9 +525,7 @@ class EdgeGroup(keras.layers.Layer):
         self.stride = int(stride)
         self.partial_k = int(partial_k)
         self.sync_batch_norm = bool(sync_batch_norm)
-        if self.partial_k < 1 or self.channels % self.partial_k:
-            raise ValueError(f"A partial-channel edge needs channels ({channels}) to be a "
-                             f"multiple of partial_k ({partial_k}).")
+        check_partial_k(self.channels, self.partial_k)
         c = self.op_channels
         self.op_indices = tuple(i for i, op in enumerate(self.ops) if op != "none")
         self.candidates = [create_grouped_op(self.ops[i], self.edges, c, c, self.stride,
@@ -546,7 +553,7 @@ class EdgeGroup(keras.layers.Layer):
         self.built = True
 
     def compute_output_shape(self, input_shape):
-        return _strided_shape(input_shape[0], self.stride, self.channels)
+        return strided_shape(input_shape[0], self.stride, self.channels)
 
     def _op_inputs(self, inputs):
         c = self.op_channels

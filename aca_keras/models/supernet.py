@@ -125,9 +125,7 @@ class MixedEdge(keras.layers.Layer):
         self.stride = stride
         self.partial_k = int(partial_k)
         self.sync_batch_norm = bool(sync_batch_norm)
-        if self.partial_k < 1 or channels % self.partial_k:
-            raise ValueError(f"A partial-channel edge needs channels ({channels}) to be a "
-                             f"multiple of partial_k ({partial_k}).")
+        grouped_lib.check_partial_k(channels, self.partial_k)
         op_channels = channels // self.partial_k
         # 'none' contributes w * 0 = 0, so it is never created nor run.
         self.op_indices = tuple(i for i, op in enumerate(self.ops) if op != "none")
@@ -170,13 +168,13 @@ class MixedEdge(keras.layers.Layer):
         if not taps and len(self.candidates) > 1:
             # sum_k w_k * op_k(x) as one contraction of the stacked outputs: a handful of
             # graph ops forward and backward instead of three to four per operation
-            terms = tf.stack([_call_op(layer, x, training) for layer in self.candidates])
+            terms = tf.stack([grouped_lib.call_layer(layer, x, training) for layer in self.candidates])
             selected = tf.cast(tf.stack([weights[i] for i in self.op_indices]), terms.dtype)
             out = tf.tensordot(selected, terms, axes=1)
         else:
             out = None
             for position, (i, layer) in enumerate(zip(self.op_indices, self.candidates)):
-                term = weights[i] * _call_op(layer, x, training)
+                term = weights[i] * grouped_lib.call_layer(layer, x, training)
                 tap = taps.get(position) if taps else None
                 if tap is not None:
                     if tap.transform is not None:
@@ -239,12 +237,6 @@ def _recomputed_cell(cell, s0, s1, weights, betas, training):
     return tf.recompute_grad(forward)(s0, s1, weights, *(() if betas is None else (betas,)))
 
 
-def _call_op(layer, x, training):
-    if isinstance(layer, (keras.layers.Identity, ops_lib.ChannelSlice)):
-        return layer(x)
-    return layer(x, training=training)
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class SearchCell(keras.layers.Layer):
     """A search cell: two preprocessed inputs, ``nodes`` intermediate nodes, each the sum of
@@ -305,8 +297,7 @@ class SearchCell(keras.layers.Layer):
         self.preprocess0.build(shape0)
         self.preprocess1.build(shape1)
         state_shape = self.preprocess1.compute_output_shape(shape1)
-        n, h, w, c = state_shape
-        reduced = ((n, None if h is None else -(-h // 2), None if w is None else -(-w // 2), c)
+        reduced = (grouped_lib.strided_shape(state_shape, 2, state_shape[-1])
                    if self.reduction else state_shape)
         if self.layout == "per_edge":
             index = 0
@@ -741,6 +732,24 @@ class SearchNetwork(keras.Model):
         reuse that memory instead of adding to it. A later ``fit`` traces the step again."""
         self.train_function = self.test_function = self.predict_function = None
         gc.collect()
+
+    def checkpoint_mismatch_hint(self, saved_paths: Sequence[str]) -> str | None:
+        """How to load a checkpoint whose variables (``saved_paths``) do not match this
+        supernet's, when it was written in the other edge layout; ``None`` otherwise
+        (:func:`aca_keras.io.checkpoint.load_checkpoint` puts it in its error)."""
+        per_edge = any("mixed_edge" in p for p in saved_paths)
+        if self.layout == "grouped" and per_edge:
+            return ("holds a supernet in the per-edge layout (aca_keras before the grouped "
+                    "edges); build the supernet with layout='per_edge' to load it (a run "
+                    "directory resumes so by itself, from its config.json), then, to continue "
+                    "in the grouped layout, copy its weights into a grouped supernet with "
+                    "aca_keras.models.supernet.copy_supernet_weights (optimiser state is not "
+                    "carried over).")
+        if self.layout == "per_edge" and not per_edge and any("/grouped_" in p
+                                                              for p in saved_paths):
+            return ("holds a supernet in the grouped layout; build the supernet with "
+                    "layout='grouped' (the default) to load it.")
+        return None
 
     def get_compile_config(self):
         if self.alpha_optimizer is None:
